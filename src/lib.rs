@@ -1,0 +1,1 @@
+//! Athena: Hessian-guided vector quantization of LLM checkpoints into extended GGUF files.
