@@ -1,1 +1,2 @@
 //! Athena: Hessian-guided vector quantization of LLM checkpoints into extended GGUF files.
+pub mod checkpoint;
