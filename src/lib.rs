@@ -1,1 +1,3 @@
 //! Athena: Hessian-guided vector quantization of LLM checkpoints into extended GGUF files.
+
+pub mod container;
