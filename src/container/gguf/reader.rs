@@ -434,7 +434,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     // Offsets: each tensor starts exactly at the previous end padded to the alignment.
     let mut expected = 0u64;
     for (i, t) in tensors.iter().enumerate() {
-        if t.offset % alignment != 0 {
+        if !t.offset.is_multiple_of(alignment) {
             return Err(GgufError::MisalignedOffset {
                 name: t.name.clone(),
                 offset: t.offset,
@@ -532,7 +532,7 @@ pub(crate) fn checked_tensor_size(
     ty: GgmlType,
 ) -> Result<u64, GgufError> {
     let ne0 = dims.first().copied().unwrap_or(0);
-    if ne0 % ty.block_size() != 0 {
+    if !ne0.is_multiple_of(ty.block_size()) {
         return Err(GgufError::BlockSizeMismatch {
             name: name.to_string(),
             ne0,

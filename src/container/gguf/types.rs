@@ -133,7 +133,7 @@ impl GgmlType {
     /// Bytes of a row of `ne0` elements; `None` if `ne0` is not a multiple of the block size or on overflow.
     pub fn row_size(self, ne0: u64) -> Option<u64> {
         let bs = self.block_size();
-        if ne0 % bs != 0 {
+        if !ne0.is_multiple_of(bs) {
             return None;
         }
         (ne0 / bs).checked_mul(self.type_size())
@@ -169,7 +169,7 @@ mod tests {
         let mut last = None;
         for &(t, name, bs, ts) in TABLE {
             assert!(
-                last.map_or(true, |l| l < t.id()),
+                last.is_none_or(|l| l < t.id()),
                 "table not in id order at {name}"
             );
             last = Some(t.id());
