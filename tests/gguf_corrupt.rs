@@ -419,3 +419,22 @@ fn absurd_counts_and_lengths() {
     let b = two_tensor_file((b"a", &[1 << 40], 0, 0), (b"b", &[5], 24, 32), 32, 5);
     assert!(matches!(err(b), GgufError::DataOutOfBounds { .. }));
 }
+
+#[test]
+fn names_with_control_characters_stay_on_one_line() {
+    // Found by the fuzzer (fixtures/gguf-regressions/crash-7ef986b9923573ae.gguf).
+    let mut r = Raw::header(3, 0, 1);
+    r.str(b"bad\nkey\x00").u32(77).pad(32);
+    assert_eq!(
+        err(r.done()).to_string(),
+        "key 'bad\\nkey\\u{0}': unknown value type id 77"
+    );
+    let long = "k".repeat(1000);
+    let mut r = Raw::header(3, 0, 1);
+    r.str(long.as_bytes()).u32(77).pad(32);
+    let s = err(r.done()).to_string();
+    assert!(
+        s.len() < 300 && s.ends_with("...': unknown value type id 77"),
+        "{s}"
+    );
+}

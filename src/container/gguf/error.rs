@@ -15,7 +15,10 @@ pub enum GgufError {
     },
 
     /// A field or byte range runs past the end of the file.
-    #[error("{what}: needs {need} bytes at byte {offset} but the file has {file_len} bytes")]
+    #[error(
+        "{}: needs {need} bytes at byte {offset} but the file has {file_len} bytes",
+        esc_controls(what)
+    )]
     Truncated {
         what: String,
         offset: u64,
@@ -30,28 +33,31 @@ pub enum GgufError {
     UnsupportedVersion { version: u32, hint: &'static str },
 
     /// A count (tensor count, kv count, array length) that the file cannot possibly hold.
-    #[error("{what}: count {count} is implausible, the rest of the file can hold at most {max}")]
+    #[error(
+        "{}: count {count} is implausible, the rest of the file can hold at most {max}",
+        esc_controls(what)
+    )]
     ImplausibleCount { what: String, count: u64, max: u64 },
 
-    #[error("{what}: not valid UTF-8")]
+    #[error("{}: not valid UTF-8", esc_controls(what))]
     InvalidUtf8 { what: String },
 
-    #[error("key '{key}': unknown value type id {type_id}")]
+    #[error("key '{}': unknown value type id {type_id}", esc(key))]
     UnknownValueType { key: String, type_id: u32 },
 
-    #[error("key '{key}': nested arrays are not allowed")]
+    #[error("key '{}': nested arrays are not allowed", esc(key))]
     NestedArray { key: String },
 
-    #[error("key '{key}': bool byte {byte} is neither 0 nor 1")]
+    #[error("key '{}': bool byte {byte} is neither 0 nor 1", esc(key))]
     InvalidBool { key: String, byte: u8 },
 
-    #[error("key '{key}': duplicate key")]
+    #[error("key '{}': duplicate key", esc(key))]
     DuplicateKey { key: String },
 
-    #[error("key '{key}': missing")]
+    #[error("key '{}': missing", esc(key))]
     MissingKey { key: String },
 
-    #[error("key '{key}': expected {expected}, found {found}")]
+    #[error("key '{}': expected {expected}, found {}", esc(key), esc(found))]
     WrongType {
         key: String,
         expected: &'static str,
@@ -61,20 +67,21 @@ pub enum GgufError {
     #[error("key 'general.alignment': {alignment} is not a power of two")]
     BadAlignment { alignment: u64 },
 
-    #[error("tensor '{name}': name is {len} bytes, at most 63 are allowed")]
+    #[error("tensor '{}': name is {len} bytes, at most 63 are allowed", esc(name))]
     NameTooLong { name: String, len: usize },
 
-    #[error("tensor '{name}': {n_dims} dimensions, 1 to 4 are allowed")]
+    #[error("tensor '{}': {n_dims} dimensions, 1 to 4 are allowed", esc(name))]
     BadDimCount { name: String, n_dims: u64 },
 
-    #[error("tensor '{name}': dimension {index} is 0")]
+    #[error("tensor '{}': dimension {index} is 0", esc(name))]
     ZeroDim { name: String, index: usize },
 
-    #[error("tensor '{name}': unknown ggml type id {type_id}")]
+    #[error("tensor '{}': unknown ggml type id {type_id}", esc(name))]
     UnknownGgmlType { name: String, type_id: u32 },
 
     #[error(
-        "tensor '{name}': ne[0] = {ne0} is not a multiple of the {ty} block size {block_size}"
+        "tensor '{}': ne[0] = {ne0} is not a multiple of the {ty} block size {block_size}",
+        esc(name)
     )]
     BlockSizeMismatch {
         name: String,
@@ -83,14 +90,15 @@ pub enum GgufError {
         block_size: u64,
     },
 
-    #[error("tensor '{name}': element count or byte size overflows")]
+    #[error("tensor '{}': element count or byte size overflows", esc(name))]
     SizeOverflow { name: String },
 
-    #[error("tensor '{name}': duplicate tensor name")]
+    #[error("tensor '{}': duplicate tensor name", esc(name))]
     DuplicateTensor { name: String },
 
     #[error(
-        "tensor '{name}': data offset {offset} is not a multiple of the alignment {alignment}"
+        "tensor '{}': data offset {offset} is not a multiple of the alignment {alignment}",
+        esc(name)
     )]
     MisalignedOffset {
         name: String,
@@ -98,7 +106,11 @@ pub enum GgufError {
         alignment: u64,
     },
 
-    #[error("tensor '{name}': data offset {offset} overlaps tensor '{previous}', which ends at {previous_end}")]
+    #[error(
+        "tensor '{}': data offset {offset} overlaps tensor '{}', which ends at {previous_end}",
+        esc(name),
+        esc(previous)
+    )]
     OverlappingTensor {
         name: String,
         offset: u64,
@@ -106,14 +118,17 @@ pub enum GgufError {
         previous_end: u64,
     },
 
-    #[error("tensor '{name}': data offset {offset}, expected {expected} (the previous data end padded to the alignment)")]
+    #[error("tensor '{}': data offset {offset}, expected {expected} (the previous data end padded to the alignment)", esc(name))]
     UnexpectedOffset {
         name: String,
         offset: u64,
         expected: u64,
     },
 
-    #[error("tensor '{name}': data ends at byte {end} but the file has {file_len} bytes")]
+    #[error(
+        "tensor '{}': data ends at byte {end} but the file has {file_len} bytes",
+        esc(name)
+    )]
     DataOutOfBounds {
         name: String,
         end: u64,
@@ -121,21 +136,57 @@ pub enum GgufError {
     },
 
     // Writer-side errors.
-    #[error("writer: {what} after the header was written")]
+    #[error("writer: {} after the header was written", esc_controls(what))]
     HeaderAlreadyWritten { what: String },
 
-    #[error("tensor '{name}': data written out of order, expected {expected}")]
+    #[error(
+        "tensor '{}': data written out of order, expected {expected}",
+        esc(name)
+    )]
     OutOfOrder { name: String, expected: String },
 
-    #[error("tensor '{name}': got {got} bytes of data, expected {expected}")]
+    #[error("tensor '{}': got {got} bytes of data, expected {expected}", esc(name))]
     WrongDataLength {
         name: String,
         got: u64,
         expected: u64,
     },
 
-    #[error("tensor '{name}': no data was written before finish")]
+    #[error("tensor '{}': no data was written before finish", esc(name))]
     MissingTensorData { name: String },
+}
+
+/// Makes a name from a file safe for a one-line message: control characters are escaped and very long
+/// names are cut.
+pub(crate) fn esc(s: &str) -> String {
+    const MAX: usize = 200;
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Escapes control characters only (for messages already built from [`esc`]aped names).
+pub(crate) fn esc_controls(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let e: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            e
+        })
+        .collect()
 }
 
 impl GgufError {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use memmap2::Mmap;
 
-use super::error::GgufError;
+use super::error::{esc, GgufError};
 use super::types::GgmlType;
 use super::value::{Array, Value, ValueType};
 
@@ -376,7 +376,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
         if key_index.contains_key(&key) {
             return Err(GgufError::DuplicateKey { key });
         }
-        let type_id = cur.u32(&|| format!("key '{key}' value type"))?;
+        let type_id = cur.u32(&|| format!("key '{}' value type", esc(&key)))?;
         let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
             key: key.clone(),
             type_id,
@@ -490,7 +490,7 @@ fn read_tensor_info(cur: &mut Cursor<'_>, i: u64) -> Result<TensorInfo, GgufErro
             name,
         });
     }
-    let n_dims = cur.u32(&|| format!("tensor '{name}' n_dims"))?;
+    let n_dims = cur.u32(&|| format!("tensor '{}' n_dims", esc(&name)))?;
     if n_dims == 0 || n_dims as usize > MAX_DIMS {
         return Err(GgufError::BadDimCount {
             name,
@@ -499,7 +499,7 @@ fn read_tensor_info(cur: &mut Cursor<'_>, i: u64) -> Result<TensorInfo, GgufErro
     }
     let mut dims = Vec::with_capacity(n_dims as usize);
     for d in 0..n_dims {
-        let ne = cur.u64(&|| format!("tensor '{name}' ne[{d}]"))?;
+        let ne = cur.u64(&|| format!("tensor '{}' ne[{d}]", esc(&name)))?;
         if ne == 0 {
             return Err(GgufError::ZeroDim {
                 name,
@@ -508,12 +508,12 @@ fn read_tensor_info(cur: &mut Cursor<'_>, i: u64) -> Result<TensorInfo, GgufErro
         }
         dims.push(ne);
     }
-    let type_id = cur.u32(&|| format!("tensor '{name}' type"))?;
+    let type_id = cur.u32(&|| format!("tensor '{}' type", esc(&name)))?;
     let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownGgmlType {
         name: name.clone(),
         type_id,
     })?;
-    let offset = cur.u64(&|| format!("tensor '{name}' offset"))?;
+    let offset = cur.u64(&|| format!("tensor '{}' offset", esc(&name)))?;
     let size_bytes = checked_tensor_size(&name, &dims, ggml_type)?;
     Ok(TensorInfo {
         name,
@@ -554,7 +554,7 @@ pub(crate) fn checked_tensor_size(
 }
 
 fn read_value(cur: &mut Cursor<'_>, ty: ValueType, key: &str) -> Result<Value, GgufError> {
-    let what = || format!("key '{key}' value");
+    let what = || format!("key '{}' value", esc(key));
     Ok(match ty {
         ValueType::U8 => Value::U8(cur.array::<1>(&what)?[0]),
         ValueType::I8 => Value::I8(cur.array::<1>(&what)?[0] as i8),
@@ -584,7 +584,7 @@ fn to_bool(byte: u8, key: &str) -> Result<bool, GgufError> {
 }
 
 fn read_array(cur: &mut Cursor<'_>, key: &str) -> Result<Array, GgufError> {
-    let type_id = cur.u32(&|| format!("key '{key}' array element type"))?;
+    let type_id = cur.u32(&|| format!("key '{}' array element type", esc(key)))?;
     let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
         key: key.to_string(),
         type_id,
@@ -594,17 +594,17 @@ fn read_array(cur: &mut Cursor<'_>, key: &str) -> Result<Array, GgufError> {
             key: key.to_string(),
         });
     }
-    let count = cur.u64(&|| format!("key '{key}' array length"))?;
+    let count = cur.u64(&|| format!("key '{}' array length", esc(key)))?;
     let min_elem = ty.fixed_size().unwrap_or(8); // a string is at least its 8-byte length
     let max = cur.remaining() / min_elem;
     if count > max {
         return Err(GgufError::ImplausibleCount {
-            what: format!("key '{key}' array length"),
+            what: format!("key '{}' array length", esc(key)),
             count,
             max,
         });
     }
-    let what = || format!("key '{key}' array data");
+    let what = || format!("key '{}' array data", esc(key));
     if let Some(size) = ty.fixed_size() {
         // count * size <= remaining, no overflow.
         let bytes = cur.take(count * size, &what)?;
@@ -642,7 +642,7 @@ fn read_array(cur: &mut Cursor<'_>, key: &str) -> Result<Array, GgufError> {
     }
     let mut v = Vec::with_capacity((count as usize).min(MAX_PREALLOC));
     for j in 0..count {
-        v.push(cur.string(&|| format!("key '{key}' array element {j}"))?);
+        v.push(cur.string(&|| format!("key '{}' array element {j}", esc(key)))?);
     }
     Ok(Array::String(v))
 }
