@@ -646,3 +646,29 @@ fn read_array(cur: &mut Cursor<'_>, key: &str) -> Result<Array, GgufError> {
     }
     Ok(Array::String(v))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn align_up_is_checked() {
+        assert_eq!(align_up(0, 32), Some(0));
+        assert_eq!(align_up(1, 32), Some(32));
+        assert_eq!(align_up(64, 32), Some(64));
+        assert_eq!(align_up(5, 1), Some(5));
+        assert_eq!(align_up(u64::MAX, 32), None);
+    }
+
+    #[test]
+    fn sizes_are_checked() {
+        assert_eq!(
+            checked_tensor_size("t", &[64, 3], GgmlType::Q8_0).unwrap(),
+            204
+        );
+        assert!(matches!(
+            checked_tensor_size("t", &[1 << 40, 1 << 30], GgmlType::I8),
+            Err(GgufError::SizeOverflow { .. })
+        ));
+    }
+}
