@@ -103,6 +103,8 @@ fn stricter_than_llama(e: &GgufError) -> bool {
             | GgufError::InvalidUtf8 { .. }
             // Dimensions of 0 (empty tensors) are refused; llama.cpp allows ne >= 0.
             | GgufError::ZeroDim { .. }
+            // n_dims = 0 is refused; llama.cpp reads it as a 1-element tensor.
+            | GgufError::BadDimCount { n_dims: 0, .. }
     )
 }
 
