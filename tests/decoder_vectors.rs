@@ -92,7 +92,8 @@ fn find(name: &str) -> VectorFiles {
 #[test]
 fn truncated_component_is_a_length_mismatch() {
     let v = find("d2_n16_i8_r3_wild");
-    let cases: [(Component, fn(&mut VectorFiles)); 5] = [
+    type Corrupt = fn(&mut VectorFiles);
+    let cases: [(Component, Corrupt); 5] = [
         (Component::Indices, |v| {
             v.indices.pop();
         }),
@@ -120,7 +121,7 @@ fn non_finite_values_are_located() {
     // f16 codebook: codebook 1, entry 3, dimension 1 := NaN.
     let mut v = find("d2_n4_f16_nondiv");
     let d = 2;
-    let i = (1 * 4 + 3) * d + 1;
+    let i = (4 + 3) * d + 1; // codebook 1 of n = 4: (t * n + a) * d + j
     v.codebook[2 * i..2 * i + 2].copy_from_slice(&0x7e00u16.to_le_bytes());
     assert_eq!(
         encoded(&v).unwrap().check(),
