@@ -443,14 +443,21 @@ fn emit(root: &Path, vec: &Vector) {
     write(&dir, "expected.f32", &exp);
 }
 
+#[allow(dead_code)] // unused when included by tests/vectors_fresh.rs
 fn main() {
     let root: PathBuf = match std::env::args_os().nth(1) {
         Some(p) => p.into(),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/vectors"),
     };
-    fs::create_dir_all(&root).unwrap();
+    let count = generate(&root);
+    println!("wrote {count} vectors to {}", root.display());
+}
+
+/// Writes every vector under `root`; returns how many.
+pub fn generate(root: &Path) -> usize {
+    fs::create_dir_all(root).unwrap();
     // Remove stale vectors (folders holding a params.txt); keep README.md and anything else.
-    for entry in fs::read_dir(&root).unwrap() {
+    for entry in fs::read_dir(root).unwrap() {
         let path = entry.unwrap().path();
         if path.join("params.txt").is_file() {
             fs::remove_dir_all(&path).unwrap();
@@ -460,7 +467,7 @@ fn main() {
     let mut vectors = vec![spec_example()];
     vectors.extend(SPECS.iter().map(|&s| random_vector(s, &mut rng)));
     for vec in &vectors {
-        emit(&root, vec);
+        emit(root, vec);
     }
-    println!("wrote {} vectors to {}", vectors.len(), root.display());
+    vectors.len()
 }
