@@ -217,25 +217,30 @@ impl<'a> Encoded<'a> {
             });
         }
         expect_len(Component::Output, self.cols, out.len())?;
-        self.decode_row_inner(row as usize, out, None);
+        self.decode_row_inner(row as usize, out, Converted::default());
         Ok(())
     }
 
     /// Decodes the whole tensor into `out` (length `rows * cols`, row-major).
     ///
-    /// With the `alloc` feature, B is converted to f32 once for all rows (bit-identical, faster).
+    /// With the `alloc` feature, the int8 scales and B are converted to f32 once for all rows
+    /// (bit-identical, faster).
     pub fn decode_into(&self, out: &mut [f32]) -> Result<(), DecodeError> {
         expect_len(Component::Output, self.rows * self.cols, out.len())?;
         #[cfg(feature = "alloc")]
-        let b32: alloc::vec::Vec<f32> = (0..self.parts.lowrank_b.len() / 2)
-            .map(|i| f16_to_f32(le_u16(self.parts.lowrank_b, i)))
-            .collect();
+        let (scales32, b32) = (
+            f16_slice_to_f32(self.parts.scales),
+            f16_slice_to_f32(self.parts.lowrank_b),
+        );
         #[cfg(feature = "alloc")]
-        let b32 = Some(&b32[..]);
+        let pre = Converted {
+            scales: Some(&scales32),
+            b: Some(&b32),
+        };
         #[cfg(not(feature = "alloc"))]
-        let b32 = None;
+        let pre = Converted::default();
         for (row, chunk) in out.chunks_exact_mut(self.cols).enumerate() {
-            self.decode_row_inner(row, chunk, b32);
+            self.decode_row_inner(row, chunk, pre);
         }
         Ok(())
     }
@@ -248,53 +253,79 @@ impl<'a> Encoded<'a> {
         Ok(out)
     }
 
-    /// `out.len() == cols`, `row < rows`; `b32`, if given, is B converted to f32.
-    fn decode_row_inner(&self, row: usize, out: &mut [f32], b32: Option<&[f32]>) {
+    /// `out.len() == cols`, `row < rows`.
+    fn decode_row_inner(&self, row: usize, out: &mut [f32], pre: Converted<'_>) {
         let mut reader = BitReader::new(self.index_row(row), self.bits);
         let tr = row / self.tile_rows;
         let (d, n) = (self.d, self.n);
-        for tc in 0..self.tiles_c {
-            let t = tr * self.tiles_c + tc;
-            let c0 = tc * self.tile_cols;
-            let c1 = (c0 + self.tile_cols).min(self.cols);
-            let seg = &mut out[c0..c1];
-            match self.params.codebook {
-                CodebookType::I8 => {
-                    let cb = &self.parts.codebook[t * n * d..(t + 1) * n * d];
-                    let mut off = [0.0f32; 8];
-                    let mut step = [0.0f32; 8];
-                    for e in 0..d {
-                        off[e] = f16_to_f32(le_u16(self.parts.scales, (t * d + e) * 2));
-                        step[e] = f16_to_f32(le_u16(self.parts.scales, (t * d + e) * 2 + 1));
+        if self.tile_cols == d && self.params.codebook == CodebookType::I8 {
+            // The paper layout C = d: one tile per group; skip the per-tile set-up.
+            let t0 = tr * self.tiles_c;
+            let cb = &self.parts.codebook[t0 * n * d..(t0 + self.tiles_c) * n * d];
+            let sc = Scales {
+                f16: self.parts.scales,
+                f32: pre.scales,
+                first: t0 * d * 2,
+            };
+            match d {
+                1 => paper_i8::<1>(&mut reader, cb, n, sc, out),
+                2 => paper_i8::<2>(&mut reader, cb, n, sc, out),
+                3 => paper_i8::<3>(&mut reader, cb, n, sc, out),
+                4 => paper_i8::<4>(&mut reader, cb, n, sc, out),
+                5 => paper_i8::<5>(&mut reader, cb, n, sc, out),
+                6 => paper_i8::<6>(&mut reader, cb, n, sc, out),
+                7 => paper_i8::<7>(&mut reader, cb, n, sc, out),
+                _ => paper_i8::<8>(&mut reader, cb, n, sc, out),
+            }
+        } else {
+            for tc in 0..self.tiles_c {
+                let t = tr * self.tiles_c + tc;
+                let c0 = tc * self.tile_cols;
+                let c1 = (c0 + self.tile_cols).min(self.cols);
+                let seg = &mut out[c0..c1];
+                match self.params.codebook {
+                    CodebookType::I8 => {
+                        let cb = &self.parts.codebook[t * n * d..(t + 1) * n * d];
+                        let sc = Scales {
+                            f16: self.parts.scales,
+                            f32: pre.scales,
+                            first: 0,
+                        };
+                        let mut off = [0.0f32; 8];
+                        let mut step = [0.0f32; 8];
+                        for e in 0..d {
+                            off[e] = sc.get((t * d + e) * 2);
+                            step[e] = sc.get((t * d + e) * 2 + 1);
+                        }
+                        match d {
+                            1 => seg_i8::<1>(&mut reader, cb, &off, &step, seg),
+                            2 => seg_i8::<2>(&mut reader, cb, &off, &step, seg),
+                            3 => seg_i8::<3>(&mut reader, cb, &off, &step, seg),
+                            4 => seg_i8::<4>(&mut reader, cb, &off, &step, seg),
+                            5 => seg_i8::<5>(&mut reader, cb, &off, &step, seg),
+                            6 => seg_i8::<6>(&mut reader, cb, &off, &step, seg),
+                            7 => seg_i8::<7>(&mut reader, cb, &off, &step, seg),
+                            _ => seg_i8::<8>(&mut reader, cb, &off, &step, seg),
+                        }
                     }
-                    match d {
-                        1 => seg_i8::<1>(&mut reader, cb, &off, &step, seg),
-                        2 => seg_i8::<2>(&mut reader, cb, &off, &step, seg),
-                        3 => seg_i8::<3>(&mut reader, cb, &off, &step, seg),
-                        4 => seg_i8::<4>(&mut reader, cb, &off, &step, seg),
-                        5 => seg_i8::<5>(&mut reader, cb, &off, &step, seg),
-                        6 => seg_i8::<6>(&mut reader, cb, &off, &step, seg),
-                        7 => seg_i8::<7>(&mut reader, cb, &off, &step, seg),
-                        _ => seg_i8::<8>(&mut reader, cb, &off, &step, seg),
-                    }
-                }
-                CodebookType::F16 => {
-                    let cb = &self.parts.codebook[t * n * d * 2..(t + 1) * n * d * 2];
-                    match d {
-                        1 => seg_f16::<1>(&mut reader, cb, seg),
-                        2 => seg_f16::<2>(&mut reader, cb, seg),
-                        3 => seg_f16::<3>(&mut reader, cb, seg),
-                        4 => seg_f16::<4>(&mut reader, cb, seg),
-                        5 => seg_f16::<5>(&mut reader, cb, seg),
-                        6 => seg_f16::<6>(&mut reader, cb, seg),
-                        7 => seg_f16::<7>(&mut reader, cb, seg),
-                        _ => seg_f16::<8>(&mut reader, cb, seg),
+                    CodebookType::F16 => {
+                        let cb = &self.parts.codebook[t * n * d * 2..(t + 1) * n * d * 2];
+                        match d {
+                            1 => seg_f16::<1>(&mut reader, cb, seg),
+                            2 => seg_f16::<2>(&mut reader, cb, seg),
+                            3 => seg_f16::<3>(&mut reader, cb, seg),
+                            4 => seg_f16::<4>(&mut reader, cb, seg),
+                            5 => seg_f16::<5>(&mut reader, cb, seg),
+                            6 => seg_f16::<6>(&mut reader, cb, seg),
+                            7 => seg_f16::<7>(&mut reader, cb, seg),
+                            _ => seg_f16::<8>(&mut reader, cb, seg),
+                        }
                     }
                 }
             }
         }
         if self.rank > 0 {
-            self.add_lowrank(row, out, b32);
+            self.add_lowrank(row, out, pre.b);
         }
     }
 
@@ -331,6 +362,60 @@ impl<'a> Encoded<'a> {
             for (o, s) in chunk.iter_mut().zip(acc.iter()) {
                 *o += *s;
             }
+        }
+    }
+}
+
+/// Components already converted from f16 to f32 (by `decode_into` with `alloc`).
+#[derive(Clone, Copy, Default)]
+struct Converted<'b> {
+    scales: Option<&'b [f32]>,
+    b: Option<&'b [f32]>,
+}
+
+#[cfg(feature = "alloc")]
+fn f16_slice_to_f32(bytes: &[u8]) -> alloc::vec::Vec<f32> {
+    (0..bytes.len() / 2)
+        .map(|i| f16_to_f32(le_u16(bytes, i)))
+        .collect()
+}
+
+/// The int8 scales, element `first + i` read as `get(i)`, from f32 if converted, else f16.
+#[derive(Clone, Copy)]
+struct Scales<'s> {
+    f16: &'s [u8],
+    f32: Option<&'s [f32]>,
+    first: usize,
+}
+
+impl Scales<'_> {
+    #[inline(always)]
+    fn get(&self, i: usize) -> f32 {
+        match self.f32 {
+            Some(s) => s[self.first + i],
+            None => f16_to_f32(le_u16(self.f16, self.first + i)),
+        }
+    }
+}
+
+/// Paper layout (C = d), int8 codebooks: group g of the row uses codebook t0 + g, whose
+/// entries start at `cb[g * n * D]` and whose scales are `sc.get((g * D + e) * 2 [+ 1])`.
+#[inline(always)]
+fn paper_i8<const D: usize>(
+    reader: &mut BitReader<'_>,
+    cb: &[u8],
+    n: usize,
+    sc: Scales<'_>,
+    out: &mut [f32],
+) {
+    for (g, o) in out.chunks_exact_mut(D).enumerate() {
+        let base = (g * n + reader.next() as usize) * D;
+        let entry = &cb[base..base + D];
+        for e in 0..D {
+            let off = sc.get((g * D + e) * 2);
+            let step = sc.get((g * D + e) * 2 + 1);
+            let p = step * entry[e] as f32;
+            o[e] = off + p;
         }
     }
 }
