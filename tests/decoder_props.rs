@@ -62,7 +62,7 @@ proptest! {
         p.validate().unwrap();
         let mut rng = seed | 1;
         let mut next = move || { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; rng };
-        let mut f16s = |n: usize, next: &mut dyn FnMut() -> u64| -> Vec<u8> {
+        let f16s = |n: usize, next: &mut dyn FnMut() -> u64| -> Vec<u8> {
             (0..n).flat_map(|_| loop {
                 let h = next() as u16;
                 if h & 0x7c00 != 0x7c00 { break h.to_le_bytes(); }
