@@ -154,69 +154,51 @@ pub fn encode(name: &str, q: &QuantizedLinear) -> EncodedWeight {
             CodebookKind::F16 => CodebookType::F16,
         },
     };
-    let groups = cols / cfg.d;
-    let stride = (groups * cfg.index_bits() as usize).div_ceil(8);
-    let tiles = q.vq.codebooks.len() as u64;
-    let (d, n) = (cfg.d as u64, cfg.n as u64);
-    let mut components = vec![Component {
-        name: format!("{name}{IDX}"),
-        dims: vec![stride as u64, rows as u64],
-        ty: GgmlType::I8,
-        data: pack_indices(&q.vq.indices, rows, groups, cfg.index_bits()),
-    }];
-    let codebook_bytes: Vec<u8> =
-        q.vq.codebooks
-            .iter()
-            .flat_map(|c| c.bytes.iter().copied())
+    let halves = |v: &[half::f16]| v.iter().flat_map(|h| h.to_bits().to_le_bytes()).collect::<Vec<u8>>();
+    let indices = pack_indices(&q.vq.indices, rows, cols / cfg.d, cfg.index_bits());
+    let codebook: Vec<u8> = q.vq.codebooks.iter().flat_map(|c| c.bytes.iter().copied()).collect();
+    let scales: Vec<u8> = q.vq.codebooks.iter().flat_map(|c| c.scales.iter().flat_map(|s| s.to_le_bytes())).collect();
+    let (lowrank_a, lowrank_b) = q.lowrank.as_ref().map_or((Vec::new(), Vec::new()), |lr| (halves(&lr.a), halves(&lr.b)));
+    let parts = Parts { indices: &indices, codebook: &codebook, scales: &scales, lowrank_a: &lowrank_a, lowrank_b: &lowrank_b };
+    EncodedWeight::from_parts(name, params, parts)
+}
+
+/// The component tensors' suffix, ggml type and GGUF dims for `params` (spec section 3).
+fn component_layout(params: &Params) -> Result<Vec<(&'static str, GgmlType, Vec<u64>)>, DecodeError> {
+    let (rows, cols) = (params.rows, params.cols);
+    let (d, n, rank) = (params.vector_dim as u64, params.centroids as u64, params.rank as u64);
+    let tiles = params.codebooks()?;
+    let cb_type = if params.codebook == CodebookType::I8 { GgmlType::I8 } else { GgmlType::F16 };
+    let mut layout = vec![(IDX, GgmlType::I8, vec![params.row_stride_bytes()?, rows]), (CB, cb_type, vec![d, n, tiles])];
+    if params.codebook == CodebookType::I8 {
+        layout.push((CBS, GgmlType::F16, vec![2, d, tiles]));
+    }
+    if rank > 0 {
+        layout.push((LRA, GgmlType::F16, vec![rank, rows]));
+        layout.push((LRB, GgmlType::F16, vec![cols, rank]));
+    }
+    Ok(layout)
+}
+
+impl EncodedWeight {
+    /// Wraps raw component buffers (as the decoder sees them) as the weight `name`.
+    /// Panics if `params` are invalid: callers build them from a validated quantizer config.
+    pub fn from_parts(name: &str, params: Params, parts: Parts<'_>) -> EncodedWeight {
+        let layout = component_layout(&params).expect("valid Athena parameters");
+        let components = layout
+            .into_iter()
+            .map(|(suffix, ty, dims)| {
+                let data = match suffix {
+                    IDX => parts.indices,
+                    CB => parts.codebook,
+                    CBS => parts.scales,
+                    LRA => parts.lowrank_a,
+                    _ => parts.lowrank_b,
+                };
+                Component { name: format!("{name}{suffix}"), dims, ty, data: data.to_vec() }
+            })
             .collect();
-    let cb_type = if cfg.codebook == CodebookKind::Int8 {
-        GgmlType::I8
-    } else {
-        GgmlType::F16
-    };
-    components.push(Component {
-        name: format!("{name}{CB}"),
-        dims: vec![d, n, tiles],
-        ty: cb_type,
-        data: codebook_bytes,
-    });
-    if cfg.codebook == CodebookKind::Int8 {
-        let scales =
-            q.vq.codebooks
-                .iter()
-                .flat_map(|c| c.scales.iter().flat_map(|s| s.to_le_bytes()))
-                .collect();
-        components.push(Component {
-            name: format!("{name}{CBS}"),
-            dims: vec![2, d, tiles],
-            ty: GgmlType::F16,
-            data: scales,
-        });
-    }
-    if let Some(lr) = &q.lowrank {
-        let halves = |v: &[half::f16]| {
-            v.iter()
-                .flat_map(|h| h.to_bits().to_le_bytes())
-                .collect::<Vec<u8>>()
-        };
-        let r = lr.rank as u64;
-        components.push(Component {
-            name: format!("{name}{LRA}"),
-            dims: vec![r, rows as u64],
-            ty: GgmlType::F16,
-            data: halves(&lr.a),
-        });
-        components.push(Component {
-            name: format!("{name}{LRB}"),
-            dims: vec![cols as u64, r],
-            ty: GgmlType::F16,
-            data: halves(&lr.b),
-        });
-    }
-    EncodedWeight {
-        name: name.to_string(),
-        params,
-        components,
+        EncodedWeight { name: name.to_string(), params, components }
     }
 }
 
