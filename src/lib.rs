@@ -3,3 +3,4 @@
 pub mod checkpoint;
 pub mod container;
 pub mod quantizer;
+pub mod verify;

@@ -154,22 +154,55 @@ pub fn encode(name: &str, q: &QuantizedLinear) -> EncodedWeight {
             CodebookKind::F16 => CodebookType::F16,
         },
     };
-    let halves = |v: &[half::f16]| v.iter().flat_map(|h| h.to_bits().to_le_bytes()).collect::<Vec<u8>>();
+    let halves = |v: &[half::f16]| {
+        v.iter()
+            .flat_map(|h| h.to_bits().to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
     let indices = pack_indices(&q.vq.indices, rows, cols / cfg.d, cfg.index_bits());
-    let codebook: Vec<u8> = q.vq.codebooks.iter().flat_map(|c| c.bytes.iter().copied()).collect();
-    let scales: Vec<u8> = q.vq.codebooks.iter().flat_map(|c| c.scales.iter().flat_map(|s| s.to_le_bytes())).collect();
-    let (lowrank_a, lowrank_b) = q.lowrank.as_ref().map_or((Vec::new(), Vec::new()), |lr| (halves(&lr.a), halves(&lr.b)));
-    let parts = Parts { indices: &indices, codebook: &codebook, scales: &scales, lowrank_a: &lowrank_a, lowrank_b: &lowrank_b };
+    let codebook: Vec<u8> =
+        q.vq.codebooks
+            .iter()
+            .flat_map(|c| c.bytes.iter().copied())
+            .collect();
+    let scales: Vec<u8> =
+        q.vq.codebooks
+            .iter()
+            .flat_map(|c| c.scales.iter().flat_map(|s| s.to_le_bytes()))
+            .collect();
+    let (lowrank_a, lowrank_b) = q.lowrank.as_ref().map_or((Vec::new(), Vec::new()), |lr| {
+        (halves(&lr.a), halves(&lr.b))
+    });
+    let parts = Parts {
+        indices: &indices,
+        codebook: &codebook,
+        scales: &scales,
+        lowrank_a: &lowrank_a,
+        lowrank_b: &lowrank_b,
+    };
     EncodedWeight::from_parts(name, params, parts)
 }
 
 /// The component tensors' suffix, ggml type and GGUF dims for `params` (spec section 3).
-fn component_layout(params: &Params) -> Result<Vec<(&'static str, GgmlType, Vec<u64>)>, DecodeError> {
+fn component_layout(
+    params: &Params,
+) -> Result<Vec<(&'static str, GgmlType, Vec<u64>)>, DecodeError> {
     let (rows, cols) = (params.rows, params.cols);
-    let (d, n, rank) = (params.vector_dim as u64, params.centroids as u64, params.rank as u64);
+    let (d, n, rank) = (
+        params.vector_dim as u64,
+        params.centroids as u64,
+        params.rank as u64,
+    );
     let tiles = params.codebooks()?;
-    let cb_type = if params.codebook == CodebookType::I8 { GgmlType::I8 } else { GgmlType::F16 };
-    let mut layout = vec![(IDX, GgmlType::I8, vec![params.row_stride_bytes()?, rows]), (CB, cb_type, vec![d, n, tiles])];
+    let cb_type = if params.codebook == CodebookType::I8 {
+        GgmlType::I8
+    } else {
+        GgmlType::F16
+    };
+    let mut layout = vec![
+        (IDX, GgmlType::I8, vec![params.row_stride_bytes()?, rows]),
+        (CB, cb_type, vec![d, n, tiles]),
+    ];
     if params.codebook == CodebookType::I8 {
         layout.push((CBS, GgmlType::F16, vec![2, d, tiles]));
     }
@@ -195,10 +228,19 @@ impl EncodedWeight {
                     LRA => parts.lowrank_a,
                     _ => parts.lowrank_b,
                 };
-                Component { name: format!("{name}{suffix}"), dims, ty, data: data.to_vec() }
+                Component {
+                    name: format!("{name}{suffix}"),
+                    dims,
+                    ty,
+                    data: data.to_vec(),
+                }
             })
             .collect();
-        EncodedWeight { name: name.to_string(), params, components }
+        EncodedWeight {
+            name: name.to_string(),
+            params,
+            components,
+        }
     }
 }
 
