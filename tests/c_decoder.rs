@@ -208,3 +208,23 @@ fn c_port_and_rust_report_the_same_errors() {
         assert_eq!(status, 1, "{name}");
     }
 }
+
+#[test]
+fn c_f16_conversion_matches_rust_on_all_65536_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = build_c(tmp.path());
+    let file = tmp.path().join("f16.f32");
+    let status = Command::new(&exe)
+        .arg("--dump-f16")
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes.len(), 65536 * 4);
+    for (h, c) in bytes.chunks_exact(4).enumerate() {
+        let c_bits = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        let rust_bits = athena_decode::f16_to_f32(h as u16).to_bits();
+        assert_eq!(c_bits, rust_bits, "f16 {h:#06x}");
+    }
+}
