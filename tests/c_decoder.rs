@@ -15,6 +15,13 @@ fn build_c(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/c");
     let exe = dir.join("run_vectors");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    sources.sort();
+    assert!(sources.len() >= 2, "tools/c/*.c: {sources:?}");
     let output = Command::new(&cc)
         .args([
             "-std=c99",
@@ -26,8 +33,7 @@ fn build_c(dir: &Path) -> PathBuf {
             "-o",
         ])
         .arg(&exe)
-        .arg(src.join("athena_decode.c"))
-        .arg(src.join("run_vectors.c"))
+        .args(&sources)
         .output()
         .unwrap_or_else(|e| {
             panic!("cannot run the C compiler {cc:?} (install one; this test does not skip): {e}")
