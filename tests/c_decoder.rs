@@ -15,6 +15,13 @@ fn build_c(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/c");
     let exe = dir.join("run_vectors");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    sources.sort();
+    assert!(sources.len() >= 2, "tools/c/*.c: {sources:?}");
     let output = Command::new(&cc)
         .args([
             "-std=c99",
@@ -26,8 +33,7 @@ fn build_c(dir: &Path) -> PathBuf {
             "-o",
         ])
         .arg(&exe)
-        .arg(src.join("athena_decode.c"))
-        .arg(src.join("run_vectors.c"))
+        .args(&sources)
         .output()
         .unwrap_or_else(|e| {
             panic!("cannot run the C compiler {cc:?} (install one; this test does not skip): {e}")
@@ -206,5 +212,25 @@ fn c_port_and_rust_report_the_same_errors() {
         println!("{want}");
         assert_eq!(stdout.trim_end(), want, "C and Rust disagree on {name}");
         assert_eq!(status, 1, "{name}");
+    }
+}
+
+#[test]
+fn c_f16_conversion_matches_rust_on_all_65536_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = build_c(tmp.path());
+    let file = tmp.path().join("f16.f32");
+    let status = Command::new(&exe)
+        .arg("--dump-f16")
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes.len(), 65536 * 4);
+    for (h, c) in bytes.chunks_exact(4).enumerate() {
+        let c_bits = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        let rust_bits = athena_decode::f16_to_f32(h as u16).to_bits();
+        assert_eq!(c_bits, rust_bits, "f16 {h:#06x}");
     }
 }

@@ -223,8 +223,9 @@ impl<'a> Encoded<'a> {
 
     /// Decodes the whole tensor into `out` (length `rows * cols`, row-major).
     ///
-    /// With the `alloc` feature, the int8 scales and B are converted to f32 once for all rows
-    /// (bit-identical, faster).
+    /// With the `alloc` feature, B and the int8 scales are converted to f32 once for all rows,
+    /// and when the codebooks hold fewer than half as many values as the output, every
+    /// codebook value v (spec step 3) is computed once into a table (bit-identical, faster).
     pub fn decode_into(&self, out: &mut [f32]) -> Result<(), DecodeError> {
         expect_len(Component::Output, self.rows * self.cols, out.len())?;
         #[cfg(feature = "alloc")]
@@ -233,8 +234,11 @@ impl<'a> Encoded<'a> {
             f16_slice_to_f32(self.parts.lowrank_b),
         );
         #[cfg(feature = "alloc")]
+        let table = self.value_table();
+        #[cfg(feature = "alloc")]
         let pre = Converted {
             scales: Some(&scales32),
+            table: table.as_deref(),
             b: Some(&b32),
         };
         #[cfg(not(feature = "alloc"))]
@@ -253,12 +257,77 @@ impl<'a> Encoded<'a> {
         Ok(out)
     }
 
+    /// Every codebook value v (spec step 3), if the codebooks hold at most half as many
+    /// values as the output (otherwise computing them per output element is cheaper).
+    #[cfg(feature = "alloc")]
+    fn value_table(&self) -> Option<alloc::vec::Vec<f32>> {
+        let count = self.parts.codebook.len() / self.params.codebook.entry_bytes() as usize;
+        if count > self.rows * self.cols / 2 {
+            return None;
+        }
+        let d = self.d;
+        Some(match self.params.codebook {
+            CodebookType::F16 => f16_slice_to_f32(self.parts.codebook),
+            CodebookType::I8 => {
+                let mut table = alloc::vec::Vec::with_capacity(count);
+                let per_cb = self.n * d;
+                for (t, cb) in self.parts.codebook.chunks_exact(per_cb).enumerate() {
+                    let mut off = [0.0f32; 8];
+                    let mut step = [0.0f32; 8];
+                    for j in 0..d {
+                        off[j] = f16_to_f32(le_u16(self.parts.scales, (t * d + j) * 2));
+                        step[j] = f16_to_f32(le_u16(self.parts.scales, (t * d + j) * 2 + 1));
+                    }
+                    for entry in cb.chunks_exact(d) {
+                        for (j, &u) in entry.iter().enumerate() {
+                            let p = step[j] * u as f32;
+                            table.push(off[j] + p);
+                        }
+                    }
+                }
+                table
+            }
+        })
+    }
+
     /// `out.len() == cols`, `row < rows`.
     fn decode_row_inner(&self, row: usize, out: &mut [f32], pre: Converted<'_>) {
         let mut reader = BitReader::new(self.index_row(row), self.bits);
         let tr = row / self.tile_rows;
         let (d, n) = (self.d, self.n);
-        if self.tile_cols == d && self.params.codebook == CodebookType::I8 {
+        if let Some(table) = pre.table {
+            let t0 = tr * self.tiles_c;
+            if self.tile_cols == d {
+                let table = &table[t0 * n * d..(t0 + self.tiles_c) * n * d];
+                match d {
+                    1 => paper_f32::<1>(&mut reader, table, n, out),
+                    2 => paper_f32::<2>(&mut reader, table, n, out),
+                    3 => paper_f32::<3>(&mut reader, table, n, out),
+                    4 => paper_f32::<4>(&mut reader, table, n, out),
+                    5 => paper_f32::<5>(&mut reader, table, n, out),
+                    6 => paper_f32::<6>(&mut reader, table, n, out),
+                    7 => paper_f32::<7>(&mut reader, table, n, out),
+                    _ => paper_f32::<8>(&mut reader, table, n, out),
+                }
+            } else {
+                for tc in 0..self.tiles_c {
+                    let t = t0 + tc;
+                    let c0 = tc * self.tile_cols;
+                    let seg = &mut out[c0..(c0 + self.tile_cols).min(self.cols)];
+                    let cb = &table[t * n * d..(t + 1) * n * d];
+                    match d {
+                        1 => seg_f32::<1>(&mut reader, cb, seg),
+                        2 => seg_f32::<2>(&mut reader, cb, seg),
+                        3 => seg_f32::<3>(&mut reader, cb, seg),
+                        4 => seg_f32::<4>(&mut reader, cb, seg),
+                        5 => seg_f32::<5>(&mut reader, cb, seg),
+                        6 => seg_f32::<6>(&mut reader, cb, seg),
+                        7 => seg_f32::<7>(&mut reader, cb, seg),
+                        _ => seg_f32::<8>(&mut reader, cb, seg),
+                    }
+                }
+            }
+        } else if self.tile_cols == d && self.params.codebook == CodebookType::I8 {
             // The paper layout C = d: one tile per group; skip the per-tile set-up.
             let t0 = tr * self.tiles_c;
             let cb = &self.parts.codebook[t0 * n * d..(t0 + self.tiles_c) * n * d];
@@ -370,6 +439,8 @@ impl<'a> Encoded<'a> {
 #[derive(Clone, Copy, Default)]
 struct Converted<'b> {
     scales: Option<&'b [f32]>,
+    /// v for every codebook entry (t, a, j) at (t*n + a)*d + j.
+    table: Option<&'b [f32]>,
     b: Option<&'b [f32]>,
 }
 
@@ -450,6 +521,24 @@ fn seg_f16<const D: usize>(reader: &mut BitReader<'_>, cb: &[u8], out: &mut [f32
         for e in 0..D {
             o[e] = f16_to_f32(u16::from_le_bytes(entry[e]));
         }
+    }
+}
+
+/// Decodes the groups of one tile segment of a row from a codebook already converted to f32.
+#[inline(always)]
+fn seg_f32<const D: usize>(reader: &mut BitReader<'_>, cb: &[f32], out: &mut [f32]) {
+    let (table, _) = cb.as_chunks::<D>();
+    for o in out.chunks_exact_mut(D) {
+        o.copy_from_slice(&table[reader.next() as usize]);
+    }
+}
+
+/// Paper layout (C = d) from the value table: group g of the row uses codebook t0 + g.
+#[inline(always)]
+fn paper_f32<const D: usize>(reader: &mut BitReader<'_>, table: &[f32], n: usize, out: &mut [f32]) {
+    for (g, o) in out.chunks_exact_mut(D).enumerate() {
+        let base = (g * n + reader.next() as usize) * D;
+        o.copy_from_slice(&table[base..base + D]);
     }
 }
 

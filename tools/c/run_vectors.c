@@ -4,6 +4,7 @@
  *   cc -std=c99 -O2 -ffp-contract=off -Wall -Wextra tools/c/athena_decode.c \
  *      tools/c/run_vectors.c -o run_vectors
  *   ./run_vectors [--write NAME] PATH...
+ *   ./run_vectors --dump-f16 FILE
  *
  * PATH is one vector folder (holding params.txt) or a folder of vector folders. For every
  * vector: validate (athena_encoded_init), check (athena_check), decode the whole weight and
@@ -13,6 +14,8 @@
  * Prints one line per vector: "ok NAME", or "FAIL NAME: CODE: MESSAGE" where CODE and MESSAGE
  * are athena_status_name() and athena_error_message() (identical to the Rust decoder's
  * DecodeError::code() and Display), or "FAIL NAME: mismatch ..." / "FAIL NAME: io: ...".
+ * --dump-f16 writes athena_f16_to_f32(h) for h = 0 .. 65535 as 65536 little-endian f32 to
+ * FILE (the tests compare it with the Rust conversion, NaN payloads included).
  * Exit status: 0 if every vector passed, 1 if any failed, 2 on usage errors.
  * Uses POSIX opendir/readdir to list folders.
  */
@@ -332,9 +335,23 @@ static int run_dir(const char *root, const char *write_name) {
     return failures;
 }
 
+static int dump_f16(const char *path) {
+    static float all[65536];
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    size_t h;
+    for (h = 0; h < 65536; h++) all[h] = athena_f16_to_f32((uint16_t)h);
+    if (!slash) return write_floats(".", path, all, 65536) ? 0 : 1;
+    if ((size_t)(slash - path) >= sizeof dir) return 1;
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = 0;
+    return write_floats(dir, slash + 1, all, 65536) ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     const char *write_name = NULL;
     int i = 1, failures = 0, paths = 0;
+    if (argc == 3 && strcmp(argv[1], "--dump-f16") == 0) return dump_f16(argv[2]);
     if (i + 1 < argc && strcmp(argv[i], "--write") == 0) {
         write_name = argv[i + 1];
         i += 2;
@@ -350,7 +367,7 @@ int main(int argc, char **argv) {
         }
     }
     if (paths == 0) {
-        fprintf(stderr, "usage: run_vectors [--write NAME] PATH...\n");
+        fprintf(stderr, "usage: run_vectors [--write NAME] PATH... | run_vectors --dump-f16 FILE\n");
         return 2;
     }
     return failures ? 1 : 0;
