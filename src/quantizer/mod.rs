@@ -9,6 +9,7 @@ pub mod gptvq;
 pub mod hessian;
 pub mod kmeans;
 pub mod lowrank;
+pub mod plan;
 pub mod rng;
 
 use faer::Mat;

@@ -1,0 +1,249 @@
+//! APTQ-style mixed precision (ATHENA-MATH 5): every layer gets one configuration from a menu so
+//! that the average bits per weight of all quantized weights lands at or just below the budget,
+//! spending bits where the Hessian says the layer is sensitive.
+//!
+//! Predicted loss of a layer under a configuration: sensitivity * 2^(-2 * index bits per weight)
+//! (the rate-distortion slope of a quantizer with that many bits), with sensitivity =
+//! tr(H) * ||W||_F^2 / M: the expected tr(dW H dW^T) of a relative error spread over the layer.
+//! The knapsack is solved greedily by marginal loss reduction per added bit.
+
+use athena_decode::{CodebookType, Params};
+
+use super::{CodebookKind, VqConfig};
+
+/// What the planner needs to know about one layer.
+#[derive(Debug, Clone)]
+pub struct LayerInfo {
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub sensitivity: f64,
+}
+
+/// The plan for one layer.
+#[derive(Debug, Clone)]
+pub struct LayerPlan {
+    pub name: String,
+    pub config: VqConfig,
+    /// Exact stored bits per weight of this configuration (every byte counted).
+    pub bpw: f64,
+}
+
+/// Index-bit levels of the menu: (d, n). d = 2 keeps k-means cheap; the levels give 2 to 4 bits.
+pub const MENU: [(usize, usize); 5] = [(2, 16), (2, 32), (2, 64), (2, 128), (2, 256)];
+
+/// Codebook overhead the tiles aim at, in bits per weight.
+pub const CODEBOOK_OVERHEAD_BPW: f64 = 0.0625;
+
+/// A configuration of the menu entry (d, n) for a `rows x cols` layer: full-width tiles with as
+/// few rows as keep the codebook overhead near [`CODEBOOK_OVERHEAD_BPW`].
+pub fn menu_config(
+    d: usize,
+    n: usize,
+    rows: usize,
+    cols: usize,
+    codebook: CodebookKind,
+    rank: usize,
+) -> VqConfig {
+    let entry_bits = if codebook == CodebookKind::Int8 {
+        8
+    } else {
+        16
+    };
+    let scale_bits = if codebook == CodebookKind::Int8 {
+        32 * d
+    } else {
+        0
+    };
+    let codebook_bits = (n * d * entry_bits + scale_bits) as f64;
+    let tile_weights = codebook_bits / CODEBOOK_OVERHEAD_BPW;
+    let tile_rows = ((tile_weights / cols as f64).ceil() as usize).clamp(1, rows);
+    VqConfig {
+        rank,
+        codebook,
+        ..VqConfig::new(d, n, tile_rows, cols)
+    }
+}
+
+/// Exact bpw of a configuration on a `rows x cols` layer, from the spec's byte sizes.
+pub fn config_bpw(cfg: &VqConfig, rows: usize, cols: usize) -> f64 {
+    let params = Params {
+        rows: rows as u64,
+        cols: cols as u64,
+        vector_dim: cfg.d as u32,
+        centroids: cfg.n as u32,
+        tile_rows: cfg.tile_rows as u64,
+        tile_cols: cfg.tile_cols as u64,
+        rank: cfg.rank as u32,
+        codebook: if cfg.codebook == CodebookKind::Int8 {
+            CodebookType::I8
+        } else {
+            CodebookType::F16
+        },
+    };
+    let bytes = params.total_bytes().expect("validated configuration");
+    8.0 * bytes as f64 / (rows * cols) as f64
+}
+
+/// Errors of planning. Display is one line.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error("--bits {budget} is below the smallest configuration the layers allow ({min:.3} bpw at 2 index bits per weight)")]
+    BudgetTooSmall { budget: f64, min: f64 },
+    #[error("layer '{name}' ({rows} x {cols}): {problem}")]
+    Layer {
+        name: String,
+        rows: usize,
+        cols: usize,
+        problem: String,
+    },
+}
+
+/// Chooses one configuration per layer so that the weighted average bpw is <= `budget`.
+pub fn plan(
+    layers: &[LayerInfo],
+    budget: f64,
+    codebook: CodebookKind,
+    rank_of: impl Fn(&LayerInfo) -> usize,
+) -> Result<Vec<LayerPlan>, PlanError> {
+    // Candidates per layer, in increasing bits.
+    let mut menus = Vec::with_capacity(layers.len());
+    for l in layers {
+        let mut menu = Vec::new();
+        for &(d, n) in &MENU {
+            let cfg = menu_config(d, n, l.rows, l.cols, codebook, rank_of(l));
+            if cfg.validate(l.rows, l.cols).is_ok() {
+                let bpw = config_bpw(&cfg, l.rows, l.cols);
+                let loss = l.sensitivity * (-2.0 * (n as f64).log2() / d as f64).exp2();
+                menu.push((cfg, bpw, loss));
+            }
+        }
+        if menu.is_empty() {
+            return Err(PlanError::Layer {
+                name: l.name.clone(),
+                rows: l.rows,
+                cols: l.cols,
+                problem: "no configuration of the menu fits this shape".into(),
+            });
+        }
+        menu.sort_by(|a, b| a.1.total_cmp(&b.1));
+        menus.push(menu);
+    }
+    let weights: Vec<f64> = layers.iter().map(|l| (l.rows * l.cols) as f64).collect();
+    let total_weights: f64 = weights.iter().sum();
+    let mut choice = vec![0usize; layers.len()];
+    let bits = |choice: &[usize]| {
+        menus
+            .iter()
+            .zip(choice)
+            .zip(&weights)
+            .map(|((m, &c), w)| m[c].1 * w)
+            .sum::<f64>()
+    };
+    let min = bits(&choice) / total_weights;
+    if min > budget {
+        return Err(PlanError::BudgetTooSmall { budget, min });
+    }
+    let mut used = bits(&choice);
+    loop {
+        // The upgrade with the best loss reduction per added bit that still fits.
+        let mut best: Option<(usize, f64)> = None;
+        for (l, menu) in menus.iter().enumerate() {
+            if let Some(next) = menu.get(choice[l] + 1) {
+                let cur = &menu[choice[l]];
+                let added = (next.1 - cur.1) * weights[l];
+                if used + added > budget * total_weights {
+                    continue;
+                }
+                let gain = (cur.2 - next.2) / added.max(f64::MIN_POSITIVE);
+                if best.is_none_or(|(_, g)| gain > g) {
+                    best = Some((l, gain));
+                }
+            }
+        }
+        let Some((l, _)) = best else { break };
+        used += (menus[l][choice[l] + 1].1 - menus[l][choice[l]].1) * weights[l];
+        choice[l] += 1;
+    }
+    Ok(layers
+        .iter()
+        .zip(&menus)
+        .zip(&choice)
+        .map(|((l, menu), &c)| LayerPlan {
+            name: l.name.clone(),
+            config: menu[c].0.clone(),
+            bpw: menu[c].1,
+        })
+        .collect())
+}
+
+/// Weighted average bpw of a plan.
+pub fn average_bpw(plans: &[LayerPlan], layers: &[LayerInfo]) -> f64 {
+    let (bits, weights) = plans.iter().zip(layers).fold((0.0, 0.0), |(b, w), (p, l)| {
+        let n = (l.rows * l.cols) as f64;
+        (b + p.bpw * n, w + n)
+    });
+    bits / weights
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers() -> Vec<LayerInfo> {
+        let shapes = [
+            ("q", 576, 576, 4.0),
+            ("k", 192, 576, 4.0),
+            ("up", 1536, 576, 1.0),
+            ("down", 576, 1536, 20.0),
+        ];
+        shapes
+            .iter()
+            .map(|&(n, r, c, s)| LayerInfo {
+                name: n.into(),
+                rows: r,
+                cols: c,
+                sensitivity: s,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn average_lands_at_or_below_the_budget_and_close_to_it() {
+        let layers = layers();
+        for budget in [2.2, 2.5, 3.0, 3.5, 4.0] {
+            let p = plan(&layers, budget, CodebookKind::Int8, |_| 0).unwrap();
+            let avg = average_bpw(&p, &layers);
+            assert!(avg <= budget + 1e-12, "budget {budget}: {avg}");
+            assert!(avg > budget - 0.6, "budget {budget}: only {avg} used");
+        }
+    }
+
+    #[test]
+    fn sensitive_layers_get_more_bits() {
+        let layers = layers();
+        let p = plan(&layers, 3.0, CodebookKind::Int8, |_| 0).unwrap();
+        let bits = |name: &str| p.iter().find(|x| x.name == name).unwrap().config.n;
+        assert!(bits("down") >= bits("up"), "{p:?}");
+    }
+
+    #[test]
+    fn budget_below_every_configuration_is_an_error() {
+        let err = plan(&layers(), 1.5, CodebookKind::Int8, |_| 0).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--bits 1.5 is below the smallest configuration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bpw_counts_codebooks_and_scales() {
+        let cfg = menu_config(2, 64, 576, 576, CodebookKind::Int8, 0);
+        let bpw = config_bpw(&cfg, 576, 576);
+        assert!(
+            bpw > 3.0 && bpw < 3.0 + 2.0 * CODEBOOK_OVERHEAD_BPW,
+            "{bpw} with {cfg:?}"
+        );
+    }
+}
