@@ -144,3 +144,35 @@ fn bad_settings_are_rejected_with_a_reason() {
         assert!(err.contains(needle), "{err}");
     }
 }
+
+#[test]
+fn scalar_baselines_gptq_beats_round_to_nearest() {
+    let (w, h) = layer();
+    let rtn = VqConfig {
+        uniform_grid: true,
+        error_feedback: false,
+        use_hessian_metric: false,
+        ..VqConfig::new(1, 8, 1, 32)
+    };
+    let gptq = VqConfig {
+        uniform_grid: true,
+        ..VqConfig::new(1, 8, 1, 32)
+    };
+    let rtn = quantize_linear(&w, ROWS, COLS, &h, &rtn, 1).unwrap();
+    let gptq = quantize_linear(&w, ROWS, COLS, &h, &gptq, 1).unwrap();
+    // A uniform grid holds 8 evenly spaced levels per tile.
+    let levels = &rtn.vq.codebooks[0].values;
+    let step = levels[1] - levels[0];
+    assert!(
+        levels
+            .windows(2)
+            .all(|p| ((p[1] - p[0]) - step).abs() < step * 0.02 + 1e-3),
+        "{levels:?}"
+    );
+    assert!(
+        gptq.relative_loss < rtn.relative_loss,
+        "gptq {} rtn {}",
+        gptq.relative_loss,
+        rtn.relative_loss
+    );
+}

@@ -36,6 +36,17 @@ fn group_order(h: &Mat<f64>, d: usize, order: GroupOrder) -> Vec<usize> {
     perm
 }
 
+/// n evenly spaced scalar levels from the smallest to the largest point (d = 1).
+fn uniform_grid(points: &[GroupPoints], n: usize) -> Vec<f32> {
+    let values = points.iter().flat_map(|g| g.vectors.iter().copied());
+    let (lo, hi) = values.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    (0..n)
+        .map(|k| lo + (hi - lo) * k as f32 / (n - 1) as f32)
+        .collect()
+}
+
 /// Inverse of the upper-triangular d x d block `u` (row-major), and the metric (U^T U)^-1 = U^-1 U^-T.
 fn block_metric(u: &[f64], d: usize) -> (Vec<f64>, Vec<f32>) {
     let mut inv = vec![0f64; d * d];
@@ -156,7 +167,11 @@ pub fn quantize(
                     let t = tr * tiles_c + tc;
                     let mut rng =
                         SplitMix64::new(seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                    let centroids = kmeans::fit(&points, d, cfg.n, cfg.kmeans_iters, &mut rng);
+                    let centroids = if cfg.uniform_grid {
+                        uniform_grid(&points, cfg.n)
+                    } else {
+                        kmeans::fit(&points, d, cfg.n, cfg.kmeans_iters, &mut rng)
+                    };
                     codebook::store(&centroids, d, cfg.codebook)
                 })
                 .collect();

@@ -25,7 +25,8 @@ impl HessianAccumulator {
         self.sum.nrows()
     }
 
-    /// Adds `tokens` input vectors of length `dim`, row-major (`tokens x dim`).
+    /// Adds `tokens` input vectors of length `dim`, row-major (`tokens x dim`). The batch's
+    /// X^T X is formed in f32 (one sequence's worth of terms) and summed across batches in f64.
     pub fn add(&mut self, x: &[f32], tokens: usize) {
         let dim = self.dim();
         assert_eq!(
@@ -33,15 +34,21 @@ impl HessianAccumulator {
             tokens * dim,
             "activation length does not match dim"
         );
-        let xm = Mat::<f64>::from_fn(dim, tokens, |i, t| x[t * dim + i] as f64);
+        let xm = faer::MatRef::from_row_major_slice(x, tokens, dim);
+        let mut batch = Mat::<f32>::zeros(dim, dim);
         faer::linalg::matmul::matmul(
-            self.sum.as_mut(),
-            faer::Accum::Add,
-            xm.as_ref(),
+            batch.as_mut(),
+            faer::Accum::Replace,
             xm.transpose(),
+            xm,
             1.0,
             faer::Par::rayon(0),
         );
+        for j in 0..dim {
+            for i in 0..dim {
+                self.sum[(i, j)] += batch[(i, j)] as f64;
+            }
+        }
         self.samples += tokens as u64;
     }
 

@@ -56,6 +56,9 @@ pub struct VqConfig {
     pub use_hessian_metric: bool,
     /// Feed each group's error to the columns not yet quantized (off: independent groups).
     pub error_feedback: bool,
+    /// Scalar baselines (d = 1): the codebook is the uniform grid from the tile's minimum to its
+    /// maximum instead of k-means centroids (round-to-nearest / GPTQ with a min-max grid).
+    pub uniform_grid: bool,
     pub order: GroupOrder,
     /// Lazy-batch width in columns.
     pub block_columns: usize,
@@ -76,6 +79,7 @@ impl VqConfig {
             kmeans_iters: 10,
             use_hessian_metric: true,
             error_feedback: true,
+            uniform_grid: false,
             order: GroupOrder::HessianDiagonal,
             block_columns: 128,
             damp: 0.01,
@@ -116,6 +120,9 @@ impl VqConfig {
                 "tile columns {} must be a multiple of d = {} in {}..={cols}",
                 self.tile_cols, self.d, self.d
             ));
+        }
+        if self.uniform_grid && self.d != 1 {
+            return fail(format!("a uniform scalar grid needs d = 1, not {}", self.d));
         }
         if self.rank > rows.min(cols) {
             return fail(format!(
