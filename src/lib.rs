@@ -1,2 +1,3 @@
 //! Athena: Hessian-guided vector quantization of LLM checkpoints into extended GGUF files.
 pub mod checkpoint;
+pub mod container;
