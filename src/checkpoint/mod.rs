@@ -8,6 +8,7 @@
 pub mod config;
 pub mod gguf_source;
 pub mod names;
+pub mod vocab;
 
 pub use config::{Architecture, ModelConfig, RopeScaling};
 
