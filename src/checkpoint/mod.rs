@@ -6,6 +6,9 @@
 //! an HF folder (config.json + *.safetensors + tokenizer.json) and a GGUF file.
 
 pub mod config;
+pub mod gguf_source;
+pub mod names;
+pub mod vocab;
 
 pub use config::{Architecture, ModelConfig, RopeScaling};
 
