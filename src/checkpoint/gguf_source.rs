@@ -17,6 +17,7 @@ use candle_core::quantized::k_quants::{
 
 use super::names::{self, QkRole};
 use super::{Architecture, CheckpointError, DenseTensor, ModelConfig, RopeScaling, TensorSource};
+use crate::container::athena;
 use crate::container::gguf::{GgmlType, GgufFile, TensorInfo};
 
 /// A GGUF checkpoint, memory-mapped; tensors are dequantized on each [`TensorSource::load`].
@@ -30,10 +31,18 @@ pub struct GgufSource {
 
 struct Entry {
     hf_name: String,
-    /// Index into `file.tensors`.
-    index: usize,
+    /// Where the data is: a plain tensor or an Athena weight.
+    storage: Storage,
     /// HF shape (outermost first).
     shape: Vec<usize>,
+}
+
+enum Storage {
+    /// Index into `file.tensors`.
+    Plain(usize),
+    /// An Athena weight (format-spec/athena-encoding.md) with this GGUF name, decoded by the
+    /// reference decoder.
+    Athena(String),
 }
 
 impl std::fmt::Debug for GgufSource {
@@ -60,7 +69,22 @@ impl GgufSource {
     pub fn from_file(path: PathBuf, file: GgufFile) -> Result<Self, CheckpointError> {
         let config = config_from_gguf(&path, &file)?;
         let mut entries = Vec::with_capacity(file.tensors.len());
+        let weights = athena::stored_weights(&file).map_err(|e| invalid(&path, e.to_string()))?;
+        for w in &weights {
+            let hf_name = names::gguf_to_hf(&w.name).ok_or_else(|| bad(&path, &w.name, "no Hugging Face counterpart for this Athena weight"))?;
+            let shape = vec![w.params.rows as usize, w.params.cols as usize];
+            if let Some(want) = expected_shape(&config, &hf_name) {
+                if want != shape {
+                    return Err(bad(&path, &w.name, format!("shape {shape:?} does not match the config, expected {want:?}")));
+                }
+            }
+            entries.push(Entry { hf_name, storage: Storage::Athena(w.name.clone()), shape });
+        }
+        let components: std::collections::HashSet<&str> = weights.iter().flat_map(|w| w.components.iter().map(|t| t.name.as_str())).collect();
         for (index, t) in file.tensors.iter().enumerate() {
+            if components.contains(t.name.as_str()) {
+                continue;
+            }
             let hf_name = names::gguf_to_hf(&t.name).ok_or_else(|| {
                 bad(
                     &path,
@@ -87,7 +111,7 @@ impl GgufSource {
             }
             entries.push(Entry {
                 hf_name,
-                index,
+                storage: Storage::Plain(index),
                 shape,
             });
         }
@@ -119,7 +143,10 @@ impl GgufSource {
 
     /// The GGUF tensor info behind an HF name.
     pub fn tensor_info(&self, hf_name: &str) -> Option<&TensorInfo> {
-        self.entry(hf_name).map(|e| &self.file.tensors[e.index])
+        match self.entry(hf_name)?.storage {
+            Storage::Plain(index) => Some(&self.file.tensors[index]),
+            Storage::Athena(_) => None,
+        }
     }
 
     fn entry(&self, hf_name: &str) -> Option<&Entry> {
@@ -152,11 +179,20 @@ impl TensorSource for GgufSource {
                 path: self.path.clone(),
                 name: name.to_string(),
             })?;
-        let info = &self.file.tensors[entry.index];
-        let bytes = self.file.tensor_data(info);
         let n = entry.shape.iter().product::<usize>();
-        let data =
-            dequantize(info.ggml_type, bytes, n).map_err(|m| bad(&self.path, &info.name, m))?;
+        let (gguf_name, data) = match &entry.storage {
+            Storage::Plain(index) => {
+                let info = &self.file.tensors[*index];
+                let bytes = self.file.tensor_data(info);
+                let data = dequantize(info.ggml_type, bytes, n).map_err(|m| bad(&self.path, &info.name, m))?;
+                (info.name.as_str(), data)
+            }
+            Storage::Athena(w) => {
+                let weight = athena::stored_weight(&self.file, w).map_err(|e| invalid(&self.path, e.to_string()))?;
+                let decoded = weight.encoded.check().and_then(|()| weight.encoded.decode()).map_err(|e| bad(&self.path, w, e.to_string()))?;
+                (w.as_str(), decoded)
+            }
+        };
         let data = match (self.config.architecture, names::qk_role(name)) {
             (Architecture::Llama | Architecture::Mistral, Some(role)) => {
                 let n_head = match role {
@@ -168,7 +204,7 @@ impl TensorSource for GgufSource {
                 names::unpermute_qk(&data, rows, cols, n_head).map_err(|e| {
                     bad(
                         &self.path,
-                        &info.name,
+                        gguf_name,
                         format!("undoing the q/k permutation: {e}"),
                     )
                 })?
