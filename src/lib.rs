@@ -1,2 +1,4 @@
 //! Athena: Hessian-guided vector quantization of LLM checkpoints into extended GGUF files.
 pub mod checkpoint;
+pub mod eval;
+pub mod model;

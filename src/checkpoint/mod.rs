@@ -6,8 +6,12 @@
 //! an HF folder (config.json + *.safetensors + tokenizer.json) and a GGUF file.
 
 pub mod config;
+pub mod hf;
+pub mod tokenizer;
 
 pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use hf::{expected_tensors, HfFolder};
+pub use tokenizer::Tokenizer;
 
 use std::path::PathBuf;
 
