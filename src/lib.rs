@@ -1,4 +1,5 @@
 //! Athena: Hessian-guided vector quantization of LLM checkpoints into extended GGUF files.
 pub mod checkpoint;
+pub mod container;
 pub mod eval;
 pub mod model;

@@ -6,8 +6,11 @@
 //! an HF folder (config.json + *.safetensors + tokenizer.json) and a GGUF file.
 
 pub mod config;
+pub mod gguf_source;
 pub mod hf;
+pub mod names;
 pub mod tokenizer;
+pub mod vocab;
 
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use hf::{expected_tensors, HfFolder};

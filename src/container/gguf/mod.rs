@@ -1,0 +1,23 @@
+//! GGUF v3 container: a validating memory-mapped reader and a streaming writer.
+//!
+//! This is our own implementation, on purpose: gguf-rs computes wrong sizes for I8/BF16 tensors and
+//! candle's GGUF writer emits version 2 with a fixed alignment. What we read and write is specified in
+//! `format-spec/gguf-container.md`; the rules follow llama.cpp's gguf reader (see that document).
+//!
+//! One concern per file: [`types`] (the ggml type table), [`value`] (metadata values), [`reader`],
+//! [`writer`] and [`error`].
+
+pub mod error;
+pub mod reader;
+pub mod types;
+pub mod value;
+pub mod writer;
+
+pub use error::GgufError;
+pub use reader::{
+    GgufFile, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, MAX_DIMS,
+    MAX_NAME_LEN,
+};
+pub use types::GgmlType;
+pub use value::{Array, Value, ValueType};
+pub use writer::GgufWriter;

@@ -1,0 +1,3 @@
+//! File containers Athena reads and writes.
+
+pub mod gguf;
