@@ -136,12 +136,40 @@ impl<'a> Model<'a> {
             .max()
             .unwrap_or(0);
         let (cos, sin) = self.rope.tables(max_len, &self.device)?;
+        let threads = candle_core::utils::get_num_threads().min(hidden.len());
+        if observer.is_some() || threads < 2 || !self.device.is_cpu() {
+            let mut out = Vec::with_capacity(hidden.len());
+            for x in hidden {
+                let obs = observer
+                    .as_mut()
+                    .map(|o| &mut **o as &mut dyn LinearObserver);
+                out.push(block.forward(&self.config, x, &cos, &sin, obs)?);
+            }
+            return Ok(out);
+        }
+        // Without an observer, sequences are independent: run them on all CPU cores (candle's
+        // elementwise ops are single-threaded, so this beats relying on matmul threading alone).
+        let per_thread = hidden.len().div_ceil(threads);
+        let parts: Vec<candle_core::Result<Vec<Tensor>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = hidden
+                .chunks(per_thread)
+                .map(|part| {
+                    let (cos, sin) = (&cos, &sin);
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|x| block.forward(&self.config, x, cos, sin, None))
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("block worker panicked"))
+                .collect()
+        });
         let mut out = Vec::with_capacity(hidden.len());
-        for x in hidden {
-            let obs = observer
-                .as_mut()
-                .map(|o| &mut **o as &mut dyn LinearObserver);
-            out.push(block.forward(&self.config, x, &cos, &sin, obs)?);
+        for part in parts {
+            out.extend(part?);
         }
         Ok(out)
     }
