@@ -317,6 +317,13 @@ fn observer_sees_every_linear_input_and_weights_can_be_replaced() {
     );
     assert_eq!(rec.0[7].1, vec![2, 16]);
     assert_eq!(rec.0[14].0, "model.layers.1.self_attn.q_proj");
+    // The observed (sequential) and unobserved (multi-threaded) paths compute the same thing.
+    let plain = model
+        .forward_blocks(hidden.clone(), None, |_, _| Ok(()))
+        .unwrap();
+    for (a, b) in out.iter().zip(&plain) {
+        assert_eq!(a.to_vec2::<f32>().unwrap(), b.to_vec2::<f32>().unwrap());
+    }
 
     // Zeroing every down_proj and o_proj makes every block the identity.
     let zeroed = model
