@@ -8,10 +8,9 @@ use athena::checkpoint::{
 use common::*;
 use safetensors::Dtype;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::path::Path;
 
-fn tiny_dir(arch: &str) -> (tempfile::TempDir, BTreeMap<String, (Vec<usize>, Vec<f32>)>) {
+fn tiny_dir(arch: &str) -> (tempfile::TempDir, Tensors) {
     let dir = tempfile::tempdir().unwrap();
     let config = tiny_config(arch);
     let tensors = random_tensors(&config, 7);
@@ -44,7 +43,7 @@ fn reads_sharded_folder_with_f16_and_bf16() {
     let config = tiny_config("qwen2");
     let tensors = random_tensors(&config, 3);
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-    let mut shards: [BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>; 2] = Default::default();
+    let mut shards: [EncodedTensors; 2] = Default::default();
     let mut weight_map = serde_json::Map::new();
     for (i, (name, (shape, data))) in tensors.iter().enumerate() {
         let (dtype, bytes): (Dtype, Vec<u8>) = match i % 3 {
@@ -246,7 +245,7 @@ fn unsupported_dtype_is_named() {
     let config = tiny_config("llama");
     let tensors = random_tensors(&config, 1);
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-    let mut enc: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = tensors
+    let mut enc: EncodedTensors = tensors
         .iter()
         .map(|(n, (s, d))| (n.clone(), (Dtype::F32, s.clone(), f32_bytes(d))))
         .collect();

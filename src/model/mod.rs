@@ -64,7 +64,9 @@ impl<'a> Model<'a> {
     pub fn new(source: &'a dyn TensorSource, device: Device) -> Result<Self> {
         let config = source.config().clone();
         if config.num_key_value_heads == 0
-            || config.num_attention_heads % config.num_key_value_heads != 0
+            || !config
+                .num_attention_heads
+                .is_multiple_of(config.num_key_value_heads)
         {
             return Err(ModelError::Invalid(format!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",

@@ -7,6 +7,11 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// HF tensor name -> (shape, f32 data).
+pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+/// HF tensor name -> (dtype, shape, encoded bytes).
+pub type EncodedTensors = BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
+
 /// Deterministic pseudo-random numbers in [-scale, scale).
 pub struct Rng(u64);
 
@@ -54,7 +59,7 @@ pub fn tiny_config(arch: &str) -> Value {
 }
 
 /// Random tensors for a config (names and shapes as the HF checkpoint has them).
-pub fn random_tensors(config: &Value, seed: u64) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+pub fn random_tensors(config: &Value, seed: u64) -> Tensors {
     let path = Path::new("config.json");
     let c = athena::checkpoint::ModelConfig::from_hf_value(config, path).unwrap();
     let mut rng = Rng::new(seed);
@@ -77,7 +82,7 @@ pub fn f32_bytes(data: &[f32]) -> Vec<u8> {
 }
 
 /// Writes tensors (already encoded as `dtype` bytes) to a safetensors file.
-pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>) {
+pub fn write_safetensors(path: &Path, tensors: &EncodedTensors) {
     let views: Vec<(String, TensorView)> = tensors
         .iter()
         .map(|(n, (dt, shape, bytes))| {
@@ -92,11 +97,7 @@ pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Dtype, Vec<usi
 }
 
 /// Writes config.json and a single model.safetensors (f32).
-pub fn write_folder(
-    dir: &Path,
-    config: &Value,
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-) {
+pub fn write_folder(dir: &Path, config: &Value, tensors: &Tensors) {
     std::fs::write(
         dir.join("config.json"),
         serde_json::to_string_pretty(config).unwrap(),
