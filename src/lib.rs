@@ -2,5 +2,7 @@
 
 pub mod checkpoint;
 pub mod container;
+pub mod eval;
+pub mod model;
 pub mod quantizer;
 pub mod verify;
