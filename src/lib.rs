@@ -1,3 +1,6 @@
 //! Athena: Hessian-guided vector quantization of LLM checkpoints into extended GGUF files.
+
 pub mod checkpoint;
 pub mod container;
+pub mod quantizer;
+pub mod verify;

@@ -1,3 +1,5 @@
 //! File containers Athena reads and writes.
 
+pub mod athena;
 pub mod gguf;
+pub mod model_file;

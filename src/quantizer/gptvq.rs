@@ -1,0 +1,237 @@
+//! Hessian-guided vector quantization of one linear layer (ATHENA-MATH 1-2), GPTQ style:
+//! groups of d columns in a fixed order, each tile's codebook fitted under the inverse-Hessian
+//! metric just before its first group is quantized, error feedback to the columns not yet
+//! quantized through the Cholesky factor U of H^-1, applied lazily block by block.
+
+use faer::Mat;
+use rayon::prelude::*;
+
+use super::codebook::{self, StoredCodebook};
+use super::hessian::inverse_cholesky_upper;
+use super::kmeans::{self, GroupPoints, MetricCentroids};
+use super::rng::SplitMix64;
+use super::{GroupOrder, QuantError, VqConfig};
+
+/// The vector-quantized layer before any low-rank residual.
+#[derive(Debug, Clone)]
+pub struct VqLayer {
+    pub rows: usize,
+    pub cols: usize,
+    /// Centroid index per (row, group), row-major `rows x cols/d`, in the original column order.
+    pub indices: Vec<u32>,
+    /// One codebook per tile, tile t = tile_row * tile_columns + tile_column.
+    pub codebooks: Vec<StoredCodebook>,
+    /// The reconstructed weights (row-major), exactly what a decoder returns without low-rank.
+    pub dequantized: Vec<f32>,
+}
+
+/// Order in which column groups are quantized.
+fn group_order(h: &Mat<f64>, d: usize, order: GroupOrder) -> Vec<usize> {
+    let groups = h.nrows() / d;
+    let mut perm: Vec<usize> = (0..groups).collect();
+    if order == GroupOrder::HessianDiagonal {
+        let weight = |g: usize| (0..d).map(|e| h[(g * d + e, g * d + e)]).sum::<f64>();
+        perm.sort_by(|&a, &b| weight(b).total_cmp(&weight(a)).then(a.cmp(&b)));
+    }
+    perm
+}
+
+/// Inverse of the upper-triangular d x d block `u` (row-major), and the metric (U^T U)^-1 = U^-1 U^-T.
+fn block_metric(u: &[f64], d: usize) -> (Vec<f64>, Vec<f32>) {
+    let mut inv = vec![0f64; d * d];
+    for j in 0..d {
+        inv[j * d + j] = 1.0 / u[j * d + j];
+        for i in (0..j).rev() {
+            let s: f64 = (i + 1..=j).map(|k| u[i * d + k] * inv[k * d + j]).sum();
+            inv[i * d + j] = -s / u[i * d + i];
+        }
+    }
+    let metric = (0..d * d)
+        .map(|rs| {
+            let (r, s) = (rs / d, rs % d);
+            (0..d).map(|k| inv[r * d + k] * inv[s * d + k]).sum::<f64>() as f32
+        })
+        .collect();
+    (inv, metric)
+}
+
+/// Quantizes W (`rows x cols`, row-major) with the Hessian `h` (`cols x cols`).
+pub fn quantize(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &Mat<f64>,
+    cfg: &VqConfig,
+    seed: u64,
+) -> Result<VqLayer, QuantError> {
+    cfg.validate(rows, cols)?;
+    let d = cfg.d;
+    let groups = cols / d;
+    let (tile_r, tile_c) = (cfg.tile_rows, cfg.tile_cols);
+    let (tiles_r, tiles_c) = (rows.div_ceil(tile_r), cols.div_ceil(tile_c));
+
+    // Work in the processing order: permuted column p*d+e holds original column perm[p]*d+e.
+    let perm = group_order(h, d, cfg.order);
+    let col = |p: usize| perm[p / d] * d + p % d;
+    let u = if cfg.use_hessian_metric || cfg.error_feedback {
+        let hp = Mat::from_fn(cols, cols, |i, j| h[(col(i), col(j))]);
+        inverse_cholesky_upper(&hp, cfg.damp)?.0
+    } else {
+        Mat::identity(cols, cols)
+    };
+    let u32m = Mat::<f32>::from_fn(cols, cols, |i, j| u[(i, j)] as f32);
+    let mut wp = Mat::<f32>::from_fn(rows, cols, |i, j| w[i * cols + col(j)]);
+
+    // Per group (in processing order): U_QQ^-1 and the metric used for its points.
+    let mut position_of_group = vec![0usize; groups];
+    let mut uinv = Vec::with_capacity(groups);
+    let mut metrics = Vec::with_capacity(groups);
+    for (p, &g) in perm.iter().enumerate() {
+        position_of_group[g] = p;
+        let block: Vec<f64> = (0..d * d)
+            .map(|rs| u[(p * d + rs / d, p * d + rs % d)])
+            .collect();
+        let (inv, metric) = block_metric(&block, d);
+        uinv.push(inv);
+        let identity = (0..d * d)
+            .map(|rs| if rs / d == rs % d { 1.0 } else { 0.0 })
+            .collect();
+        metrics.push(if cfg.use_hessian_metric {
+            metric
+        } else {
+            identity
+        });
+    }
+
+    let mut codebooks: Vec<Option<StoredCodebook>> = vec![None; tiles_r * tiles_c];
+    let mut indices = vec![0u32; rows * groups];
+    let mut dequantized = vec![0f32; rows * cols];
+    let mut block_err = Mat::<f32>::zeros(rows, cols);
+    // The lazy block: errors of columns [block_start, q) have reached columns up to block_end
+    // and wait for one GEMM to reach the columns after it.
+    let block_len = cfg.block_columns.max(d) / d * d;
+    let (mut block_start, mut block_end) = (0usize, block_len.min(cols));
+    let flush = |wp: &mut Mat<f32>, block_err: &Mat<f32>, from: usize, done: usize, end: usize| {
+        if cfg.error_feedback && from < done && end < cols {
+            faer::linalg::matmul::matmul(
+                wp.as_mut().subcols_mut(end, cols - end),
+                faer::Accum::Add,
+                block_err.as_ref().subcols(from, done - from),
+                u32m.as_ref().submatrix(from, end, done - from, cols - end),
+                -1.0,
+                faer::Par::rayon(0),
+            );
+        }
+    };
+
+    for p in 0..groups {
+        let g = perm[p];
+        let q = p * d;
+        let tc = g * d / tile_c;
+        if codebooks[tc].is_none() {
+            // The tile column's codebooks see every update so far: close the lazy block first.
+            flush(&mut wp, &block_err, block_start, q, block_end);
+            (block_start, block_end) = (q, (q + block_len).min(cols));
+            let members: Vec<usize> =
+                (tc * tile_c / d..((tc + 1) * tile_c).min(cols) / d).collect();
+            let fitted: Vec<StoredCodebook> = (0..tiles_r)
+                .into_par_iter()
+                .map(|tr| {
+                    let row_range = tr * tile_r..((tr + 1) * tile_r).min(rows);
+                    let points: Vec<GroupPoints> = members
+                        .iter()
+                        .map(|&mg| {
+                            let pq = position_of_group[mg] * d;
+                            let vectors = row_range
+                                .clone()
+                                .flat_map(|i| (0..d).map(move |e| (i, pq + e)))
+                                .map(|(i, j)| wp[(i, j)])
+                                .collect();
+                            GroupPoints {
+                                metric: metrics[position_of_group[mg]].clone(),
+                                vectors,
+                            }
+                        })
+                        .collect();
+                    let t = tr * tiles_c + tc;
+                    let mut rng =
+                        SplitMix64::new(seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    let centroids = kmeans::fit(&points, d, cfg.n, cfg.kmeans_iters, &mut rng);
+                    codebook::store(&centroids, d, cfg.codebook)
+                })
+                .collect();
+            for (tr, cb) in fitted.into_iter().enumerate() {
+                codebooks[tr * tiles_c + tc] = Some(cb);
+            }
+        }
+
+        // Assign every row's d-vector of this group to its tile's quantized centroids.
+        let scorers: Vec<MetricCentroids> = (0..tiles_r)
+            .map(|tr| {
+                MetricCentroids::new(
+                    &metrics[p],
+                    &codebooks[tr * tiles_c + tc].as_ref().unwrap().values,
+                    d,
+                )
+            })
+            .collect();
+        let chosen: Vec<u32> = (0..rows)
+            .into_par_iter()
+            .map(|i| {
+                let v: Vec<f32> = (0..d).map(|e| wp[(i, q + e)]).collect();
+                scorers[i / tile_r].nearest(&v).0
+            })
+            .collect();
+        for i in 0..rows {
+            let a = chosen[i] as usize;
+            let values = &codebooks[(i / tile_r) * tiles_c + tc]
+                .as_ref()
+                .unwrap()
+                .values;
+            indices[i * groups + g] = chosen[i];
+            let mut diff = [0f64; 8];
+            for e in 0..d {
+                let c = values[a * d + e];
+                dequantized[i * cols + g * d + e] = c;
+                diff[e] = (wp[(i, q + e)] - c) as f64;
+            }
+            // E = diff U_QQ^-1 (row vector times upper-triangular inverse).
+            for e in 0..d {
+                let err: f64 = (0..=e).map(|k| diff[k] * uinv[p][k * d + e]).sum();
+                block_err[(i, q + e)] = err as f32;
+            }
+        }
+
+        // Feed the error forward inside the lazy block; the rest waits for the flush.
+        let next = q + d;
+        if cfg.error_feedback && next < block_end {
+            let (errs, rest) = (
+                block_err.as_ref().subcols(q, d),
+                u32m.as_ref().submatrix(q, next, d, block_end - next),
+            );
+            faer::linalg::matmul::matmul(
+                wp.as_mut().subcols_mut(next, block_end - next),
+                faer::Accum::Add,
+                errs,
+                rest,
+                -1.0,
+                faer::Par::Seq,
+            );
+        }
+        if next == block_end {
+            flush(&mut wp, &block_err, block_start, block_end, block_end);
+            (block_start, block_end) = (block_end, (block_end + block_len).min(cols));
+        }
+    }
+
+    Ok(VqLayer {
+        rows,
+        cols,
+        indices,
+        codebooks: codebooks
+            .into_iter()
+            .map(|c| c.expect("every tile column is visited"))
+            .collect(),
+        dequantized,
+    })
+}

@@ -1,0 +1,322 @@
+//! k-means where every group of points carries its own quadratic metric.
+//!
+//! A codebook tile spans R rows and C/d column groups. Under the Hessian, the loss of replacing a
+//! d-vector w of group g by c is (w - c) M_g (w - c)^T with M_g = (U_gg^T U_gg)^-1 (ATHENA-MATH 1).
+//! With one group per tile this is Euclidean k-means on whitened points; with wide tiles each group
+//! has its own M_g, so assignment and the centroid update both use the per-group metric
+//! (centroid a = (sum M_g)^-1 sum M_g w over its members).
+
+use rayon::prelude::*;
+
+use super::rng::SplitMix64;
+
+/// The points of one group: its metric (d x d, row-major) and its row vectors (count x d).
+pub struct GroupPoints {
+    pub metric: Vec<f32>,
+    pub vectors: Vec<f32>,
+}
+
+/// Per-centroid terms of the expanded distance for one metric: M c_a and c_a^T M c_a.
+pub struct MetricCentroids {
+    d: usize,
+    mc: Vec<f32>,
+    cmc: Vec<f32>,
+}
+
+impl MetricCentroids {
+    pub fn new(metric: &[f32], centroids: &[f32], d: usize) -> Self {
+        let n = centroids.len() / d;
+        let mut mc = vec![0f32; n * d];
+        let mut cmc = vec![0f32; n];
+        for a in 0..n {
+            let c = &centroids[a * d..a * d + d];
+            let mut q = 0f32;
+            for r in 0..d {
+                let v: f32 = (0..d).map(|s| metric[r * d + s] * c[s]).sum();
+                mc[a * d + r] = v;
+                q += c[r] * v;
+            }
+            cmc[a] = q;
+        }
+        Self { d, mc, cmc }
+    }
+
+    /// Index of the nearest centroid to w (ties go to the lower index) and its score
+    /// (w M w^T is left out: it is the same for every centroid).
+    pub fn nearest(&self, w: &[f32]) -> (u32, f32) {
+        let d = self.d;
+        let mut best = (0u32, f32::INFINITY);
+        for (a, (mc, &cmc)) in self.mc.chunks_exact(d).zip(&self.cmc).enumerate() {
+            let dot: f32 = mc.iter().zip(w).map(|(x, y)| x * y).sum();
+            let score = cmc - 2.0 * dot;
+            if score < best.1 {
+                best = (a as u32, score);
+            }
+        }
+        best
+    }
+}
+
+fn quad(metric: &[f32], x: &[f32], d: usize) -> f32 {
+    let mut q = 0f32;
+    for r in 0..d {
+        let v: f32 = (0..d).map(|s| metric[r * d + s] * x[s]).sum();
+        q += x[r] * v;
+    }
+    q
+}
+
+/// Fits `n` centroids (n x d, row-major) to the groups' points: k-means++ seeding under the
+/// metric on a deterministic subsample, then up to `iters` Lloyd iterations.
+pub fn fit(
+    groups: &[GroupPoints],
+    d: usize,
+    n: usize,
+    iters: usize,
+    rng: &mut SplitMix64,
+) -> Vec<f32> {
+    // Flat views of all points with the group they belong to.
+    let index: Vec<(usize, usize)> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, gp)| (0..gp.vectors.len() / d).map(move |i| (g, i)))
+        .collect();
+    let point = |k: usize| {
+        let (g, i) = index[k];
+        (&groups[g].metric[..], &groups[g].vectors[i * d..i * d + d])
+    };
+    let total = index.len();
+    if total == 0 {
+        return vec![0.0; n * d];
+    }
+
+    // k-means++ on at most 64 n points (every point when there are fewer).
+    let sample: Vec<usize> = if total <= 64 * n {
+        (0..total).collect()
+    } else {
+        let step = total as f64 / (64 * n) as f64;
+        (0..64 * n).map(|k| (k as f64 * step) as usize).collect()
+    };
+    let mut centroids = Vec::with_capacity(n * d);
+    let first = sample[rng.below(sample.len() as u64) as usize];
+    centroids.extend_from_slice(point(first).1);
+    let mut dist: Vec<f32> = sample
+        .iter()
+        .map(|&k| {
+            let (m, w) = point(k);
+            let diff: Vec<f32> = w.iter().zip(&centroids[..d]).map(|(a, b)| a - b).collect();
+            quad(m, &diff, d)
+        })
+        .collect();
+    let mut diff = vec![0f32; d];
+    for _ in 1..n {
+        let sum: f64 = dist.iter().map(|&x| x.max(0.0) as f64).sum();
+        let pick = if sum > 0.0 {
+            let mut target = rng.unit() * sum;
+            let mut chosen = sample.len() - 1;
+            for (s, &x) in dist.iter().enumerate() {
+                target -= x.max(0.0) as f64;
+                if target <= 0.0 {
+                    chosen = s;
+                    break;
+                }
+            }
+            chosen
+        } else {
+            rng.below(sample.len() as u64) as usize
+        };
+        let c: Vec<f32> = point(sample[pick]).1.to_vec();
+        for (s, &k) in sample.iter().enumerate() {
+            let (m, w) = point(k);
+            for e in 0..d {
+                diff[e] = w[e] - c[e];
+            }
+            dist[s] = dist[s].min(quad(m, &diff, d));
+        }
+        centroids.extend_from_slice(&c);
+    }
+
+    // Lloyd iterations with the per-group metric.
+    let mut assignment = vec![u32::MAX; total];
+    for _ in 0..iters {
+        let new_assignment: Vec<u32> = groups
+            .par_iter()
+            .flat_map_iter(|gp| {
+                let mc = MetricCentroids::new(&gp.metric, &centroids, d);
+                gp.vectors
+                    .chunks_exact(d)
+                    .map(move |w| mc.nearest(w).0)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let changed = new_assignment != assignment;
+        assignment = new_assignment;
+        if !changed {
+            break;
+        }
+        update_centroids(groups, &index, &assignment, d, n, &mut centroids);
+    }
+    centroids
+}
+
+/// Centroid a = (sum over members of M_g)^-1 (sum over members of M_g w); an empty centroid
+/// moves to the point that is currently worst served.
+fn update_centroids(
+    groups: &[GroupPoints],
+    index: &[(usize, usize)],
+    assignment: &[u32],
+    d: usize,
+    n: usize,
+    centroids: &mut [f32],
+) {
+    let mut lhs = vec![0f64; n * d * d];
+    let mut rhs = vec![0f64; n * d];
+    let mut count = vec![0usize; n];
+    let mut offset = 0;
+    for gp in groups {
+        let members = gp.vectors.len() / d;
+        // Per centroid: how many members of this group and the sum of their vectors.
+        let mut sums = vec![0f64; n * d];
+        let mut counts = vec![0usize; n];
+        for i in 0..members {
+            let a = assignment[offset + i] as usize;
+            counts[a] += 1;
+            for e in 0..d {
+                sums[a * d + e] += gp.vectors[i * d + e] as f64;
+            }
+        }
+        for a in 0..n {
+            if counts[a] == 0 {
+                continue;
+            }
+            count[a] += counts[a];
+            for r in 0..d {
+                for s in 0..d {
+                    let m = gp.metric[r * d + s] as f64;
+                    lhs[a * d * d + r * d + s] += counts[a] as f64 * m;
+                    rhs[a * d + r] += m * sums[a * d + s];
+                }
+            }
+        }
+        offset += members;
+    }
+    for a in 0..n {
+        if count[a] == 0 {
+            continue;
+        }
+        if let Some(c) = solve_spd(
+            &mut lhs[a * d * d..(a + 1) * d * d],
+            &mut rhs[a * d..(a + 1) * d],
+            d,
+        ) {
+            for e in 0..d {
+                centroids[a * d + e] = c[e] as f32;
+            }
+        }
+    }
+    // Re-seed empty centroids at the worst-served points (deterministic: largest loss first).
+    let empty: Vec<usize> = (0..n).filter(|&a| count[a] == 0).collect();
+    if !empty.is_empty() {
+        let mut losses: Vec<(f32, usize)> = index
+            .iter()
+            .enumerate()
+            .map(|(k, &(g, i))| {
+                let gp = &groups[g];
+                let a = assignment[k] as usize;
+                let diff: Vec<f32> = (0..d)
+                    .map(|e| gp.vectors[i * d + e] - centroids[a * d + e])
+                    .collect();
+                (quad(&gp.metric, &diff, d), k)
+            })
+            .collect();
+        losses.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+        for (slot, &a) in empty.iter().enumerate() {
+            if let Some(&(_, k)) = losses.get(slot) {
+                let (g, i) = index[k];
+                centroids[a * d..a * d + d].copy_from_slice(&groups[g].vectors[i * d..i * d + d]);
+            }
+        }
+    }
+}
+
+/// Solves the small SPD system A x = b by Cholesky (None when A is not positive definite).
+fn solve_spd(a: &mut [f64], b: &mut [f64], d: usize) -> Option<Vec<f64>> {
+    for j in 0..d {
+        let mut diag = a[j * d + j];
+        for k in 0..j {
+            diag -= a[j * d + k] * a[j * d + k];
+        }
+        if diag <= 0.0 || !diag.is_finite() {
+            return None;
+        }
+        let diag = diag.sqrt();
+        a[j * d + j] = diag;
+        for i in j + 1..d {
+            let mut v = a[i * d + j];
+            for k in 0..j {
+                v -= a[i * d + k] * a[j * d + k];
+            }
+            a[i * d + j] = v / diag;
+        }
+    }
+    for i in 0..d {
+        let mut v = b[i];
+        for k in 0..i {
+            v -= a[i * d + k] * b[k];
+        }
+        b[i] = v / a[i * d + i];
+    }
+    for i in (0..d).rev() {
+        let mut v = b[i];
+        for k in i + 1..d {
+            v -= a[k * d + i] * b[k];
+        }
+        b[i] = v / a[i * d + i];
+    }
+    Some(b.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_well_separated_clusters() {
+        let centers = [[-5.0f32, -5.0], [5.0, 5.0], [-5.0, 5.0], [5.0, -5.0]];
+        let mut rng = SplitMix64::new(7);
+        let mut vectors = Vec::new();
+        for k in 0..400 {
+            let c = centers[k % 4];
+            vectors.push(c[0] + (rng.unit() as f32 - 0.5) * 0.2);
+            vectors.push(c[1] + (rng.unit() as f32 - 0.5) * 0.2);
+        }
+        let groups = [GroupPoints {
+            metric: vec![1.0, 0.0, 0.0, 1.0],
+            vectors,
+        }];
+        let found = fit(&groups, 2, 4, 20, &mut SplitMix64::new(1));
+        for c in centers {
+            let near = found
+                .chunks(2)
+                .any(|f| (f[0] - c[0]).abs() < 0.2 && (f[1] - c[1]).abs() < 0.2);
+            assert!(near, "no centroid near {c:?}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn metric_changes_the_weighted_centroid() {
+        // Two groups share one centroid; the group with the heavier metric pulls it closer.
+        let groups = [
+            GroupPoints {
+                metric: vec![9.0],
+                vectors: vec![1.0; 10],
+            },
+            GroupPoints {
+                metric: vec![1.0],
+                vectors: vec![0.0; 10],
+            },
+        ];
+        let c = fit(&groups, 1, 1, 5, &mut SplitMix64::new(3));
+        assert!((c[0] - 0.9).abs() < 1e-5, "centroid {c:?}");
+    }
+}

@@ -1,0 +1,187 @@
+//! The quantizer: Hessian-guided vector quantization of one linear layer at a time.
+//!
+//! `hessian` builds H and the factors of H^-1, `kmeans` fits codebooks under per-group metrics,
+//! `codebook` stores them (int8 or f16), `gptvq` runs the GPTQ-style loop, `lowrank` fits the
+//! residual correction. Bookkeeping (bit accounting, packing) lives in the container module.
+
+pub mod codebook;
+pub mod gptvq;
+pub mod hessian;
+pub mod kmeans;
+pub mod lowrank;
+pub mod rng;
+
+use faer::Mat;
+
+pub use codebook::{CodebookKind, StoredCodebook};
+pub use gptvq::VqLayer;
+pub use lowrank::LowRank;
+
+/// Errors a layer's quantization can end with. Display is one line.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum QuantError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("Hessian is not positive definite even with damping {damp}")]
+    NotPositiveDefinite { damp: f64 },
+    #[error("SVD of the low-rank residual did not converge")]
+    Svd,
+}
+
+/// Order in which column groups are quantized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupOrder {
+    /// Left to right.
+    Natural,
+    /// Descending sum of the Hessian diagonal over the group (GPTQ act-order per group).
+    HessianDiagonal,
+}
+
+/// One layer's vector-quantization settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VqConfig {
+    /// Vector dimension: columns per group.
+    pub d: usize,
+    /// Centroids per codebook (a power of two).
+    pub n: usize,
+    /// Codebook tile: rows and columns (columns a multiple of d).
+    pub tile_rows: usize,
+    pub tile_cols: usize,
+    pub codebook: CodebookKind,
+    /// Low-rank residual rank (0: none).
+    pub rank: usize,
+    pub kmeans_iters: usize,
+    /// Weigh k-means and assignment with the inverse-Hessian metric (off: plain Euclidean).
+    pub use_hessian_metric: bool,
+    /// Feed each group's error to the columns not yet quantized (off: independent groups).
+    pub error_feedback: bool,
+    pub order: GroupOrder,
+    /// Lazy-batch width in columns.
+    pub block_columns: usize,
+    /// Relative damping added to the Hessian diagonal.
+    pub damp: f64,
+}
+
+impl VqConfig {
+    /// The Athena defaults for a given vector dimension, centroid count and tile.
+    pub fn new(d: usize, n: usize, tile_rows: usize, tile_cols: usize) -> Self {
+        Self {
+            d,
+            n,
+            tile_rows,
+            tile_cols,
+            codebook: CodebookKind::Int8,
+            rank: 0,
+            kmeans_iters: 10,
+            use_hessian_metric: true,
+            error_feedback: true,
+            order: GroupOrder::HessianDiagonal,
+            block_columns: 128,
+            damp: 0.01,
+        }
+    }
+
+    /// Index bits per d weights.
+    pub fn index_bits(&self) -> u32 {
+        self.n.trailing_zeros()
+    }
+
+    /// Checks the settings against a layer of `rows x cols`.
+    pub fn validate(&self, rows: usize, cols: usize) -> Result<(), QuantError> {
+        let fail = |m: String| Err(QuantError::Config(m));
+        if !(1..=8).contains(&self.d) {
+            return fail(format!("vector dimension d = {} is outside 1..=8", self.d));
+        }
+        if !self.n.is_power_of_two() || !(2..=65536).contains(&self.n) {
+            return fail(format!(
+                "centroid count n = {} must be a power of two in 2..=65536",
+                self.n
+            ));
+        }
+        if cols % self.d != 0 {
+            return fail(format!(
+                "{cols} columns are not a multiple of d = {}",
+                self.d
+            ));
+        }
+        if self.tile_rows == 0 || self.tile_rows > rows {
+            return fail(format!(
+                "tile rows {} must be in 1..={rows} for a layer of {rows} rows",
+                self.tile_rows
+            ));
+        }
+        if self.tile_cols % self.d != 0 || self.tile_cols == 0 || self.tile_cols > cols {
+            return fail(format!(
+                "tile columns {} must be a multiple of d = {} in {}..={cols}",
+                self.tile_cols, self.d, self.d
+            ));
+        }
+        if self.rank > rows.min(cols) {
+            return fail(format!(
+                "low-rank rank {} exceeds min({rows}, {cols})",
+                self.rank
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A fully quantized linear layer: vector codes plus the optional low-rank residual.
+#[derive(Debug, Clone)]
+pub struct QuantizedLinear {
+    pub config: VqConfig,
+    pub vq: VqLayer,
+    pub lowrank: Option<LowRank>,
+    /// Final reconstruction (row-major), bit-identical to what the reference decoder returns.
+    pub dequantized: Vec<f32>,
+    /// tr(dW H dW^T) / tr(W H W^T).
+    pub relative_loss: f64,
+}
+
+/// Quantizes W (`rows x cols`, row-major) under the Hessian `h` (`cols x cols`).
+pub fn quantize_linear(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &Mat<f64>,
+    config: &VqConfig,
+    seed: u64,
+) -> Result<QuantizedLinear, QuantError> {
+    let vq = gptvq::quantize(w, rows, cols, h, config, seed)?;
+    let mut dequantized = vq.dequantized.clone();
+    let lowrank = if config.rank > 0 {
+        let lr = lowrank::fit(w, &vq.dequantized, rows, cols, h, config.rank, config.damp)?;
+        lr.apply(&mut dequantized, cols);
+        Some(lr)
+    } else {
+        None
+    };
+    let relative_loss = relative_loss(w, &dequantized, rows, cols, h);
+    Ok(QuantizedLinear {
+        config: config.clone(),
+        vq,
+        lowrank,
+        dequantized,
+        relative_loss,
+    })
+}
+
+/// tr(dW H dW^T) / tr(W H W^T) for dW = W - What.
+pub fn relative_loss(w: &[f32], what: &[f32], rows: usize, cols: usize, h: &Mat<f64>) -> f64 {
+    let wm = Mat::<f64>::from_fn(rows, cols, |i, j| w[i * cols + j] as f64);
+    let dm = Mat::<f64>::from_fn(rows, cols, |i, j| {
+        (w[i * cols + j] - what[i * cols + j]) as f64
+    });
+    let quad = |m: &Mat<f64>| {
+        let mh = m * h;
+        (0..rows)
+            .map(|i| (0..cols).map(|j| mh[(i, j)] * m[(i, j)]).sum::<f64>())
+            .sum::<f64>()
+    };
+    let base = quad(&wm);
+    if base > 0.0 {
+        quad(&dm) / base
+    } else {
+        0.0
+    }
+}

@@ -1,0 +1,86 @@
+//! Human-readable rendering of a verification report.
+
+use std::fmt::Write;
+
+use super::Report;
+
+fn shape(s: &[u64]) -> String {
+    s.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(" x ")
+}
+
+/// The per-tensor table and the summary, as printed by `athena-verify`.
+pub fn render_table(report: &Report) -> String {
+    let rows: Vec<[String; 5]> = report
+        .tensors
+        .iter()
+        .map(|t| {
+            let encoding = if t.params.is_empty() {
+                t.encoding.clone()
+            } else {
+                format!("{} {}", t.encoding, t.params)
+            };
+            [
+                t.name.clone(),
+                encoding,
+                shape(&t.shape),
+                t.bytes.to_string(),
+                format!("{:.4}", t.bpw),
+            ]
+        })
+        .collect();
+    let header = ["tensor", "encoding", "shape", "bytes", "bpw"];
+    let mut width = header.map(str::len);
+    for r in &rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: [&str; 5]| {
+        let _ = writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {:>w4$}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            w0 = width[0],
+            w1 = width[1],
+            w2 = width[2],
+            w3 = width[3],
+            w4 = width[4]
+        );
+    };
+    line(&mut out, header);
+    for r in &rows {
+        line(&mut out, [&r[0], &r[1], &r[2], &r[3], &r[4]]);
+    }
+    let s = &report.summary;
+    let _ = writeln!(out);
+    let _ = writeln!(out, "file:                 {}", report.file);
+    let _ = writeln!(
+        out,
+        "valid:                {}",
+        if report.valid { "yes" } else { "no" }
+    );
+    let _ = writeln!(out, "file size:            {} bytes", s.file_bytes);
+    let _ = writeln!(
+        out,
+        "tensors:              {} in GGUF ({} Athena weights, {} plain)",
+        s.gguf_tensors, s.athena_weights, s.plain_tensors
+    );
+    let _ = writeln!(out, "parameters:           {}", s.parameters);
+    let _ = writeln!(out, "file bpw:             {:.4}", s.file_bpw);
+    let _ = writeln!(out, "linear (Athena) bpw:  {:.4}", s.linear_bpw);
+    let _ = writeln!(
+        out,
+        "container overhead:   {} bytes",
+        s.container_overhead_bytes
+    );
+    let _ = writeln!(out, "checksums verified:   {}", s.checksums_verified);
+    out
+}

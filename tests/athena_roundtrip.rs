@@ -1,0 +1,99 @@
+//! encode -> write -> read -> decode reproduces the quantizer's own dequantized values exactly.
+
+use athena::container::athena::{encode, stored_weights, verify_checksum};
+use athena::container::gguf::{GgmlType, GgufFile};
+use athena::container::model_file::ModelFileWriter;
+use athena::quantizer::hessian::HessianAccumulator;
+use athena::quantizer::rng::SplitMix64;
+use athena::quantizer::{quantize_linear, CodebookKind, VqConfig};
+
+fn layer(rows: usize, cols: usize, seed: u64) -> (Vec<f32>, faer::Mat<f64>) {
+    let mut rng = SplitMix64::new(seed);
+    let w = (0..rows * cols).map(|_| rng.unit() as f32 - 0.5).collect();
+    let x: Vec<f32> = (0..cols * 4 * cols)
+        .map(|_| rng.unit() as f32 - 0.5)
+        .collect();
+    let mut acc = HessianAccumulator::new(cols);
+    acc.add(&x, 4 * cols);
+    (w, acc.finish())
+}
+
+#[test]
+fn round_trip_is_bit_exact_for_every_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rt.gguf");
+    let configs = [
+        (
+            24,
+            36,
+            VqConfig {
+                rank: 0,
+                ..VqConfig::new(1, 8, 24, 1)
+            },
+        ),
+        (
+            24,
+            36,
+            VqConfig {
+                rank: 3,
+                ..VqConfig::new(2, 16, 7, 10)
+            },
+        ),
+        (
+            24,
+            36,
+            VqConfig {
+                codebook: CodebookKind::F16,
+                ..VqConfig::new(3, 32, 24, 36)
+            },
+        ),
+        (
+            20,
+            32,
+            VqConfig {
+                rank: 2,
+                codebook: CodebookKind::F16,
+                ..VqConfig::new(4, 64, 9, 12)
+            },
+        ),
+    ];
+    let mut writer = ModelFileWriter::create(&path).unwrap();
+    writer.add_metadata("general.architecture", "llama".to_string());
+    writer
+        .add_tensor("plain.weight", &[4, 2], GgmlType::F32, &[0u8; 32])
+        .unwrap();
+    let mut expected = Vec::new();
+    for (k, (rows, cols, cfg)) in configs.iter().enumerate() {
+        let (w, h) = layer(*rows, *cols, k as u64);
+        let q = quantize_linear(&w, *rows, *cols, &h, cfg, 5).unwrap();
+        let name = format!("blk.{k}.attn_q.weight");
+        writer.add_weight(&encode(&name, &q)).unwrap();
+        expected.push((name, q.dequantized));
+    }
+    writer.finish().unwrap();
+    assert!(!dir.path().read_dir().unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains(".spill-")));
+
+    let file = GgufFile::open(&path).unwrap();
+    for t in &file.tensors {
+        verify_checksum(&file, t).unwrap();
+    }
+    let weights = stored_weights(&file).unwrap();
+    assert_eq!(weights.len(), expected.len());
+    for (w, (name, want)) in weights.iter().zip(&expected) {
+        assert_eq!(&w.name, name);
+        w.encoded.check().unwrap();
+        let got = w.encoded.decode().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (j, (a, b)) in got.iter().zip(want).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{name}: element {j}: decoded {a} vs quantizer {b}"
+            );
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! Deterministic generator of the Athena decoder test vectors (fixtures/vectors/).
+//!
+//! `cargo run --example gen-vectors [-- OUT_DIR]` (default: fixtures/vectors in the repository).
+//!
+//! Contents come from a fixed-seed SplitMix64. `expected.f32` is computed here with a
+//! deliberately naive, independent transcription of the spec formula (bit-by-bit index
+//! extraction, `half` for f16 -> f32); it does not use the athena-decode crate.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// SplitMix64: tiny, well-mixed, and reproducible everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, n).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    /// Roughly normal with standard deviation `sd` (sum of 4 uniforms).
+    fn normal(&mut self, sd: f32) -> f32 {
+        let s: f32 = (0..4)
+            .map(|_| (self.below(1 << 24) as f32) / (1 << 24) as f32)
+            .sum();
+        (s - 2.0) * 1.732 * sd
+    }
+}
+
+/// How f16 contents are drawn.
+#[derive(Clone, Copy)]
+enum Style {
+    /// Magnitudes like a real quantized weight.
+    Realistic,
+    /// Any finite f16 bit pattern: subnormals, huge values, signed zeros; stresses rounding.
+    Wild,
+    /// Only +-0, +-smallest subnormal, +-1: stresses signed-zero handling of the sums.
+    Zeros,
+}
+
+#[derive(Clone, Copy)]
+struct Spec {
+    name: &'static str,
+    rows: u64,
+    cols: u64,
+    d: u32,
+    n: u32,
+    tile_rows: u64,
+    tile_cols: u64,
+    rank: u32,
+    f16_codebook: bool,
+    style: Style,
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn v(
+    name: &'static str,
+    rows: u64,
+    cols: u64,
+    d: u32,
+    n: u32,
+    tile_rows: u64,
+    tile_cols: u64,
+    rank: u32,
+    cb: &str,
+    style: Style,
+) -> Spec {
+    let f16_codebook = cb.len() == 3; // "f16" vs "i8"
+    Spec {
+        name,
+        rows,
+        cols,
+        d,
+        n,
+        tile_rows,
+        tile_cols,
+        rank,
+        f16_codebook,
+        style,
+    }
+}
+
+use Style::{Realistic as Re, Wild as Wi, Zeros as Ze};
+
+/// The vectors. Names: d<d>_n<n>_<cb>_<what is special>.
+const SPECS: &[Spec] = &[
+    v("d1_n2_i8_one_row", 1, 37, 1, 2, 1, 5, 0, "i8", Re),
+    v("d1_n2_f16_one_col_r1", 9, 1, 1, 2, 4, 1, 1, "f16", Re),
+    v("d2_n4_f16_nondiv", 13, 22, 2, 4, 5, 6, 0, "f16", Re),
+    v("d3_n8_i8_r2_nondiv", 11, 27, 3, 8, 4, 9, 2, "i8", Re),
+    v("d4_n16_f16_r3_nondiv", 10, 32, 4, 16, 3, 12, 3, "f16", Re),
+    v("d2_n32_i8_R_eq_N", 7, 30, 2, 32, 7, 10, 0, "i8", Re),
+    v("d5_n32_i8_wild", 6, 35, 5, 32, 4, 15, 2, "i8", Wi),
+    v("d6_n64_f16_r1", 5, 36, 6, 64, 2, 24, 1, "f16", Re),
+    v("d7_n8_i8_r5_wild", 5, 28, 7, 8, 2, 14, 5, "i8", Wi),
+    v("d8_n64_f16_r2_nondiv", 6, 40, 8, 64, 4, 16, 2, "f16", Re),
+    v("d1_n128_f16_wide_wild", 5, 50, 1, 128, 2, 50, 0, "f16", Wi),
+    v("d2_n256_i8_paper_layout", 16, 24, 2, 256, 8, 2, 0, "i8", Re),
+    v(
+        "d2_n256_f16_paper_layout_r4",
+        12,
+        20,
+        2,
+        256,
+        5,
+        2,
+        4,
+        "f16",
+        Re,
+    ),
+    v(
+        "d1_n256_i8_paper_layout_wild",
+        7,
+        9,
+        1,
+        256,
+        3,
+        1,
+        2,
+        "i8",
+        Wi,
+    ),
+    v(
+        "d4_n256_i8_single_tile_r8",
+        20,
+        64,
+        4,
+        256,
+        20,
+        64,
+        8,
+        "i8",
+        Re,
+    ),
+    v("d2_n512_i8_single_tile", 6, 34, 2, 512, 6, 34, 0, "i8", Re),
+    v("d3_n1024_f16_r1_wild", 5, 21, 3, 1024, 2, 9, 1, "f16", Wi),
+    v("d2_n2048_i8_nondiv", 9, 26, 2, 2048, 4, 8, 0, "i8", Re),
+    v("d2_n4096_i8_r4_wide", 16, 48, 2, 4096, 8, 48, 4, "i8", Re),
+    v("d1_n4096_f16_nondiv", 4, 40, 1, 4096, 3, 16, 0, "f16", Re),
+    v(
+        "d2_n4096_i8_r8_64x192",
+        64,
+        192,
+        2,
+        4096,
+        64,
+        192,
+        8,
+        "i8",
+        Re,
+    ),
+    v(
+        "d2_n8192_i8_single_tile",
+        3,
+        14,
+        2,
+        8192,
+        3,
+        14,
+        0,
+        "i8",
+        Re,
+    ),
+    v(
+        "d1_n16384_f16_single_tile",
+        2,
+        11,
+        1,
+        16384,
+        2,
+        11,
+        0,
+        "f16",
+        Wi,
+    ),
+    v(
+        "d1_n32768_i8_single_tile",
+        3,
+        9,
+        1,
+        32768,
+        3,
+        9,
+        0,
+        "i8",
+        Re,
+    ),
+    v(
+        "d1_n65536_f16_single_tile",
+        4,
+        16,
+        1,
+        65536,
+        4,
+        16,
+        0,
+        "f16",
+        Re,
+    ),
+    v(
+        "d2_n65536_i8_r2_single_tile",
+        3,
+        10,
+        2,
+        65536,
+        3,
+        10,
+        2,
+        "i8",
+        Wi,
+    ),
+    v("d3_n4_f16_full_rank_wild", 4, 6, 3, 4, 3, 3, 4, "f16", Wi),
+    v("d2_n4_f16_r2_signed_zeros", 6, 8, 2, 4, 2, 4, 2, "f16", Ze),
+    v("d2_n16_i8_r3_signed_zeros", 5, 12, 2, 16, 5, 6, 3, "i8", Ze),
+    v("d2_n16_i8_r3_wild", 9, 18, 2, 16, 4, 8, 3, "i8", Wi),
+    // Few codebook values per output value: decode() then takes its value-table paths.
+    v(
+        "d2_n4_i8_paper_layout_tall",
+        40,
+        12,
+        2,
+        4,
+        40,
+        2,
+        0,
+        "i8",
+        Wi,
+    ),
+    v(
+        "d1_n2_f16_r1_paper_layout_tall",
+        24,
+        5,
+        1,
+        2,
+        12,
+        1,
+        1,
+        "f16",
+        Re,
+    ),
+    v(
+        "d2_n16_i8_r2_tall_nondiv",
+        48,
+        40,
+        2,
+        16,
+        20,
+        12,
+        2,
+        "i8",
+        Wi,
+    ),
+    v(
+        "d4_n16_f16_tall_nondiv",
+        40,
+        32,
+        4,
+        16,
+        16,
+        12,
+        0,
+        "f16",
+        Wi,
+    ),
+];
+
+/// All the stored contents of one vector.
+struct Vector {
+    spec: Spec,
+    indices: Vec<Vec<u32>>, // [row][group]
+    codebook: Vec<u8>,
+    scales: Vec<u8>,
+    lowrank_a: Vec<u8>,
+    lowrank_b: Vec<u8>,
+}
+
+fn f16_bits(rng: &mut Rng, style: Style, sd: f32) -> u16 {
+    match style {
+        Style::Realistic => half::f16::from_f32(rng.normal(sd)).to_bits(),
+        Style::Wild => loop {
+            let b = rng.below(1 << 16) as u16;
+            if b & 0x7c00 != 0x7c00 {
+                break b;
+            }
+        },
+        Style::Zeros => [0x0000, 0x8000, 0x0001, 0x8001, 0x3c00, 0xbc00][rng.below(6) as usize],
+    }
+}
+
+fn push_f16(out: &mut Vec<u8>, bits: u16) {
+    out.extend_from_slice(&bits.to_le_bytes());
+}
+
+fn tiles(s: &Spec) -> (u64, u64) {
+    (s.rows.div_ceil(s.tile_rows), s.cols.div_ceil(s.tile_cols))
+}
+
+fn random_vector(spec: Spec, rng: &mut Rng) -> Vector {
+    let (tr, tc) = tiles(&spec);
+    let t = tr * tc;
+    let groups = spec.cols / spec.d as u64;
+    let indices = (0..spec.rows)
+        .map(|_| {
+            (0..groups)
+                .map(|_| rng.below(spec.n as u64) as u32)
+                .collect()
+        })
+        .collect();
+    let entries = t * spec.n as u64 * spec.d as u64;
+    let mut codebook = Vec::new();
+    let mut scales = Vec::new();
+    if spec.f16_codebook {
+        for _ in 0..entries {
+            push_f16(&mut codebook, f16_bits(rng, spec.style, 0.05));
+        }
+    } else {
+        codebook = (0..entries).map(|_| rng.below(256) as u8).collect();
+        for _ in 0..t * spec.d as u64 {
+            let (off, step) = match spec.style {
+                Style::Realistic => {
+                    let lo = -0.1 + rng.normal(0.02);
+                    let hi = 0.1 + rng.normal(0.02);
+                    let off = half::f16::from_f32(lo).to_bits();
+                    (off, half::f16::from_f32((hi - lo) / 255.0).to_bits())
+                }
+                style => (f16_bits(rng, style, 0.0), f16_bits(rng, style, 0.0)),
+            };
+            push_f16(&mut scales, off);
+            push_f16(&mut scales, step);
+        }
+    }
+    let mut lowrank_a = Vec::new();
+    let mut lowrank_b = Vec::new();
+    for _ in 0..spec.rows * spec.rank as u64 {
+        push_f16(&mut lowrank_a, f16_bits(rng, spec.style, 0.05));
+    }
+    for _ in 0..spec.cols * spec.rank as u64 {
+        push_f16(&mut lowrank_b, f16_bits(rng, spec.style, 0.05));
+    }
+    Vector {
+        spec,
+        indices,
+        codebook,
+        scales,
+        lowrank_a,
+        lowrank_b,
+    }
+}
+
+/// The worked example of format-spec/athena-encoding.md, byte for byte.
+fn spec_example() -> Vector {
+    let spec = v("spec_example", 2, 6, 2, 8, 1, 4, 1, "i8", Re);
+    // T = 4 codebooks of 8 entries x 2 dims: entry (t, a, j) = (t*37 + a*11 + j*5) mod 256.
+    let codebook = (0..4u32)
+        .flat_map(|t| {
+            (0..8u32)
+                .flat_map(move |a| (0..2u32).map(move |j| ((t * 37 + a * 11 + j * 5) % 256) as u8))
+        })
+        .collect();
+    // (offset, step) for (t, j): offset = -(t + 1) / 4 - j / 8, step = 0.01 (f16 0x211f).
+    let mut scales = Vec::new();
+    for t in 0..4 {
+        for j in 0..2 {
+            let off = -((t + 1) as f32) / 4.0 - j as f32 / 8.0;
+            push_f16(&mut scales, half::f16::from_f32(off).to_bits());
+            push_f16(&mut scales, 0x211f);
+        }
+    }
+    let mut lowrank_a = Vec::new();
+    for x in [0.5f32, -0.25] {
+        push_f16(&mut lowrank_a, half::f16::from_f32(x).to_bits());
+    }
+    let mut lowrank_b = Vec::new();
+    for x in [0.1f32, -0.2, 0.3, 0.0, 1.0, -0.0] {
+        push_f16(&mut lowrank_b, half::f16::from_f32(x).to_bits());
+    }
+    Vector {
+        spec,
+        indices: vec![vec![5, 2, 7], vec![3, 6, 1]],
+        codebook,
+        scales,
+        lowrank_a,
+        lowrank_b,
+    }
+}
+
+/// Packs one row: index g at stream bits [g*b, g*b + b), LSB first, bit p in byte p / 8.
+fn pack_row(indices: &[u32], bits: u32) -> Vec<u8> {
+    let total = indices.len() * bits as usize;
+    let mut out = vec![0u8; total.div_ceil(8)];
+    for (g, &ix) in indices.iter().enumerate() {
+        for q in 0..bits as usize {
+            if (ix >> q) & 1 == 1 {
+                let p = g * bits as usize + q;
+                out[p / 8] |= 1 << (p % 8);
+            }
+        }
+    }
+    out
+}
+
+fn h(bytes: &[u8], i: u64) -> f32 {
+    let i = i as usize;
+    half::f16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32()
+}
+
+/// The spec formula, transcribed as literally as possible, reading the packed bytes.
+fn expected(vec: &Vector, packed: &[Vec<u8>]) -> Vec<f32> {
+    let s = &vec.spec;
+    let (d, n, m, r) = (s.d as u64, s.n as u64, s.cols, s.rank as u64);
+    let b = s.n.trailing_zeros() as u64;
+    let (_, tiles_c) = tiles(s);
+    let mut out = Vec::with_capacity((s.rows * s.cols) as usize);
+    for i in 0..s.rows {
+        for j in 0..s.cols {
+            let g = j / d;
+            let e = j - g * d;
+            let mut a = 0u64;
+            for q in 0..b {
+                let p = g * b + q;
+                let bit = (packed[i as usize][(p / 8) as usize] >> (p % 8)) & 1;
+                a |= (bit as u64) << q;
+            }
+            let t = (i / s.tile_rows) * tiles_c + j / s.tile_cols;
+            let v = if s.f16_codebook {
+                h(&vec.codebook, (t * n + a) * d + e)
+            } else {
+                let off = h(&vec.scales, (t * d + e) * 2);
+                let step = h(&vec.scales, (t * d + e) * 2 + 1);
+                let u = vec.codebook[((t * n + a) * d + e) as usize] as f32;
+                let prod = step * u;
+                off + prod
+            };
+            let w = if r > 0 {
+                let mut acc = 0.0f32;
+                for k in 0..r {
+                    let prod = h(&vec.lowrank_a, i * r + k) * h(&vec.lowrank_b, k * m + j);
+                    acc += prod;
+                }
+                v + acc
+            } else {
+                v
+            };
+            out.push(w);
+        }
+    }
+    out
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    fs::write(dir.join(name), bytes)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", dir.join(name).display()));
+}
+
+fn emit(root: &Path, vec: &Vector) {
+    let s = &vec.spec;
+    let dir = root.join(s.name);
+    fs::create_dir_all(&dir).unwrap();
+    let params = format!(
+        "rows={}\ncols={}\nvector_dim={}\ncentroids={}\ntile_rows={}\ntile_cols={}\nrank={}\ncodebook={}\n",
+        s.rows,
+        s.cols,
+        s.d,
+        s.n,
+        s.tile_rows,
+        s.tile_cols,
+        s.rank,
+        if s.f16_codebook { "f16" } else { "i8" }
+    );
+    write(&dir, "params.txt", params.as_bytes());
+    let bits = s.n.trailing_zeros();
+    let packed: Vec<Vec<u8>> = vec.indices.iter().map(|row| pack_row(row, bits)).collect();
+    write(&dir, "indices.bin", &packed.concat());
+    write(&dir, "codebook.bin", &vec.codebook);
+    if !s.f16_codebook {
+        write(&dir, "scales.bin", &vec.scales);
+    }
+    if s.rank > 0 {
+        write(&dir, "lowrank_a.bin", &vec.lowrank_a);
+        write(&dir, "lowrank_b.bin", &vec.lowrank_b);
+    }
+    let exp: Vec<u8> = expected(vec, &packed)
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    write(&dir, "expected.f32", &exp);
+}
+
+#[allow(dead_code)] // unused when included by tests/vectors_fresh.rs
+fn main() {
+    let root: PathBuf = match std::env::args_os().nth(1) {
+        Some(p) => p.into(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/vectors"),
+    };
+    let count = generate(&root);
+    println!("wrote {count} vectors to {}", root.display());
+}
+
+/// Writes every vector under `root`; returns how many.
+pub fn generate(root: &Path) -> usize {
+    fs::create_dir_all(root).unwrap();
+    // Remove stale vectors (folders holding a params.txt); keep README.md and anything else.
+    for entry in fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.join("params.txt").is_file() {
+            fs::remove_dir_all(&path).unwrap();
+        }
+    }
+    let mut rng = Rng(0x4154_4845_4e41_0001); // "ATHENA" 1
+    let mut vectors = vec![spec_example()];
+    vectors.extend(SPECS.iter().map(|&s| random_vector(s, &mut rng)));
+    for vec in &vectors {
+        emit(root, vec);
+    }
+    vectors.len()
+}
