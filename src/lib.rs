@@ -2,5 +2,6 @@
 
 pub mod checkpoint;
 pub mod container;
+pub mod export;
 pub mod quantizer;
 pub mod verify;
