@@ -1,0 +1,140 @@
+//! The complete llama.cpp metadata of an export: `general.*`, the `<arch>.*` hyperparameters and
+//! the `tokenizer.*` keys ([`super::tokenizer`]).
+//!
+//! Hyperparameters follow `convert_hf_to_gguf.py` (`TextModel.set_gguf_parameters` and
+//! `LlamaModel.set_gguf_parameters`); the architecture name is `llama` for llama and mistral (as
+//! llama.cpp converts `MistralForCausalLM`) and `qwen2` for qwen2:
+//!
+//! | key | value |
+//! |---|---|
+//! | `general.architecture`, `general.type`, `general.name` | arch, `"model"`, the model name |
+//! | `general.file_type` | llama.cpp `LlamaFileType` of the requested type (u32) |
+//! | `general.quantization_version` | 2 (u32) |
+//! | `<arch>.block_count`, `.context_length`, `.embedding_length`, `.feed_forward_length` | u32 |
+//! | `<arch>.attention.head_count`, `.attention.head_count_kv` | u32 |
+//! | `<arch>.rope.freq_base`, `.attention.layer_norm_rms_epsilon` | f32 |
+//! | `<arch>.rope.scaling.type` / `.factor` / `.original_context_length` | linear and yarn only |
+//! | `<arch>.attention.key_length`, `.value_length` | u32, only when `head_dim != hidden / heads` |
+//! | `<arch>.vocab_size`, `<arch>.rope.dimension_count` | u32 (`rope.dimension_count` = `head_dim`) |
+//!
+//! llama.cpp writes `vocab_size` and `rope.dimension_count` for llama only; we write them for
+//! qwen2 too (the values are what its loader derives anyway). RoPE scaling types that llama.cpp
+//! turns into an extra tensor (`llama3`: `rope_freqs.weight`) or handles per model (`longrope`,
+//! `dynamic`) are refused rather than silently dropped.
+
+use super::pretokenizer::PreMatch;
+use super::tokenizer::{tokenizer_keys, Meta, TokenizerFiles};
+use super::ExportError;
+use crate::checkpoint::{Architecture, ModelConfig};
+use crate::container::gguf::Value;
+
+/// ggml's `GGML_QNT_VERSION`, written as `general.quantization_version`.
+pub const QUANTIZATION_VERSION: u32 = 2;
+
+/// The llama.cpp architecture name (`general.architecture`).
+pub fn arch_name(a: Architecture) -> &'static str {
+    match a {
+        Architecture::Llama | Architecture::Mistral => "llama",
+        Architecture::Qwen2 => "qwen2",
+    }
+}
+
+/// All metadata of a model file, in writing order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMetadata {
+    pub keys: Vec<(String, Value)>,
+    /// How `tokenizer.ggml.pre` was found (`None` for a SentencePiece vocabulary).
+    pub pre: Option<PreMatch>,
+}
+
+/// `general.*` and `<arch>.*` keys for a config; `file_type` is `general.file_type`.
+pub fn hyperparameter_keys(
+    config: &ModelConfig,
+    name: &str,
+    file_type: u32,
+) -> Result<Vec<(String, Value)>, ExportError> {
+    let c = config;
+    let arch = arch_name(c.architecture);
+    let k = |s: &str| format!("{arch}.{s}");
+    let u = |x: usize, what: &str| -> Result<u32, ExportError> {
+        u32::try_from(x)
+            .map_err(|_| ExportError::Unsupported(format!("{what} {x} does not fit a u32")))
+    };
+    let mut m = Meta::default();
+    m.set("general.architecture", arch);
+    m.set("general.type", "model");
+    m.set("general.name", name);
+    m.set("general.quantization_version", QUANTIZATION_VERSION);
+    m.set(
+        k("block_count"),
+        u(c.num_hidden_layers, "num_hidden_layers")?,
+    );
+    m.set(
+        k("context_length"),
+        u(c.max_position_embeddings, "max_position_embeddings")?,
+    );
+    m.set(k("embedding_length"), u(c.hidden_size, "hidden_size")?);
+    m.set(
+        k("feed_forward_length"),
+        u(c.intermediate_size, "intermediate_size")?,
+    );
+    m.set(
+        k("attention.head_count"),
+        u(c.num_attention_heads, "num_attention_heads")?,
+    );
+    m.set(
+        k("attention.head_count_kv"),
+        u(c.num_key_value_heads, "num_key_value_heads")?,
+    );
+    if let Some(rs) = &c.rope_scaling {
+        match rs.rope_type.as_str() {
+            "linear" => {
+                m.set(k("rope.scaling.type"), "linear");
+                m.set(k("rope.scaling.factor"), rs.factor as f32);
+            }
+            "yarn" => {
+                let orig = rs.original_max_position_embeddings.ok_or_else(|| {
+                    ExportError::Unsupported(
+                        "rope_scaling 'yarn' without original_max_position_embeddings".into(),
+                    )
+                })?;
+                m.set(k("rope.scaling.type"), "yarn");
+                m.set(k("rope.scaling.factor"), rs.factor as f32);
+                m.set(
+                    k("rope.scaling.original_context_length"),
+                    u(orig, "original_max_position_embeddings")?,
+                );
+            }
+            "default" | "none" => {}
+            other => {
+                return Err(ExportError::Unsupported(format!(
+                    "rope_scaling type '{other}' is not supported by the plain export (supported: linear, yarn)"
+                )))
+            }
+        }
+    }
+    m.set(k("rope.freq_base"), c.rope_theta as f32);
+    m.set(k("attention.layer_norm_rms_epsilon"), c.rms_norm_eps as f32);
+    let default_head_dim = c.hidden_size.checked_div(c.num_attention_heads);
+    if default_head_dim != Some(c.head_dim) {
+        m.set(k("attention.key_length"), u(c.head_dim, "head_dim")?);
+        m.set(k("attention.value_length"), u(c.head_dim, "head_dim")?);
+    }
+    m.set("general.file_type", file_type);
+    m.set(k("vocab_size"), u(c.vocab_size, "vocab_size")?);
+    m.set(k("rope.dimension_count"), u(c.head_dim, "head_dim")?);
+    Ok(m.0)
+}
+
+/// Hyperparameters followed by the tokenizer keys.
+pub fn model_metadata(
+    config: &ModelConfig,
+    tokenizer: &TokenizerFiles,
+    name: &str,
+    file_type: u32,
+) -> Result<ModelMetadata, ExportError> {
+    let mut keys = hyperparameter_keys(config, name, file_type)?;
+    let tok = tokenizer_keys(tokenizer, config)?;
+    keys.extend(tok.keys);
+    Ok(ModelMetadata { keys, pre: tok.pre })
+}
