@@ -9,7 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use athena::checkpoint::gguf_source::GgufSource;
 use athena::checkpoint::TensorSource;
+use athena::convert::{self, report};
 use athena::export::{self, ExportError, PlainOptions, PlainType, Progress, TokenizerFiles};
+use athena::quantizer::{CodebookKind, GroupOrder};
 
 const ABOUT: &str =
     "Convert a Hugging Face LLM checkpoint (llama, mistral, qwen2) into a GGUF file.";
@@ -43,7 +45,19 @@ Examples:
 Tensor types (llama.cpp's rules): 1-D tensors, norms and biases are always F32. With --type q8_0,
 a matrix whose rows are not a multiple of 32 long is written as F16 instead.
 
-Athena quantization (--bits, --vq, --calib, ...) is not part of this build.
+Athena quantization (needs an HF folder and the calibration text; see tools/fetch-models.sh):
+  # 3 bits per weight on average over the linear layers, mixed precision from the Hessians
+  athena-convert ~/.cache/athena/models/SmolLM2-135M-Instruct smollm2-3bit.gguf --bits 3
+
+  # One configuration for every layer: d=2, 64 centroids, tiles of 64 rows x all columns
+  athena-convert MODEL out.gguf --vq 2,64,64,576
+
+  # A baseline in the same code, for comparison
+  athena-convert MODEL gptq-3bit.gguf --bits 3 --method gptq
+
+The plan (per-layer configuration and bpw) is printed before quantizing; at the end a table gives
+per layer the configuration, bpw and relative layer loss tr(dW H dW^T) / tr(W H W^T), then the
+totals, time and peak memory. Check the result with athena-verify.
 
 Exit status: 0 on success, 1 when the conversion fails (the message names the file or tensor),
 2 for command-line usage errors.";
@@ -103,8 +117,186 @@ struct Cli {
     /// No progress bar or summary.
     #[arg(long, short = 'q')]
     quiet: bool,
-    // Room for the Athena quantization options (--bits, --vq, --calib, ...): they belong to the
-    // quantizing pipeline and are added together with it, not here as no-ops.
+
+    #[command(flatten)]
+    athena: AthenaArgs,
+}
+
+/// Athena quantization (any of --bits / --vq switches it on).
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Athena quantization")]
+struct AthenaArgs {
+    /// Budget: average bits per weight of the quantized linear weights, every stored byte
+    /// counted (indices, codebooks, scales, low-rank factors). Met by a per-layer mixed-precision
+    /// plan from Hessian-trace sensitivities (2 to 4 index bits per weight). Typical: 2 to 4.
+    #[arg(long, value_name = "B")]
+    bits: Option<f64>,
+
+    /// Expert mode: the same configuration for every layer: vector dimension d (1-8), centroids
+    /// n (power of two), codebook tile of R rows x C columns (C a multiple of d).
+    #[arg(long, value_name = "d,n,R,C", value_parser = parse_vq)]
+    vq: Option<[usize; 4]>,
+
+    /// Quantizer: athena (Hessian-guided VQ), or a baseline measured in the same code: kmeans
+    /// (plain k-means VQ), gptq (scalar grid, per 128 columns, error feedback), rtn (round to
+    /// nearest on that grid).
+    #[arg(long, value_enum, default_value = "athena")]
+    method: MethodArg,
+
+    /// Codebook storage: i8 (int8 codes with f16 offset and step per dimension) or f16.
+    #[arg(long, value_enum, default_value = "i8")]
+    codebook: CodebookArg,
+
+    /// Hessian-weighted low-rank residual: a rank, "auto" (min(N, M) / 100) or 0 (off).
+    #[arg(long, value_name = "r|auto|0", default_value = "0", value_parser = parse_lowrank)]
+    lowrank_rank: convert::LowRankChoice,
+
+    /// Codebook tiles for --bits: wide (full-width tiles, ~1/16 bpw of codebook) or paper
+    /// (one codebook per d columns, all rows: the paper's layout).
+    #[arg(long, value_enum, default_value = "wide")]
+    tiles: TilesArg,
+
+    /// Order in which column groups are quantized: hessian (descending Hessian diagonal, like
+    /// GPTQ's act-order) or natural (left to right).
+    #[arg(long, value_enum, default_value = "hessian")]
+    order: OrderArg,
+
+    /// Calibration text (UTF-8) [default: the C4 sample that tools/fetch-models.sh caches].
+    #[arg(long, value_name = "FILE")]
+    calib: Option<PathBuf>,
+
+    /// Calibration tokens, cut into sequences of --seq-len.
+    #[arg(long, value_name = "N", default_value_t = 8192)]
+    calib_tokens: usize,
+
+    /// Calibration sequence length in tokens.
+    #[arg(long, value_name = "L", default_value_t = 512)]
+    seq_len: usize,
+
+    /// Lloyd iterations of k-means per codebook.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    kmeans_iters: usize,
+
+    /// Seed of k-means seeding: the same seed gives a byte-identical file.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
+    /// Type of the token embedding (and an untied output matrix) in an Athena file.
+    #[arg(long, value_enum, default_value = "q8_0")]
+    embed_type: TypeArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MethodArg {
+    Athena,
+    Kmeans,
+    Gptq,
+    Rtn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CodebookArg {
+    I8,
+    F16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TilesArg {
+    Wide,
+    Paper,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OrderArg {
+    Hessian,
+    Natural,
+}
+
+fn parse_vq(s: &str) -> Result<[usize; 4], String> {
+    let parts: Vec<usize> = s.split(',').map(|p| p.trim().parse::<usize>().map_err(|_| format!("'{p}' is not a number"))).collect::<Result<_, _>>()?;
+    parts.try_into().map_err(|_| "expected four numbers: d,n,R,C".to_string())
+}
+
+fn parse_lowrank(s: &str) -> Result<convert::LowRankChoice, String> {
+    match s {
+        "auto" => Ok(convert::LowRankChoice::Auto),
+        "0" | "off" => Ok(convert::LowRankChoice::Off),
+        r => r.parse().map(convert::LowRankChoice::Rank).map_err(|_| format!("'{r}' is not a rank, auto or 0")),
+    }
+}
+
+fn run_athena(cli: &Cli) -> Result<(), String> {
+    let a = &cli.athena;
+    let opts = convert::ConvertOptions {
+        model: cli.model.clone(),
+        out: cli.out.clone(),
+        bits: a.bits,
+        vq: a.vq,
+        method: match a.method {
+            MethodArg::Athena => convert::Method::Athena,
+            MethodArg::Kmeans => convert::Method::Kmeans,
+            MethodArg::Gptq => convert::Method::Gptq,
+            MethodArg::Rtn => convert::Method::Rtn,
+        },
+        codebook: match a.codebook {
+            CodebookArg::I8 => CodebookKind::Int8,
+            CodebookArg::F16 => CodebookKind::F16,
+        },
+        lowrank: a.lowrank_rank,
+        tiles: match a.tiles {
+            TilesArg::Wide => convert::TileLayout::Wide,
+            TilesArg::Paper => convert::TileLayout::Paper,
+        },
+        order: match a.order {
+            OrderArg::Hessian => GroupOrder::HessianDiagonal,
+            OrderArg::Natural => GroupOrder::Natural,
+        },
+        kmeans_iters: a.kmeans_iters,
+        calib: a.calib.clone().unwrap_or_else(convert::default_calibration_text),
+        calib_tokens: a.calib_tokens,
+        seq_len: a.seq_len,
+        seed: a.seed,
+        embed_type: a.embed_type.into(),
+    };
+    let bar = if cli.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg} (eta {eta})").expect("valid template").progress_chars("=> "));
+    let quiet = cli.quiet;
+    let mut on_progress = |p: convert::Progress<'_>| match p {
+        convert::Progress::Stage(s) => bar.set_message(s.to_string()),
+        convert::Progress::Traces { layer, layers } => {
+            bar.set_length(layers as u64);
+            bar.set_position(layer as u64);
+            bar.set_message("blocks: sensitivity pass");
+        }
+        convert::Progress::Plan(plan) => {
+            if !quiet {
+                bar.suspend(|| eprint!("{}", report::render_plan(plan)));
+            }
+            bar.set_length(plan.len() as u64);
+            bar.set_position(0);
+            bar.reset_eta();
+        }
+        convert::Progress::Layer { layer, layers, kind } => {
+            bar.set_message(format!("block {}/{layers}: {}", layer + 1, kind.suffix()));
+            bar.set_position((layer * 7 + kind as usize) as u64);
+        }
+    };
+    let result = convert::convert(&opts, &mut on_progress);
+    bar.finish_and_clear();
+    let rep = result.map_err(|e| e.to_string())?;
+    if !cli.quiet {
+        eprint!("{}", report::render_report(&rep));
+        eprintln!("peak memory:          {} MiB", peak_rss_mib().map_or("?".into(), |m| m.to_string()));
+        eprintln!("wrote {}", cli.out.display());
+    }
+    Ok(())
+}
+
+/// Peak resident set size of this process (VmHWM), where /proc tells it.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb / 1024)
 }
 
 fn main() -> ExitCode {
@@ -163,8 +355,16 @@ fn file_stem(p: &Path) -> String {
         .unwrap_or_else(|| "model".into())
 }
 
-fn run(cli: &Cli) -> Result<(), ExportError> {
-    let started = Instant::now();
+fn run(cli: &Cli) -> Result<(), String> {
+    check_output(cli).map_err(|e| e.to_string())?;
+    if cli.athena.bits.is_some() || cli.athena.vq.is_some() {
+        run_athena(cli)
+    } else {
+        run_plain(cli).map_err(|e| e.to_string())
+    }
+}
+
+fn check_output(cli: &Cli) -> Result<(), ExportError> {
     if cli.out.exists() && !cli.force {
         return Err(ExportError::Invalid {
             path: cli.out.clone(),
@@ -179,6 +379,11 @@ fn run(cli: &Cli) -> Result<(), ExportError> {
             });
         }
     }
+    Ok(())
+}
+
+fn run_plain(cli: &Cli) -> Result<(), ExportError> {
+    let started = Instant::now();
     let input = open_input(cli)?;
     let opts = PlainOptions {
         ty: cli.ty.into(),

@@ -99,19 +99,31 @@ pub enum PlanError {
     },
 }
 
-/// Chooses one configuration per layer so that the weighted average bpw is <= `budget`.
+/// Chooses one configuration per layer from [`MENU`] with [`menu_config`] tiles so that the
+/// weighted average bpw is <= `budget`.
 pub fn plan(
     layers: &[LayerInfo],
     budget: f64,
     codebook: CodebookKind,
     rank_of: impl Fn(&LayerInfo) -> usize,
 ) -> Result<Vec<LayerPlan>, PlanError> {
+    plan_with(layers, budget, |l, d, n| {
+        menu_config(d, n, l.rows, l.cols, codebook, rank_of(l))
+    })
+}
+
+/// As [`plan`], with `make(layer, d, n)` building the configuration of each menu entry.
+pub fn plan_with(
+    layers: &[LayerInfo],
+    budget: f64,
+    make: impl Fn(&LayerInfo, usize, usize) -> VqConfig,
+) -> Result<Vec<LayerPlan>, PlanError> {
     // Candidates per layer, in increasing bits.
     let mut menus = Vec::with_capacity(layers.len());
     for l in layers {
         let mut menu = Vec::new();
         for &(d, n) in &MENU {
-            let cfg = menu_config(d, n, l.rows, l.cols, codebook, rank_of(l));
+            let cfg = make(l, d, n);
             if cfg.validate(l.rows, l.cols).is_ok() {
                 let bpw = config_bpw(&cfg, l.rows, l.cols);
                 let loss = l.sensitivity * (-2.0 * (n as f64).log2() / d as f64).exp2();

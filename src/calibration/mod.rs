@@ -1,0 +1,116 @@
+//! Calibration: text in, per-layer Hessians out.
+//!
+//! The calibration text is tokenized and cut into sequences of `seq_len` tokens. The model runs
+//! them one decoder block at a time; a [`HessianObserver`] sees every linear layer's input and
+//! accumulates H = 2 X X^T / T. Layers that read the same tensor share one Hessian (q/k/v read the
+//! attention input, gate/up the MLP input), so it is accumulated once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::Tensor;
+
+use crate::checkpoint::tokenizer::Tokenizer;
+use crate::checkpoint::CheckpointError;
+use crate::model::LinearObserver;
+use crate::quantizer::hessian::HessianAccumulator;
+
+/// The layer whose Hessian `layer` uses: k/v share q's input, up shares gate's.
+pub fn hessian_owner(layer: &str) -> String {
+    layer.replace("self_attn.k_proj", "self_attn.q_proj").replace("self_attn.v_proj", "self_attn.q_proj").replace("mlp.up_proj", "mlp.gate_proj")
+}
+
+/// Tokenizes `path` and cuts it into `tokens / seq_len` sequences of `seq_len` consecutive
+/// tokens; the first token of each becomes BOS when the tokenizer adds one (as llama.cpp's
+/// perplexity does). Errors when the text is too short.
+pub fn calibration_sequences(path: &Path, tokenizer: &Tokenizer, tokens: usize, seq_len: usize) -> Result<Vec<Vec<u32>>, CheckpointError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    let ids = tokenizer.encode(&text, false)?;
+    let count = tokens / seq_len.max(1);
+    if count == 0 || ids.len() < count * seq_len {
+        return Err(CheckpointError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("the text has {} tokens, calibration needs {} ({} sequences of {seq_len})", ids.len(), count.max(1) * seq_len, count.max(1)),
+        });
+    }
+    let bos = tokenizer.bos_token_id.filter(|_| tokenizer.add_bos_token);
+    Ok(ids
+        .chunks_exact(seq_len)
+        .take(count)
+        .map(|chunk| {
+            let mut seq = chunk.to_vec();
+            if let Some(b) = bos {
+                seq[0] = b;
+            }
+            seq
+        })
+        .collect())
+}
+
+/// What the observer accumulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accumulate {
+    /// Full Hessians, for quantization.
+    Hessian,
+    /// Only tr(H) = 2 sum(x^2) / T, for the mixed-precision plan (cheap).
+    Trace,
+}
+
+/// Accumulates Hessians (or their traces) of the linear layers it observes.
+pub struct HessianObserver {
+    mode: Accumulate,
+    hessians: BTreeMap<String, HessianAccumulator>,
+    traces: BTreeMap<String, (f64, u64)>,
+}
+
+impl HessianObserver {
+    pub fn new(mode: Accumulate) -> Self {
+        Self { mode, hessians: BTreeMap::new(), traces: BTreeMap::new() }
+    }
+
+    /// The accumulated Hessian of `layer` (its owner's, for layers that share an input).
+    pub fn hessian(&self, layer: &str) -> Option<&HessianAccumulator> {
+        self.hessians.get(&hessian_owner(layer))
+    }
+
+    /// tr(H) of `layer` from trace mode.
+    pub fn trace(&self, layer: &str) -> Option<f64> {
+        self.traces.get(&hessian_owner(layer)).map(|&(sum, t)| 2.0 * sum / t.max(1) as f64)
+    }
+
+    /// Forgets everything (between blocks).
+    pub fn clear(&mut self) {
+        self.hessians.clear();
+    }
+}
+
+impl LinearObserver for HessianObserver {
+    fn observe(&mut self, layer: &str, input: &Tensor) -> candle_core::Result<()> {
+        if hessian_owner(layer) != layer {
+            return Ok(());
+        }
+        let (tokens, dim) = input.dims2()?;
+        let x: Vec<f32> = input.flatten_all()?.to_vec1()?;
+        match self.mode {
+            Accumulate::Hessian => self.hessians.entry(layer.to_string()).or_insert_with(|| HessianAccumulator::new(dim)).add(&x, tokens),
+            Accumulate::Trace => {
+                let e = self.traces.entry(layer.to_string()).or_insert((0.0, 0));
+                e.0 += x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+                e.1 += tokens as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_inputs_have_one_owner() {
+        assert_eq!(hessian_owner("model.layers.3.self_attn.v_proj"), "model.layers.3.self_attn.q_proj");
+        assert_eq!(hessian_owner("model.layers.3.mlp.up_proj"), "model.layers.3.mlp.gate_proj");
+        assert_eq!(hessian_owner("model.layers.3.mlp.down_proj"), "model.layers.3.mlp.down_proj");
+    }
+}

@@ -1,0 +1,308 @@
+//! The conversion driver behind `athena-convert --bits/--vq`: checkpoint -> calibration ->
+//! plan -> sequential quantization -> extended GGUF file, with a report of what each layer cost.
+
+pub mod report;
+pub mod sequential;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+
+use crate::calibration;
+use crate::checkpoint::{HfFolder, TensorSource, Tokenizer};
+use crate::container::athena;
+use crate::container::gguf::Value;
+use crate::container::model_file::ModelFileWriter;
+use crate::export::{self, plain, PlainType, TokenizerFiles};
+use crate::model::{LinearKind, Model};
+use crate::quantizer::plan::{self, LayerInfo};
+use crate::quantizer::{CodebookKind, GroupOrder, VqConfig};
+
+pub use sequential::LayerOutcome;
+
+/// The quantization method: Athena, or one of the baselines measured in the same code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Hessian-guided VQ (metric k-means, error feedback).
+    Athena,
+    /// Plain k-means VQ: no Hessian metric, no error feedback.
+    Kmeans,
+    /// GPTQ: scalar min-max grid per group of 128 columns, with error feedback.
+    Gptq,
+    /// Round to nearest on the same grid, no error feedback.
+    Rtn,
+}
+
+/// Low-rank residual choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LowRankChoice {
+    Off,
+    Rank(usize),
+    /// min(N, M) / 100 per layer (ATHENA-MATH 4).
+    Auto,
+}
+
+/// How codebook tiles are shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileLayout {
+    /// Full-width tiles of as many rows as keep the codebook overhead near 1/16 bpw.
+    Wide,
+    /// The paper's layout: one codebook per group of d columns and all rows (C = d).
+    Paper,
+}
+
+/// Everything a conversion needs.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    pub model: PathBuf,
+    pub out: PathBuf,
+    /// Average bits per weight of the quantized linear weights (APTQ plan).
+    pub bits: Option<f64>,
+    /// Explicit (d, n, R, C) for every layer.
+    pub vq: Option<[usize; 4]>,
+    pub method: Method,
+    pub codebook: CodebookKind,
+    pub lowrank: LowRankChoice,
+    pub tiles: TileLayout,
+    pub order: GroupOrder,
+    pub kmeans_iters: usize,
+    pub calib: PathBuf,
+    pub calib_tokens: usize,
+    pub seq_len: usize,
+    pub seed: u64,
+    /// Type of the token embedding (and an untied output matrix).
+    pub embed_type: PlainType,
+}
+
+/// Errors of a conversion. Display is one line naming the file, layer or option.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("{0}")]
+    Options(String),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
+    #[error(transparent)]
+    Sequential(#[from] sequential::SequentialError),
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    Write(#[from] crate::container::model_file::WriteError),
+}
+
+/// One planned layer, as printed before quantization and stored in the report.
+#[derive(Debug, Clone)]
+pub struct PlannedLayer {
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub config: VqConfig,
+    pub bpw: f64,
+}
+
+/// What a conversion produced.
+#[derive(Debug, Clone)]
+pub struct ConvertReport {
+    pub plan: Vec<PlannedLayer>,
+    pub layers: Vec<LayerOutcome>,
+    /// Weighted bpw of the quantized linear weights, from the stored bytes.
+    pub linear_bpw: f64,
+    pub file_bytes: u64,
+    /// 8 * file bytes / all parameters of the model.
+    pub file_bpw: f64,
+    pub seconds: f64,
+}
+
+/// Progress events for the command-line front end.
+pub enum Progress<'a> {
+    Stage(&'a str),
+    /// Sensitivity pass: block `layer` of `layers` done.
+    Traces { layer: usize, layers: usize },
+    Plan(&'a [PlannedLayer]),
+    /// Quantizing `kind` of block `layer` of `layers`.
+    Layer { layer: usize, layers: usize, kind: LinearKind },
+}
+
+fn apply_method(cfg: &mut VqConfig, opts: &ConvertOptions) {
+    match opts.method {
+        Method::Athena => {}
+        Method::Kmeans => {
+            cfg.use_hessian_metric = false;
+            cfg.error_feedback = false;
+        }
+        Method::Gptq | Method::Rtn => {
+            cfg.uniform_grid = true;
+            cfg.error_feedback = opts.method == Method::Gptq;
+            cfg.use_hessian_metric = opts.method == Method::Gptq;
+        }
+    }
+    cfg.codebook = opts.codebook;
+    cfg.order = opts.order;
+    cfg.kmeans_iters = opts.kmeans_iters;
+}
+
+fn rank_for(choice: LowRankChoice, rows: usize, cols: usize) -> usize {
+    match choice {
+        LowRankChoice::Off => 0,
+        LowRankChoice::Rank(r) => r.min(rows.min(cols)),
+        LowRankChoice::Auto => (rows.min(cols) / 100).max(1),
+    }
+}
+
+/// Checks option combinations before any work starts.
+fn check_options(opts: &ConvertOptions) -> Result<(), ConvertError> {
+    let fail = |m: &str| Err(ConvertError::Options(m.to_string()));
+    match (opts.bits, opts.vq) {
+        (None, None) => return fail("choose a size: --bits B (average bits per weight) or --vq d,n,R,C"),
+        (Some(_), Some(_)) => return fail("--bits and --vq exclude each other"),
+        (Some(b), None) if !(b.is_finite() && b > 0.0) => return fail("--bits must be a positive number"),
+        _ => {}
+    }
+    if opts.seq_len < 16 || opts.calib_tokens < opts.seq_len {
+        return fail("--seq-len must be at least 16 and --calib-tokens at least one sequence");
+    }
+    if matches!(opts.method, Method::Gptq | Method::Rtn) && opts.vq.is_some_and(|v| v[0] != 1) {
+        return fail("the scalar baselines (gptq, rtn) need d = 1 in --vq");
+    }
+    Ok(())
+}
+
+/// The per-layer configurations, printed and recorded before quantization starts.
+fn make_plan(opts: &ConvertOptions, model: &Model, source: &dyn TensorSource, sequences: &[Vec<u32>], progress: &mut dyn FnMut(Progress<'_>)) -> Result<Vec<PlannedLayer>, ConvertError> {
+    let config = model.config().clone();
+    let mut layers = Vec::new();
+    for layer in 0..config.num_hidden_layers {
+        for kind in LinearKind::ALL {
+            let [rows, cols] = kind.shape(&config);
+            layers.push(LayerInfo { name: format!("{}.weight", kind.hf_name(layer)), rows, cols, sensitivity: 0.0 });
+        }
+    }
+    let finish = |l: &LayerInfo, mut cfg: VqConfig| -> Result<PlannedLayer, ConvertError> {
+        apply_method(&mut cfg, opts);
+        cfg.validate(l.rows, l.cols).map_err(|e| ConvertError::Options(format!("layer '{}' ({} x {}): {e}", l.name, l.rows, l.cols)))?;
+        let bpw = plan::config_bpw(&cfg, l.rows, l.cols);
+        Ok(PlannedLayer { name: l.name.clone(), rows: l.rows, cols: l.cols, config: cfg, bpw })
+    };
+    let scalar = matches!(opts.method, Method::Gptq | Method::Rtn);
+    match (opts.vq, opts.bits) {
+        (Some([d, n, r, c]), _) => layers
+            .iter()
+            .map(|l| finish(l, VqConfig { rank: rank_for(opts.lowrank, l.rows, l.cols), ..VqConfig::new(d, n, r, c) }))
+            .collect(),
+        (None, Some(bits)) if scalar => {
+            // Scalar baselines: round(bits) index bits on a grid per row and 128 columns.
+            let b = bits.round().clamp(1.0, 16.0) as u32;
+            layers.iter().map(|l| finish(l, VqConfig::new(1, 1 << b, 1, 128.min(l.cols)))).collect()
+        }
+        (None, Some(bits)) => {
+            progress(Progress::Stage("measuring layer sensitivities (Hessian traces)"));
+            let layers_n = config.num_hidden_layers;
+            let traces = sequential::hessian_traces(model, sequences, |layer| progress(Progress::Traces { layer, layers: layers_n }))?;
+            for l in &mut layers {
+                let w = source.load(&l.name)?;
+                let norm2: f64 = w.data.iter().map(|&x| (x as f64) * (x as f64)).sum();
+                l.sensitivity = traces[&l.name] * norm2 / l.cols as f64;
+            }
+            let chosen = plan::plan_with(&layers, bits, |l, d, n| {
+                let mut cfg = match opts.tiles {
+                    TileLayout::Wide => plan::menu_config(d, n, l.rows, l.cols, opts.codebook, 0),
+                    TileLayout::Paper => VqConfig { codebook: opts.codebook, ..VqConfig::new(d, n, l.rows, d) },
+                };
+                cfg.rank = rank_for(opts.lowrank, l.rows, l.cols);
+                apply_method(&mut cfg, opts);
+                cfg
+            })?;
+            layers.iter().zip(chosen).map(|(l, p)| finish(l, p.config)).collect()
+        }
+        (None, None) => unreachable!("checked by check_options"),
+    }
+}
+
+/// Runs a whole conversion; see the module documentation.
+pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress<'_>)) -> Result<ConvertReport, ConvertError> {
+    let started = Instant::now();
+    check_options(opts)?;
+    let source = HfFolder::open_validated(&opts.model)?;
+    let tokenizer = Tokenizer::from_dir(&opts.model)?;
+    let tokenizer_files = TokenizerFiles::read(&opts.model)?;
+    let model = Model::new(&source, Device::Cpu)?;
+    let config = source.config().clone();
+    let name = opts.model.file_name().map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+    let meta = export::metadata::model_metadata(&config, &tokenizer_files, &name, opts.embed_type.file_type())?;
+
+    progress(Progress::Stage("tokenizing calibration text"));
+    let sequences = calibration::calibration_sequences(&opts.calib, &tokenizer, opts.calib_tokens, opts.seq_len)?;
+    let plan = make_plan(opts, &model, &source, &sequences, progress)?;
+    progress(Progress::Plan(&plan));
+
+    let mut writer = ModelFileWriter::create(&opts.out)?;
+    for (key, value) in meta.keys {
+        writer.add_metadata(key, value);
+    }
+    writer.add_metadata("athena.converter.method", format!("{:?}", opts.method).to_lowercase());
+    writer.add_metadata("athena.converter.seed", Value::U64(opts.seed));
+    writer.add_metadata("athena.converter.calibration_tokens", Value::U64((sequences.len() * opts.seq_len) as u64));
+    if let Some(bits) = opts.bits {
+        writer.add_metadata("athena.converter.bits_budget", Value::F64(bits));
+    }
+
+    // Everything that is not a quantized linear weight: embeddings, norms, biases, output.
+    let planned: BTreeMap<String, VqConfig> = plan.iter().map(|p| (p.name.clone(), p.config.clone())).collect();
+    let mut parameters = 0u64;
+    for tp in export::plan_tensors(&source)? {
+        parameters += tp.hf_shape.iter().product::<usize>() as u64;
+        if planned.contains_key(&tp.hf_name) {
+            continue;
+        }
+        let data = export::to_gguf_layout(&tp, source.load(&tp.hf_name)?)?;
+        let ty = plain::tensor_type(opts.embed_type, &tp.gguf_name, &tp.dims);
+        let bytes = plain::encode(ty, &data).map_err(|e| export::ExportError::Tensor { name: tp.hf_name.clone(), message: e.to_string() })?;
+        writer.add_tensor(&tp.gguf_name, &tp.dims, ty, &bytes)?;
+    }
+
+    let layers_n = config.num_hidden_layers;
+    let mut linear_bits = 0u64;
+    let mut linear_weights = 0u64;
+    let layers = sequential::quantize_model(
+        &model,
+        &sequences,
+        &planned,
+        opts.seed,
+        |layer, kind| progress(Progress::Layer { layer, layers: layers_n, kind }),
+        |name, q| {
+            let gguf = crate::checkpoint::names::hf_to_gguf(name).ok_or_else(|| format!("no GGUF name for {name}"))?;
+            let encoded = athena::encode(&gguf, q);
+            linear_bits += 8 * encoded.stored_bytes();
+            linear_weights += (q.vq.rows * q.vq.cols) as u64;
+            writer.add_weight(&encoded).map_err(|e| e.to_string())
+        },
+    )?;
+    progress(Progress::Stage("writing the GGUF file"));
+    let file_bytes = writer.finish()?;
+    Ok(ConvertReport {
+        plan,
+        layers,
+        linear_bpw: linear_bits as f64 / linear_weights.max(1) as f64,
+        file_bytes,
+        file_bpw: 8.0 * file_bytes as f64 / parameters.max(1) as f64,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The default calibration text: the C4 sample that `tools/fetch-models.sh` puts in the cache.
+pub fn default_calibration_text() -> PathBuf {
+    cache_dir().join("text/c4.utf8")
+}
+
+/// `$ATHENA_CACHE`, else `~/.cache/athena` (where tools/fetch-models.sh puts models and texts).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("ATHENA_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| Path::new(".").to_path_buf());
+        home.join(".cache/athena")
+    })
+}
