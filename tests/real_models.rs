@@ -110,6 +110,16 @@ fn shapes(model: &str, gguf: &str) {
 #[test]
 fn smollm2_tokenizer_round_trip() {
     round_trip("SmolLM2-135M-Instruct");
+    if let Some(dir) = find("models/SmolLM2-135M-Instruct") {
+        // Chat-template control tokens are matched whole: <|im_start|> = 1, <|im_end|> = 2.
+        let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+        let ids = tok
+            .encode("<|im_start|>user\nHi<|im_end|>", false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        assert_eq!((ids[0], *ids.last().unwrap()), (1, 2), "{ids:?}");
+    }
 }
 
 #[test]
@@ -127,5 +137,35 @@ fn qwen_shapes_match_config() {
     shapes(
         "Qwen2.5-Coder-0.5B-Instruct",
         "Qwen2.5-Coder-0.5B-Instruct.gguf",
+    );
+}
+
+/// SmolLM2's original HF tokenizer.json splits with `Digits(individual_digits)` followed by a
+/// `ByteLevel` pre-tokenizer using its built-in GPT-2 regex; ours uses llama.cpp's two regexes as
+/// `Split`s. Both must give the same ids on real text.
+#[test]
+fn smollm2_split_regexes_agree_with_hf_style_pre_tokenizer() {
+    let (Some(dir), Some(text)) = (find("models/SmolLM2-135M-Instruct"), find("text/wiki.utf8"))
+    else {
+        return;
+    };
+    let ours_json = std::fs::read(dir.join("tokenizer.json")).unwrap();
+    let ours = tokenizers::Tokenizer::from_bytes(&ours_json).unwrap();
+    let mut hf: serde_json::Value = serde_json::from_slice(&ours_json).unwrap();
+    hf["pre_tokenizer"] = serde_json::json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": true},
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
+    ]});
+    let hf = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&hf).unwrap()).unwrap();
+    let text = std::fs::read_to_string(text).unwrap();
+    let mut lines = 0;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let a = ours.encode(line, false).unwrap().get_ids().to_vec();
+        let b = hf.encode(line, false).unwrap().get_ids().to_vec();
+        assert_eq!(a, b, "line {line:?}");
+        lines += 1;
+    }
+    eprintln!(
+        "SmolLM2: {lines} wiki.utf8 lines tokenize identically with the HF-style pre-tokenizer"
     );
 }
