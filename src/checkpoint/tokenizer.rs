@@ -42,12 +42,10 @@ impl Tokenizer {
                 message: "tokenizer.json not found".into(),
             });
         }
-        let inner =
-            tokenizers::Tokenizer::from_file(&path).map_err(|e| CheckpointError::Invalid {
-                path: path.clone(),
-                message: format!("cannot load tokenizer: {e}"),
-            })?;
-
+        let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let config_path = dir.join("tokenizer_config.json");
         let config: Value = if config_path.is_file() {
             let text =
@@ -62,6 +60,25 @@ impl Tokenizer {
         } else {
             Value::Null
         };
+        Self::from_json(&bytes, &config, &path, &config_path)
+    }
+
+    /// Builds a tokenizer from the contents of tokenizer.json and tokenizer_config.json
+    /// (`Value::Null` when there is none); the paths only name the origin in error messages.
+    pub fn from_json(
+        tokenizer_json: &[u8],
+        config: &Value,
+        path: &Path,
+        config_path: &Path,
+    ) -> Result<Self, CheckpointError> {
+        let path = path.to_path_buf();
+        let config_path = config_path.to_path_buf();
+        let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json).map_err(|e| {
+            CheckpointError::Invalid {
+                path: path.clone(),
+                message: format!("cannot load tokenizer: {e}"),
+            }
+        })?;
 
         let special = |key: &str| -> Result<Option<u32>, CheckpointError> {
             let content = match config.get(key) {
