@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GgufError {
     /// An I/O operation failed.
     #[error("{op} '{}': {source}", path.display())]
