@@ -136,9 +136,10 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Tokenizes a text without special tokens; BOS is prepended when `add_bos` is set and the
-    /// tokenizer has one (what llama.cpp does with `add_special = true` and `add_bos_token`).
-    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, CheckpointError> {
+    /// Tokenizes a text. Special-token text in it (e.g. `<|endoftext|>`) becomes the special token,
+    /// unlike llama-perplexity, which does not parse specials. With `add_special`,
+    /// BOS is prepended when the tokenizer adds BOS and has one (llama.cpp's `add_special = true`).
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, CheckpointError> {
         let enc = self
             .inner
             .encode(text, false)
@@ -147,7 +148,7 @@ impl Tokenizer {
                 message: format!("tokenizing failed: {e}"),
             })?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
-        if add_bos && self.add_bos_token {
+        if add_special && self.add_bos_token {
             ids.extend(self.bos_token_id);
         }
         ids.extend_from_slice(enc.get_ids());
