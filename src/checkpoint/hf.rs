@@ -215,10 +215,30 @@ impl TensorSource for HfFolder {
                 .collect(),
             _ => unreachable!("dtype checked above"),
         };
+        shard.release(shard.data_start + entry.begin, entry.end - entry.begin);
         Ok(DenseTensor {
             shape: entry.shape.clone(),
             data,
         })
+    }
+}
+
+impl Shard {
+    /// Drops the mapped pages of a tensor that has been copied out, so the process's resident
+    /// memory holds one tensor at a time rather than every page of the checkpoint it has read.
+    fn release(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        {
+            // SAFETY: the map is a read-only, shared file mapping and no reference into this
+            // range outlives `load`; dropped pages are read back from the file on the next access
+            // with identical contents. A failure only leaves the pages resident.
+            let _ = unsafe {
+                self.mmap
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
     }
 }
 
