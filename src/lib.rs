@@ -2,6 +2,8 @@
 
 pub mod checkpoint;
 pub mod container;
+pub mod eval;
 pub mod export;
+pub mod model;
 pub mod quantizer;
 pub mod verify;

@@ -42,3 +42,267 @@ pub struct ModelConfig {
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
 }
+
+use super::CheckpointError;
+use serde_json::Value;
+use std::path::Path;
+
+/// `architectures` entries and `model_type` values accepted in config.json.
+const SUPPORTED: &[(&str, &str, Architecture)] = &[
+    ("LlamaForCausalLM", "llama", Architecture::Llama),
+    ("MistralForCausalLM", "mistral", Architecture::Mistral),
+    ("Qwen2ForCausalLM", "qwen2", Architecture::Qwen2),
+];
+
+/// RoPE scaling types the model forward implements.
+const SUPPORTED_ROPE: &[&str] = &["linear", "llama3"];
+
+impl Architecture {
+    /// The HF `model_type` string.
+    pub fn model_type(self) -> &'static str {
+        SUPPORTED
+            .iter()
+            .find(|s| s.2 == self)
+            .map(|s| s.1)
+            .unwrap_or("llama")
+    }
+}
+
+impl ModelConfig {
+    /// Number of query heads sharing one key/value head.
+    pub fn kv_groups(&self) -> usize {
+        self.num_attention_heads / self.num_key_value_heads.max(1)
+    }
+
+    /// Reads an HF `config.json` (llama, mistral, qwen2).
+    pub fn from_hf_json(path: &Path) -> Result<Self, CheckpointError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("malformed JSON: {e}"),
+        })?;
+        Self::from_hf_value(&value, path)
+    }
+
+    /// Interprets a parsed config.json; `path` is only used in error messages.
+    pub fn from_hf_value(v: &Value, path: &Path) -> Result<Self, CheckpointError> {
+        let invalid = |message: String| CheckpointError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if !v.is_object() {
+            return Err(invalid("expected a JSON object".into()));
+        }
+        let architecture = detect_architecture(v, path)?;
+        let get_usize = |key: &str| -> Result<Option<usize>, CheckpointError> {
+            match v.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(x) => x
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .map(Some)
+                    .ok_or_else(|| invalid(format!("'{key}' must be a non-negative integer"))),
+            }
+        };
+        let need = |key: &str| -> Result<usize, CheckpointError> {
+            match get_usize(key)? {
+                Some(0) => Err(invalid(format!("'{key}' must be positive"))),
+                Some(n) => Ok(n),
+                None => Err(invalid(format!("missing key '{key}'"))),
+            }
+        };
+        let get_f64 = |key: &str| -> Result<Option<f64>, CheckpointError> {
+            match v.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(x) => x
+                    .as_f64()
+                    .map(Some)
+                    .ok_or_else(|| invalid(format!("'{key}' must be a number"))),
+            }
+        };
+        let get_bool = |key: &str| -> Result<Option<bool>, CheckpointError> {
+            match v.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(x) => x
+                    .as_bool()
+                    .map(Some)
+                    .ok_or_else(|| invalid(format!("'{key}' must be true or false"))),
+            }
+        };
+        // bos/eos may be a single id or a list (llama 3); the first one is kept.
+        let get_token = |key: &str| -> Result<Option<u32>, CheckpointError> {
+            let x = match v.get(key) {
+                None | Some(Value::Null) => return Ok(None),
+                Some(Value::Array(a)) if a.is_empty() => return Ok(None),
+                Some(Value::Array(a)) => &a[0],
+                Some(x) => x,
+            };
+            x.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| invalid(format!("'{key}' must be a token id")))
+        };
+
+        let hidden_size = need("hidden_size")?;
+        let num_attention_heads = need("num_attention_heads")?;
+        let num_key_value_heads = get_usize("num_key_value_heads")?.unwrap_or(num_attention_heads);
+        if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+            return Err(invalid(format!(
+                "num_attention_heads ({num_attention_heads}) is not a multiple of num_key_value_heads ({num_key_value_heads})"
+            )));
+        }
+        let head_dim = match get_usize("head_dim")? {
+            Some(d) => d,
+            None if hidden_size % num_attention_heads == 0 => hidden_size / num_attention_heads,
+            None => {
+                return Err(invalid(format!(
+                    "hidden_size ({hidden_size}) is not a multiple of num_attention_heads ({num_attention_heads}) and head_dim is not given"
+                )))
+            }
+        };
+        if head_dim == 0 || head_dim % 2 != 0 {
+            return Err(invalid(format!(
+                "head_dim ({head_dim}) must be even and positive"
+            )));
+        }
+        if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
+            if act != "silu" {
+                return Err(invalid(format!(
+                    "hidden_act '{act}' is not supported (only silu)"
+                )));
+            }
+        }
+        if get_bool("mlp_bias")?.unwrap_or(false) {
+            return Err(invalid("mlp_bias = true is not supported".into()));
+        }
+        let attention_bias = match architecture {
+            Architecture::Qwen2 => true,
+            _ => {
+                if get_bool("attention_bias")?.unwrap_or(false) {
+                    return Err(invalid(
+                        "attention_bias = true (biases on q/k/v/o) is not supported for llama/mistral".into(),
+                    ));
+                }
+                false
+            }
+        };
+        let default_max_pos = match architecture {
+            Architecture::Llama => 2048,
+            _ => 32768,
+        };
+        Ok(ModelConfig {
+            architecture,
+            hidden_size,
+            intermediate_size: need("intermediate_size")?,
+            num_hidden_layers: need("num_hidden_layers")?,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            vocab_size: need("vocab_size")?,
+            max_position_embeddings: get_usize("max_position_embeddings")?
+                .unwrap_or(default_max_pos),
+            rms_norm_eps: get_f64("rms_norm_eps")?.unwrap_or(1e-6),
+            rope_theta: get_f64("rope_theta")?.unwrap_or(10000.0),
+            rope_scaling: parse_rope_scaling(v.get("rope_scaling"), path)?,
+            tie_word_embeddings: get_bool("tie_word_embeddings")?.unwrap_or(false),
+            attention_bias,
+            bos_token_id: get_token("bos_token_id")?,
+            eos_token_id: get_token("eos_token_id")?,
+        })
+    }
+}
+
+fn detect_architecture(v: &Value, path: &Path) -> Result<Architecture, CheckpointError> {
+    let supported = || {
+        SUPPORTED
+            .iter()
+            .map(|s| format!("{} ({})", s.0, s.1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let unsupported = |found: String| CheckpointError::UnsupportedArchitecture {
+        path: path.to_path_buf(),
+        found,
+        supported: supported(),
+    };
+    if let Some(archs) = v.get("architectures").and_then(Value::as_array) {
+        if let Some(name) = archs.first().and_then(Value::as_str) {
+            return SUPPORTED
+                .iter()
+                .find(|s| s.0 == name)
+                .map(|s| s.2)
+                .ok_or_else(|| unsupported(name.to_string()));
+        }
+    }
+    match v.get("model_type").and_then(Value::as_str) {
+        Some(mt) => SUPPORTED
+            .iter()
+            .find(|s| s.1 == mt)
+            .map(|s| s.2)
+            .ok_or_else(|| unsupported(mt.to_string())),
+        None => Err(CheckpointError::Invalid {
+            path: path.to_path_buf(),
+            message: "neither 'architectures' nor 'model_type' is given".into(),
+        }),
+    }
+}
+
+fn parse_rope_scaling(
+    v: Option<&Value>,
+    path: &Path,
+) -> Result<Option<RopeScaling>, CheckpointError> {
+    let invalid = |message: String| CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let obj = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(invalid("'rope_scaling' must be an object or null".into())),
+    };
+    let rope_type = obj
+        .get("rope_type")
+        .or_else(|| obj.get("type"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("'rope_scaling' has no 'rope_type'".into()))?
+        .to_string();
+    if rope_type == "default" {
+        return Ok(None);
+    }
+    if !SUPPORTED_ROPE.contains(&rope_type.as_str()) {
+        return Err(invalid(format!(
+            "rope_scaling type '{rope_type}' is not supported (supported: {})",
+            SUPPORTED_ROPE.join(", ")
+        )));
+    }
+    let factor = obj
+        .get("factor")
+        .and_then(Value::as_f64)
+        .filter(|f| *f > 0.0)
+        .ok_or_else(|| invalid("'rope_scaling.factor' must be a positive number".into()))?;
+    let low_freq_factor = obj.get("low_freq_factor").and_then(Value::as_f64);
+    let high_freq_factor = obj.get("high_freq_factor").and_then(Value::as_f64);
+    let original_max_position_embeddings = obj
+        .get("original_max_position_embeddings")
+        .and_then(Value::as_u64)
+        .map(|n| n as usize);
+    if rope_type == "llama3"
+        && (low_freq_factor.is_none()
+            || high_freq_factor.is_none()
+            || original_max_position_embeddings.is_none())
+    {
+        return Err(invalid(
+            "llama3 rope_scaling needs low_freq_factor, high_freq_factor and original_max_position_embeddings".into(),
+        ));
+    }
+    Ok(Some(RopeScaling {
+        rope_type,
+        factor,
+        low_freq_factor,
+        high_freq_factor,
+        original_max_position_embeddings,
+    }))
+}

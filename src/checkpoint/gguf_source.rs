@@ -250,7 +250,7 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
             None => Ok(None),
             Some(_) => f
                 .get_f64(&key(k))
-                .map(Some)
+                .map(|x| Some(decimal(f.get(&key(k)), x)))
                 .map_err(|e| invalid(path, e.to_string())),
         }
     };
@@ -277,8 +277,10 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
             ))
         }
     };
+    let eps_key = key("attention.layer_norm_rms_epsilon");
     let rms_norm_eps = f
-        .get_f64(&key("attention.layer_norm_rms_epsilon"))
+        .get_f64(&eps_key)
+        .map(|x| decimal(f.get(&eps_key), x))
         .map_err(|e| invalid(path, e.to_string()))?;
 
     let vocab_size = if let Some(v) = f.get("tokenizer.ggml.tokens") {
@@ -337,6 +339,15 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
         bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
         eos_token_id: token_id("tokenizer.ggml.eos_token_id"),
     })
+}
+
+/// An f32 metadata value as the f64 with the same shortest decimal form (1e-5 stored as f32 gives
+/// 1e-5, not 9.999999747378752e-6), which is what the original HF config said.
+fn decimal(v: Option<&crate::container::gguf::Value>, x: f64) -> f64 {
+    match v {
+        Some(crate::container::gguf::Value::F32(f)) => f.to_string().parse().unwrap_or(x),
+        _ => x,
+    }
 }
 
 /// Dequantizes `n` elements of type `ty` from `bytes` (little-endian, ggml block layout).
@@ -585,7 +596,7 @@ mod tests {
         );
         assert_eq!((c.vocab_size, c.max_position_embeddings), (5, 64));
         assert_eq!(c.rope_theta, 100000.0);
-        assert!((c.rms_norm_eps - 1e-5).abs() < 1e-9);
+        assert_eq!(c.rms_norm_eps, 1e-5);
         assert!(c.tie_word_embeddings && !c.attention_bias);
         assert_eq!(c.bos_token_id, Some(1));
         assert_eq!(src.tensor_names().len(), 11);

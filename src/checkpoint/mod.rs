@@ -7,10 +7,14 @@
 
 pub mod config;
 pub mod gguf_source;
+pub mod hf;
 pub mod names;
+pub mod tokenizer;
 pub mod vocab;
 
 pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use hf::{expected_tensors, HfFolder};
+pub use tokenizer::Tokenizer;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,315 @@
+//! A Hugging Face model folder: `config.json` plus `model.safetensors` or shards listed in
+//! `model.safetensors.index.json`.
+//!
+//! Every shard is memory-mapped and only its header is parsed on open; [`TensorSource::load`]
+//! converts one tensor (F32, F16 or BF16) to f32, so the model never sits in RAM as a whole.
+
+use super::{CheckpointError, DenseTensor, ModelConfig, TensorSource};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+const SINGLE_FILE: &str = "model.safetensors";
+const INDEX_FILE: &str = "model.safetensors.index.json";
+
+struct Shard {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Offset of the data section (8-byte length + JSON header).
+    data_start: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    shard: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Byte range relative to the shard's data section, checked against the file by safetensors.
+    begin: usize,
+    end: usize,
+}
+
+/// An HF checkpoint folder opened for reading.
+pub struct HfFolder {
+    dir: PathBuf,
+    config: ModelConfig,
+    shards: Vec<Shard>,
+    tensors: BTreeMap<String, Entry>,
+}
+
+impl std::fmt::Debug for HfFolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HfFolder")
+            .field("dir", &self.dir)
+            .field("shards", &self.shards.len())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl HfFolder {
+    /// Opens a folder: parses config.json, maps every shard and reads the safetensors headers.
+    /// Does not check tensor shapes; call [`HfFolder::validate`] for that.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        let dir = dir.as_ref().to_path_buf();
+        let config = ModelConfig::from_hf_json(&dir.join("config.json"))?;
+        let index_path = dir.join(INDEX_FILE);
+        let single_path = dir.join(SINGLE_FILE);
+
+        // tensor name -> shard file name, when the model is sharded.
+        let (shard_files, weight_map) = if index_path.exists() {
+            let weight_map = read_index(&index_path)?;
+            let mut files: Vec<String> = weight_map.values().cloned().collect();
+            files.sort();
+            files.dedup();
+            (files, Some(weight_map))
+        } else if single_path.exists() {
+            (vec![SINGLE_FILE.to_string()], None)
+        } else {
+            return Err(CheckpointError::Invalid {
+                path: dir.clone(),
+                message: format!("neither {SINGLE_FILE} nor {INDEX_FILE} found"),
+            });
+        };
+
+        let mut shards = Vec::with_capacity(shard_files.len());
+        let mut tensors = BTreeMap::new();
+        for (idx, file) in shard_files.iter().enumerate() {
+            let path = dir.join(file);
+            if !path.is_file() {
+                return Err(CheckpointError::Invalid {
+                    path: index_path.clone(),
+                    message: format!("shard '{file}' is listed but missing"),
+                });
+            }
+            let shard = map_shard(&path)?;
+            let (_, metadata) =
+                SafeTensors::read_metadata(&shard.mmap).map_err(|e| CheckpointError::Invalid {
+                    path: path.clone(),
+                    message: format!("bad safetensors header: {e}"),
+                })?;
+            for (name, info) in metadata.tensors() {
+                if let Some(map) = &weight_map {
+                    // The index decides which shard owns a tensor.
+                    if map.get(&name).map(String::as_str) != Some(file.as_str()) {
+                        continue;
+                    }
+                }
+                tensors.insert(
+                    name,
+                    Entry {
+                        shard: idx,
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        begin: info.data_offsets.0,
+                        end: info.data_offsets.1,
+                    },
+                );
+            }
+            shards.push(shard);
+        }
+        if let Some(map) = &weight_map {
+            for (name, file) in map {
+                if !tensors.contains_key(name) {
+                    return Err(CheckpointError::MissingTensor {
+                        path: dir.join(file),
+                        name: name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(HfFolder {
+            dir,
+            config,
+            shards,
+            tensors,
+        })
+    }
+
+    /// Opens the folder and checks every tensor the model needs: present, right shape,
+    /// supported dtype.
+    pub fn open_validated(dir: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        let folder = Self::open(dir)?;
+        folder.validate()?;
+        Ok(folder)
+    }
+
+    /// The folder this checkpoint was read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Checks every tensor the config implies: present, shape as expected, dtype supported.
+    pub fn validate(&self) -> Result<(), CheckpointError> {
+        for (name, expected) in expected_tensors(&self.config) {
+            let entry = self.entry(&name)?;
+            if entry.shape != expected {
+                return Err(CheckpointError::BadTensor {
+                    path: self.shards[entry.shard].path.clone(),
+                    name,
+                    message: format!(
+                        "shape {:?} does not match the config (expected {:?})",
+                        entry.shape, expected
+                    ),
+                });
+            }
+            self.check_dtype(&name, entry)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry, CheckpointError> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| CheckpointError::MissingTensor {
+                path: self.dir.clone(),
+                name: name.to_string(),
+            })
+    }
+
+    fn check_dtype(&self, name: &str, entry: &Entry) -> Result<(), CheckpointError> {
+        match entry.dtype {
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 => Ok(()),
+            other => Err(CheckpointError::BadTensor {
+                path: self.shards[entry.shard].path.clone(),
+                name: name.to_string(),
+                message: format!("unsupported dtype {other:?} (supported: F32, F16, BF16)"),
+            }),
+        }
+    }
+}
+
+impl TensorSource for HfFolder {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn tensor_names(&self) -> Vec<String> {
+        self.tensors.keys().cloned().collect()
+    }
+
+    fn shape(&self, name: &str) -> Result<Vec<usize>, CheckpointError> {
+        Ok(self.entry(name)?.shape.clone())
+    }
+
+    fn load(&self, name: &str) -> Result<DenseTensor, CheckpointError> {
+        let entry = self.entry(name)?;
+        self.check_dtype(name, entry)?;
+        let shard = &self.shards[entry.shard];
+        // safetensors validated that the offsets lie inside the file when it read the header.
+        let bytes = &shard.mmap[shard.data_start + entry.begin..shard.data_start + entry.end];
+        let data: Vec<f32> = match entry.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            _ => unreachable!("dtype checked above"),
+        };
+        Ok(DenseTensor {
+            shape: entry.shape.clone(),
+            data,
+        })
+    }
+}
+
+fn map_shard(path: &Path) -> Result<Shard, CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    // SAFETY: the file is opened read-only; like every mmap-based reader we rely on nobody
+    // truncating or rewriting a checkpoint while it is being read.
+    let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
+    let header_len = mmap
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(|| CheckpointError::Invalid {
+            path: path.to_path_buf(),
+            message: "file is shorter than the 8-byte safetensors header length".into(),
+        })?;
+    let data_start = usize::try_from(header_len)
+        .ok()
+        .and_then(|n| n.checked_add(8))
+        .ok_or_else(|| CheckpointError::Invalid {
+            path: path.to_path_buf(),
+            message: "safetensors header length overflows".into(),
+        })?;
+    Ok(Shard {
+        path: path.to_path_buf(),
+        mmap,
+        data_start,
+    })
+}
+
+fn read_index(path: &Path) -> Result<BTreeMap<String, String>, CheckpointError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let invalid = |message: String| CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| invalid(format!("malformed JSON: {e}")))?;
+    let map = value
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| invalid("missing object 'weight_map'".into()))?;
+    map.iter()
+        .map(|(name, file)| {
+            let file = file
+                .as_str()
+                .ok_or_else(|| invalid(format!("weight_map entry '{name}' is not a string")))?;
+            if file.contains("..") || Path::new(file).is_absolute() {
+                return Err(invalid(format!("shard path '{file}' leaves the folder")));
+            }
+            Ok((name.clone(), file.to_string()))
+        })
+        .collect()
+}
+
+/// Every tensor a llama-family decoder with this config needs, with its HF name and shape.
+pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let h = c.hidden_size;
+    let q = c.num_attention_heads * c.head_dim;
+    let kv = c.num_key_value_heads * c.head_dim;
+    let ff = c.intermediate_size;
+    let mut out = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![c.vocab_size, h],
+    )];
+    for i in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        out.push((format!("{p}.self_attn.q_proj.weight"), vec![q, h]));
+        out.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
+        out.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
+        if c.attention_bias {
+            out.push((format!("{p}.self_attn.q_proj.bias"), vec![q]));
+            out.push((format!("{p}.self_attn.k_proj.bias"), vec![kv]));
+            out.push((format!("{p}.self_attn.v_proj.bias"), vec![kv]));
+        }
+        out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
+        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+        out.push((format!("{p}.mlp.gate_proj.weight"), vec![ff, h]));
+        out.push((format!("{p}.mlp.up_proj.weight"), vec![ff, h]));
+        out.push((format!("{p}.mlp.down_proj.weight"), vec![h, ff]));
+    }
+    out.push(("model.norm.weight".to_string(), vec![h]));
+    if !c.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![c.vocab_size, h]));
+    }
+    out
+}

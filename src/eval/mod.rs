@@ -1,0 +1,8 @@
+//! Measuring a model: perplexity exactly as llama.cpp's `llama-perplexity` computes it.
+
+pub mod perplexity;
+
+pub use perplexity::{
+    make_chunks, perplexity, token_nll, NllStats, PerplexityError, PerplexityProgress,
+    PerplexityReport,
+};

