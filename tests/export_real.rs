@@ -1,19 +1,20 @@
 //! Real-model metadata check: the llama.cpp metadata we build must reproduce the original SmolLM2
-//! GGUF's tokenizer keys and hyperparameters after GGUF -> HF tokenizer files -> our export.
+//! GGUF's tokenizer keys and hyperparameters after GGUF -> materialised HF folder -> our export.
 //!
-//! - `ATHENA_REAL_GGUF`: the original GGUF (e.g. SmolLM2-135M-Instruct.Q4_1.gguf). Required; without
-//!   it the test prints SKIP and passes.
-//! - `ATHENA_REAL_MODEL_DIR`: optional, the folder athena-materialize wrote from that GGUF; its
-//!   tokenizer.json / tokenizer_config.json (and config.json) are used. Without it the same files are
-//!   rebuilt in memory with `checkpoint::vocab` (what athena-materialize uses).
+//! - `ATHENA_REAL_MODEL_DIR`: the folder athena-materialize wrote from the original GGUF
+//!   (tools/fetch-models.sh puts it in `~/.cache/athena/models/SmolLM2-135M-Instruct`); its
+//!   config.json, tokenizer.json and tokenizer_config.json are used.
+//! - `ATHENA_REAL_GGUF`: the original GGUF; default `$ATHENA_CACHE/gguf/SmolLM2-135M-Instruct.Q4_1.gguf`
+//!   (`ATHENA_CACHE` defaults to `~/.cache/athena`). When only this is set, the tokenizer files are
+//!   rebuilt in memory with `checkpoint::vocab` (what athena-materialize uses) and the config is
+//!   read from the GGUF.
 //!
-//! Hyperparameters come from the GGUF's config (GgufSource), as the HF config reader is not on
-//! this branch yet.
+//! With neither variable set the test prints SKIP and passes.
 
 use std::path::PathBuf;
 
 use athena::checkpoint::gguf_source::GgufSource;
-use athena::checkpoint::TensorSource;
+use athena::checkpoint::{ModelConfig, TensorSource};
 use athena::container::gguf::{GgufFile, Value};
 use athena::export::metadata::model_metadata;
 use athena::export::pretokenizer::PreMethod;
@@ -26,25 +27,37 @@ const ALLOWED_EXTRA: &[(&str, Value)] = &[("tokenizer.ggml.add_eos_token", Value
 
 #[test]
 fn smollm2_metadata_matches_original() {
-    let Ok(gguf) = std::env::var("ATHENA_REAL_GGUF") else {
-        println!("SKIP export_real: set ATHENA_REAL_GGUF to SmolLM2-135M-Instruct.Q4_1.gguf (and optionally ATHENA_REAL_MODEL_DIR to its materialised folder)");
+    let dir = std::env::var_os("ATHENA_REAL_MODEL_DIR").map(PathBuf::from);
+    let gguf = std::env::var_os("ATHENA_REAL_GGUF").map(PathBuf::from);
+    if dir.is_none() && gguf.is_none() {
+        println!("SKIP export_real: set ATHENA_REAL_MODEL_DIR to the materialised SmolLM2 folder (and/or ATHENA_REAL_GGUF to the original GGUF)");
         return;
-    };
-    let gguf = PathBuf::from(gguf);
-    let original = GgufFile::open(&gguf).unwrap();
-    let src = GgufSource::open(&gguf).unwrap();
-    let files = match std::env::var("ATHENA_REAL_MODEL_DIR") {
-        Ok(dir) => {
-            println!("tokenizer files from {dir}");
-            TokenizerFiles::read(&PathBuf::from(dir)).unwrap()
+    }
+    let gguf = gguf.unwrap_or_else(|| {
+        std::env::var_os("ATHENA_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/athena")))
+            .unwrap()
+            .join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf")
+    });
+    let original = GgufFile::open(&gguf).unwrap_or_else(|e| panic!("original GGUF: {e}"));
+    let (config, files) = match &dir {
+        Some(dir) => {
+            println!("config and tokenizer files from {}", dir.display());
+            (
+                ModelConfig::from_hf_json(&dir.join("config.json")).unwrap(),
+                TokenizerFiles::read(dir).unwrap(),
+            )
         }
-        Err(_) => {
+        None => {
             println!("tokenizer files rebuilt in memory from {}", gguf.display());
-            TokenizerFiles::from_gguf(&gguf, src.gguf()).unwrap()
+            let src = GgufSource::open(&gguf).unwrap();
+            let files = TokenizerFiles::from_gguf(&gguf, src.gguf()).unwrap();
+            (src.config().clone(), files)
         }
     };
     let file_type = original.get_u32("general.file_type").unwrap();
-    let meta = model_metadata(src.config(), &files, "SmolLM2", file_type).unwrap();
+    let meta = model_metadata(&config, &files, "SmolLM2", file_type).unwrap();
     let pre = meta.pre.clone().unwrap();
     println!(
         "pre-tokenizer '{}' by {:?} (digest {:?})",

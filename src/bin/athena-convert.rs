@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use athena::checkpoint::gguf_source::GgufSource;
+use athena::checkpoint::hf::HfFolder;
 use athena::checkpoint::TensorSource;
 use athena::export::{self, ExportError, PlainOptions, PlainType, Progress, TokenizerFiles};
 
@@ -84,7 +85,13 @@ struct Cli {
     out: PathBuf,
 
     /// Type of the weight matrices (norms and biases stay f32).
-    #[arg(long = "type", short = 't', value_enum, default_value = "f16")]
+    #[arg(
+        long = "type",
+        short = 't',
+        value_name = "TYPE",
+        value_enum,
+        default_value = "f16"
+    )]
     ty: TypeArg,
 
     /// Value of general.name [default: the model folder's name, or the input GGUF's general.name].
@@ -131,11 +138,17 @@ fn open_input(cli: &Cli) -> Result<Input, ExportError> {
         source,
     })?;
     if meta.is_dir() {
-        return Err(ExportError::Invalid {
-            path: model.clone(),
-            message: "reading Hugging Face folders needs the safetensors checkpoint reader \
-                      (checkpoint::hf), which is not in this build yet; pass a .gguf file"
-                .into(),
+        let src = HfFolder::open_validated(model)?;
+        let tokenizer = TokenizerFiles::read(cli.tokenizer_dir.as_deref().unwrap_or(model))?;
+        let name = model
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| file_stem(model));
+        return Ok(Input {
+            source: Box::new(src),
+            tokenizer,
+            name,
         });
     }
     let src = GgufSource::open(model)?;
