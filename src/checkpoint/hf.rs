@@ -199,7 +199,8 @@ impl TensorSource for HfFolder {
         self.check_dtype(name, entry)?;
         let shard = &self.shards[entry.shard];
         // safetensors validated that the offsets lie inside the file when it read the header.
-        let bytes = &shard.mmap[shard.data_start + entry.begin..shard.data_start + entry.end];
+        let (start, end) = (shard.data_start + entry.begin, shard.data_start + entry.end);
+        let bytes = &shard.mmap[start..end];
         let data: Vec<f32> = match entry.dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
@@ -215,6 +216,20 @@ impl TensorSource for HfFolder {
                 .collect(),
             _ => unreachable!("dtype checked above"),
         };
+        // The f32 copy is all the caller gets: let the kernel unmap this range's pages, so the
+        // resident set stays at about one tensor instead of growing to the whole checkpoint as an
+        // export or a forward pass walks through it (the pages stay in the page cache).
+        #[cfg(unix)]
+        // SAFETY: a read-only file mapping; after MADV_DONTNEED a page is refilled from the file
+        // on the next access, so any slice into the mapping (another thread's load sharing a
+        // boundary page) keeps reading the same bytes. memmap2 rounds the range to whole pages.
+        unsafe {
+            let _ = shard.mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start,
+                end - start,
+            );
+        }
         Ok(DenseTensor {
             shape: entry.shape.clone(),
             data,
