@@ -64,7 +64,20 @@ fn eval_cli_reports_perplexity_and_clear_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("nope/config.json") && stderr.lines().count() == 1,
+        stderr.contains("nope: no such model folder or GGUF file") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+
+    // A file that is not a GGUF model.
+    let out = Command::new(exe)
+        .arg(&text_path)
+        .args(["--text", text_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("text.txt") && stderr.lines().count() == 1,
         "{stderr}"
     );
 }

@@ -362,3 +362,45 @@ fn observer_sees_every_linear_input_and_weights_can_be_replaced() {
     assert!(e.contains("model.layers.0.self_attn.q_proj"), "{e}");
     assert!(model.load_block(2).is_err());
 }
+
+/// The calibration pattern: for each block, run it once with an observer to gather `X^T X`,
+/// replace its weights, and let the loop run the replaced block to feed the next one.
+#[test]
+fn calibration_loop_observes_then_replaces_each_block() {
+    struct Gram(BTreeMap<String, Tensor>);
+    impl LinearObserver for Gram {
+        fn observe(&mut self, layer: &str, x: &Tensor) -> candle_core::Result<()> {
+            let g = x.t()?.matmul(x)?;
+            let sum = match self.0.remove(layer) {
+                Some(prev) => (prev + g)?,
+                None => g,
+            };
+            self.0.insert(layer.to_string(), sum);
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config("qwen2");
+    write_folder(dir.path(), &config, &random_tensors(&config, 2));
+    let folder = HfFolder::open_validated(dir.path()).unwrap();
+    let model = Model::new(&folder, Device::Cpu).unwrap();
+    let hidden = model.embed(&[vec![1, 2, 3], vec![4, 5, 6, 7]]).unwrap();
+    let mut gram = Gram(BTreeMap::new());
+    let mut seen = vec![];
+    model
+        .forward_blocks(hidden, None, |block, inputs| {
+            model.run_block(block, inputs, Some(&mut gram))?;
+            let h = &gram.0[&LinearKind::Down.hf_name(block.layer)];
+            assert_eq!(h.dims(), &[32, 32]);
+            // "Quantize": round every weight to a multiple of 1/8.
+            for kind in LinearKind::ALL {
+                let w = block.linear(kind).weight.clone();
+                block.set_weight(kind, ((w * 8.0)?.round()? / 8.0)?)?;
+            }
+            seen.push(block.layer);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, vec![0, 1]);
+    assert_eq!(gram.0.len(), 2 * 7);
+}

@@ -1,13 +1,15 @@
 //! athena-eval: perplexity of an HF model folder on a text file, computed like llama.cpp's
 //! llama-perplexity so the numbers can be compared directly.
 
-use athena::checkpoint::{HfFolder, Tokenizer};
+use athena::checkpoint::gguf_source::GgufSource;
+use athena::checkpoint::vocab::GgufVocab;
+use athena::checkpoint::{HfFolder, TensorSource, Tokenizer};
 use athena::eval::{make_chunks, perplexity, PerplexityProgress};
 use athena::model::Model;
 use candle_core::Device;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Measure the perplexity of a Hugging Face model folder on a text file.
@@ -26,7 +28,8 @@ use std::time::Instant;
     after_long_help = "Example (SmolLM2-135M dequantized to f32, llama.cpp reports 12.97 for the same setting):\n  athena-eval ~/.cache/athena/models/SmolLM2-135M-Instruct --text wiki.utf8 --ctx 512 --chunks 32\n  ...\n  ppl = 12.9664 +/- 0.42305 (32 chunks x 512 tokens, 8160 scored, ...)"
 )]
 struct Args {
-    /// HF model folder: config.json, model.safetensors (or shards + index), tokenizer.json.
+    /// HF model folder (config.json, model.safetensors or shards + index, tokenizer.json), or a
+    /// llama.cpp GGUF file (dequantized on the fly; tokenizer rebuilt from its vocabulary).
     model: PathBuf,
     /// UTF-8 text to evaluate (read whole).
     #[arg(long, value_name = "FILE")]
@@ -57,11 +60,34 @@ fn device(spec: &str) -> Result<Device, String> {
     }
 }
 
+/// An HF folder, or a GGUF file with its tokenizer rebuilt from the GGUF vocabulary.
+fn open_model(path: &Path) -> Result<(Box<dyn TensorSource>, Tokenizer), String> {
+    if !path.exists() {
+        return Err(format!(
+            "{}: no such model folder or GGUF file",
+            path.display()
+        ));
+    }
+    if path.is_dir() {
+        let folder = HfFolder::open_validated(path).map_err(|e| e.to_string())?;
+        let tokenizer = Tokenizer::from_dir(path).map_err(|e| e.to_string())?;
+        return Ok((Box::new(folder), tokenizer));
+    }
+    let source = GgufSource::open(path).map_err(|e| e.to_string())?;
+    let in_file = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let vocab = GgufVocab::from_gguf(source.gguf()).map_err(|e| in_file(&e))?;
+    let tokenizer_json = vocab.tokenizer_json().map_err(|e| in_file(&e))?;
+    let config = vocab.tokenizer_config_json().map_err(|e| in_file(&e))?;
+    let tokenizer =
+        Tokenizer::from_json(tokenizer_json.to_string().as_bytes(), &config, path, path)
+            .map_err(|e| e.to_string())?;
+    Ok((Box::new(source), tokenizer))
+}
+
 fn run(args: Args) -> Result<(), String> {
     let start = Instant::now();
     let device = device(&args.device)?;
-    let folder = HfFolder::open_validated(&args.model).map_err(|e| e.to_string())?;
-    let tokenizer = Tokenizer::from_dir(&args.model).map_err(|e| e.to_string())?;
+    let (source, tokenizer) = open_model(&args.model)?;
     let text =
         std::fs::read_to_string(&args.text).map_err(|e| format!("{}: {e}", args.text.display()))?;
     let tokens = tokenizer.encode(&text, true).map_err(|e| e.to_string())?;
@@ -81,7 +107,7 @@ fn run(args: Args) -> Result<(), String> {
         start.elapsed().as_secs_f64()
     );
 
-    let model = Model::new(&folder, device).map_err(|e| e.to_string())?;
+    let model = Model::new(source.as_ref(), device).map_err(|e| e.to_string())?;
     let layers = model.config().num_hidden_layers;
     let bar = ProgressBar::new((layers + chunks.len()) as u64);
     bar.set_style(

@@ -22,6 +22,9 @@ pub struct RopeScaling {
 }
 
 /// The hyperparameters every stage needs. Filled from config.json or GGUF metadata.
+///
+/// Mistral/Qwen2 `sliding_window` is not represented: attention is full causal, as in llama.cpp's
+/// llama architecture (which Mistral GGUFs use), and exact for contexts up to the window anyway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub architecture: Architecture,

@@ -199,8 +199,7 @@ impl TensorSource for HfFolder {
         self.check_dtype(name, entry)?;
         let shard = &self.shards[entry.shard];
         // safetensors validated that the offsets lie inside the file when it read the header.
-        let (start, end) = (shard.data_start + entry.begin, shard.data_start + entry.end);
-        let bytes = &shard.mmap[start..end];
+        let bytes = &shard.mmap[shard.data_start + entry.begin..shard.data_start + entry.end];
         let data: Vec<f32> = match entry.dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
@@ -216,24 +215,30 @@ impl TensorSource for HfFolder {
                 .collect(),
             _ => unreachable!("dtype checked above"),
         };
-        // The f32 copy is all the caller gets: let the kernel unmap this range's pages, so the
-        // resident set stays at about one tensor instead of growing to the whole checkpoint as an
-        // export or a forward pass walks through it (the pages stay in the page cache).
-        #[cfg(unix)]
-        // SAFETY: a read-only file mapping; after MADV_DONTNEED a page is refilled from the file
-        // on the next access, so any slice into the mapping (another thread's load sharing a
-        // boundary page) keeps reading the same bytes. memmap2 rounds the range to whole pages.
-        unsafe {
-            let _ = shard.mmap.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                start,
-                end - start,
-            );
-        }
+        shard.release(shard.data_start + entry.begin, entry.end - entry.begin);
         Ok(DenseTensor {
             shape: entry.shape.clone(),
             data,
         })
+    }
+}
+
+impl Shard {
+    /// Drops the mapped pages of a tensor that has been copied out, so the process's resident
+    /// memory holds one tensor at a time rather than every page of the checkpoint it has read.
+    fn release(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        {
+            // SAFETY: the map is a read-only, shared file mapping and no reference into this
+            // range outlives `load`; dropped pages are read back from the file on the next access
+            // with identical contents. A failure only leaves the pages resident.
+            let _ = unsafe {
+                self.mmap
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
     }
 }
 

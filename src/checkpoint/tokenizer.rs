@@ -42,12 +42,10 @@ impl Tokenizer {
                 message: "tokenizer.json not found".into(),
             });
         }
-        let inner =
-            tokenizers::Tokenizer::from_file(&path).map_err(|e| CheckpointError::Invalid {
-                path: path.clone(),
-                message: format!("cannot load tokenizer: {e}"),
-            })?;
-
+        let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let config_path = dir.join("tokenizer_config.json");
         let config: Value = if config_path.is_file() {
             let text =
@@ -62,6 +60,25 @@ impl Tokenizer {
         } else {
             Value::Null
         };
+        Self::from_json(&bytes, &config, &path, &config_path)
+    }
+
+    /// Builds a tokenizer from the contents of tokenizer.json and tokenizer_config.json
+    /// (`Value::Null` when there is none); the paths only name the origin in error messages.
+    pub fn from_json(
+        tokenizer_json: &[u8],
+        config: &Value,
+        path: &Path,
+        config_path: &Path,
+    ) -> Result<Self, CheckpointError> {
+        let path = path.to_path_buf();
+        let config_path = config_path.to_path_buf();
+        let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json).map_err(|e| {
+            CheckpointError::Invalid {
+                path: path.clone(),
+                message: format!("cannot load tokenizer: {e}"),
+            }
+        })?;
 
         let special = |key: &str| -> Result<Option<u32>, CheckpointError> {
             let content = match config.get(key) {
@@ -119,9 +136,10 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Tokenizes a text without special tokens; BOS is prepended when `add_bos` is set and the
-    /// tokenizer has one (what llama.cpp does with `add_special = true` and `add_bos_token`).
-    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, CheckpointError> {
+    /// Tokenizes a text. Special-token text in it (e.g. `<|endoftext|>`) becomes the special token,
+    /// unlike llama-perplexity, which does not parse specials. With `add_special`,
+    /// BOS is prepended when the tokenizer adds BOS and has one (llama.cpp's `add_special = true`).
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, CheckpointError> {
         let enc = self
             .inner
             .encode(text, false)
@@ -130,7 +148,7 @@ impl Tokenizer {
                 message: format!("tokenizing failed: {e}"),
             })?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
-        if add_bos && self.add_bos_token {
+        if add_special && self.add_bos_token {
             ids.extend(self.bos_token_id);
         }
         ids.extend_from_slice(enc.get_ids());
