@@ -447,6 +447,13 @@ fn cli_converts_a_gguf_and_reports_errors() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/model.gguf"));
     assert!(!out2.exists());
 
+    // Output folder missing: exit 1, names the folder.
+    let o = run(&[f32_path.to_str().unwrap(), "/nonexistent-dir/out.gguf"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("directory /nonexistent-dir does not exist")
+    );
+
     // Usage errors: exit 2. --help teaches.
     assert_eq!(run(&["a", "b", "--type", "q4_0"]).status.code(), Some(2));
     let help = String::from_utf8_lossy(&run(&["--help"]).stdout).into_owned();

@@ -184,6 +184,16 @@ fn run(cli: &Cli) -> Result<(), ExportError> {
             message: "already exists (use --force to replace it)".into(),
         });
     }
+    let parent = match cli.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(ExportError::Invalid {
+            path: cli.out.clone(),
+            message: format!("directory {} does not exist", parent.display()),
+        });
+    }
     if let (Ok(a), Ok(b)) = (cli.model.canonicalize(), cli.out.canonicalize()) {
         if a == b {
             return Err(ExportError::Invalid {
