@@ -84,3 +84,37 @@ fn byte_level_vocabularies_round_trip() {
         }
     }
 }
+
+/// SentencePiece (llama-spm): every tokenizer key equal except the scores, which tokenizer.json
+/// does not carry (we write merge-rank scores; see export::tokenizer).
+#[test]
+fn sentencepiece_vocabulary_round_trip() {
+    let path = vocab_dir().join("ggml-vocab-llama-spm.gguf");
+    if !path.is_file() {
+        println!(
+            "SKIP llama-spm: {} not found (tools/fetch-models.sh --vocab)",
+            path.display()
+        );
+        return;
+    }
+    let f = GgufFile::open(&path).unwrap();
+    let files = TokenizerFiles::from_gguf(&path, &f).unwrap();
+    let n = f.get_string_array("tokenizer.ggml.tokens").unwrap().len();
+    let k = tokenizer_keys(&files, &config(Architecture::Llama, n)).unwrap();
+    assert!(k.pre.is_none());
+    let ours = |key: &str| k.keys.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    for (key, value) in f
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.starts_with("tokenizer."))
+    {
+        if key == "tokenizer.ggml.scores" {
+            assert_eq!(
+                ours(key).and_then(|v| v.as_array()).map(|a| a.len()),
+                Some(n)
+            );
+            continue;
+        }
+        assert_eq!(ours(key), Some(value), "llama-spm: {key}");
+    }
+}

@@ -13,7 +13,9 @@
 //!   joined by a space, a space inside a part written as U+0120, as gguf-py does).
 //! - **llama** (SentencePiece-style BPE with byte fallback, `LlamaHfVocab`; only for the llama
 //!   architecture, like llama.cpp): `tokenizer.ggml.model = "llama"`, `pre = "default"`, token types
-//!   BYTE for `<0xXX>`, CONTROL for special added tokens, USER_DEFINED for other added tokens.
+//!   UNKNOWN for the model's `unk_token` (as SentencePiece's own converter path types it; llama.cpp's
+//!   `tokenizer.json` path would say CONTROL), BYTE for `<0xXX>`, CONTROL for special added tokens,
+//!   USER_DEFINED for other added tokens.
 //!   **Deviation:** llama.cpp writes the score -1000 for every token when it converts from
 //!   `tokenizer.json` (it has no scores there), which leaves its SentencePiece tokenizer without a
 //!   merge order. We write `-rank` of the first merge that produces a token (so the merge order
@@ -42,7 +44,8 @@ use serde_json::Value as Json;
 use super::pretokenizer::{self, PreMatch};
 use super::ExportError;
 use crate::checkpoint::vocab::{
-    GgufVocab, TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNUSED, TOKEN_USER_DEFINED,
+    GgufVocab, TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_UNUSED,
+    TOKEN_USER_DEFINED,
 };
 use crate::checkpoint::{Architecture, ModelConfig};
 use crate::container::gguf::{Array, GgufFile, Value};
@@ -233,6 +236,7 @@ pub fn tokenizer_keys(
                 continue;
             };
             let ty = match added.get(&id) {
+                _ if model["unk_token"].as_str() == Some(t.as_str()) => TOKEN_UNKNOWN,
                 Some(true) => TOKEN_CONTROL,
                 Some(false) if (id as usize) >= base_size => TOKEN_USER_DEFINED,
                 _ if is_byte_token(t) => TOKEN_BYTE,
@@ -753,7 +757,7 @@ mod tests {
         assert_eq!(m.get("tokenizer.ggml.pre"), Some(&Value::from("default")));
         assert_eq!(
             m.get("tokenizer.ggml.token_type"),
-            Some(&Value::Array(Array::I32(vec![3, 3, 3, 6, 1, 1, 1, 1, 1])))
+            Some(&Value::Array(Array::I32(vec![2, 3, 3, 6, 1, 1, 1, 1, 1])))
         );
         let u = -3.0;
         assert_eq!(
