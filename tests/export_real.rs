@@ -25,6 +25,13 @@ use athena::export::TokenizerFiles;
 /// converted by an older llama.cpp).
 const ALLOWED_EXTRA: &[(&str, Value)] = &[("tokenizer.ggml.add_eos_token", Value::Bool(false))];
 
+fn cache() -> PathBuf {
+    std::env::var_os("ATHENA_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/athena")))
+        .unwrap_or_default()
+}
+
 #[test]
 fn smollm2_metadata_matches_original() {
     let dir = std::env::var_os("ATHENA_REAL_MODEL_DIR").map(PathBuf::from);
@@ -33,13 +40,32 @@ fn smollm2_metadata_matches_original() {
         println!("SKIP export_real: set ATHENA_REAL_MODEL_DIR to the materialised SmolLM2 folder (and/or ATHENA_REAL_GGUF to the original GGUF)");
         return;
     }
-    let gguf = gguf.unwrap_or_else(|| {
-        std::env::var_os("ATHENA_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/athena")))
-            .unwrap()
-            .join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
+    let gguf = gguf.unwrap_or_else(|| cache().join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    check(dir, gguf, ALLOWED_EXTRA);
+}
+
+/// Qwen2.5-Coder-0.5B (`ATHENA_REAL_QWEN_DIR`, the materialised folder; the original GGUF is
+/// `$ATHENA_CACHE/gguf/Qwen2.5-Coder-0.5B-Instruct.gguf` or `ATHENA_REAL_QWEN_GGUF`). Besides
+/// add_eos_token, we write `qwen2.vocab_size` and `qwen2.rope.dimension_count`, which llama.cpp
+/// writes for llama only (see export::metadata).
+#[test]
+fn qwen25_metadata_matches_original() {
+    let Some(dir) = std::env::var_os("ATHENA_REAL_QWEN_DIR").map(PathBuf::from) else {
+        println!("SKIP export_real qwen: set ATHENA_REAL_QWEN_DIR to the materialised Qwen2.5-Coder-0.5B-Instruct folder");
+        return;
+    };
+    let gguf = std::env::var_os("ATHENA_REAL_QWEN_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache().join("gguf/Qwen2.5-Coder-0.5B-Instruct.gguf"));
+    let extra = [
+        ("tokenizer.ggml.add_eos_token", Value::Bool(false)),
+        ("qwen2.vocab_size", Value::U32(151936)),
+        ("qwen2.rope.dimension_count", Value::U32(64)),
+    ];
+    check(Some(dir), gguf, &extra);
+}
+
+fn check(dir: Option<PathBuf>, gguf: PathBuf, allowed_extra: &[(&str, Value)]) {
     let original = GgufFile::open(&gguf).unwrap_or_else(|e| panic!("original GGUF: {e}"));
     let (config, files) = match &dir {
         Some(dir) => {
@@ -57,7 +83,7 @@ fn smollm2_metadata_matches_original() {
         }
     };
     let file_type = original.get_u32("general.file_type").unwrap();
-    let meta = model_metadata(&config, &files, "SmolLM2", file_type).unwrap();
+    let meta = model_metadata(&config, &files, "real", file_type).unwrap();
     let pre = meta.pre.clone().unwrap();
     println!(
         "pre-tokenizer '{}' by {:?} (digest {:?})",
@@ -85,10 +111,10 @@ fn smollm2_metadata_matches_original() {
         let ours_only = original.get(key).is_none();
         if ours_only && (key.starts_with("tokenizer.") || key.starts_with(&format!("{arch}."))) {
             assert!(
-                ALLOWED_EXTRA.iter().any(|(k, v)| k == key && v == value),
+                allowed_extra.iter().any(|(k, v)| k == key && v == value),
                 "extra key {key} = {value:?}"
             );
-            println!("extra key (llama.cpp's current converter writes it): {key} = {value:?}");
+            println!("extra key (allowed, see the test doc): {key} = {value:?}");
         }
     }
     println!("{compared} keys equal to the original's");

@@ -7,7 +7,8 @@
 //! Which vocabulary path (mirroring `convert_hf_to_gguf.py`):
 //! - **gpt2** (byte-level BPE, `BpeVocab`/`get_vocab_base`): `tokenizer.ggml.model = "gpt2"`, the
 //!   detected `tokenizer.ggml.pre` (see [`super::pretokenizer`]), tokens for ids `0..vocab_size`
-//!   (`vocab_size` from the model config; holes become `[PAD{i}]`, type UNUSED), token types
+//!   (`vocab_size` from the model config; holes become `[PAD{i}]`, type UNUSED, and so does a
+//!   vocabulary entry spelled `[PAD{id}]` at its own id, as a GGUF -> HF rebuild leaves them), token types
 //!   (added tokens: CONTROL when special or when they look special — `<|...|>` etc. — else
 //!   USER_DEFINED with `▁` written as a space; every other token NORMAL), and the merges (pairs
 //!   joined by a space, a space inside a part written as U+0120, as gguf-py does).
@@ -240,6 +241,7 @@ pub fn tokenizer_keys(
                 Some(true) => TOKEN_CONTROL,
                 Some(false) if (id as usize) >= base_size => TOKEN_USER_DEFINED,
                 _ if is_byte_token(t) => TOKEN_BYTE,
+                _ if is_pad_placeholder(t, id) => TOKEN_UNUSED,
                 _ => TOKEN_NORMAL,
             };
             let s = if ty == TOKEN_NORMAL {
@@ -277,6 +279,10 @@ pub fn tokenizer_keys(
                     tokens.push(t.replace('\u{2581}', " "));
                     types.push(TOKEN_USER_DEFINED);
                 }
+                None if is_pad_placeholder(t, id) => {
+                    tokens.push(t.clone());
+                    types.push(TOKEN_UNUSED);
+                }
                 None => {
                     tokens.push(t.clone());
                     types.push(TOKEN_NORMAL);
@@ -303,6 +309,15 @@ pub fn tokenizer_keys(
 
 fn json_id(v: &Json) -> Option<u32> {
     v.as_u64().and_then(|x| u32::try_from(x).ok())
+}
+
+/// `[PAD{id}]` at its own id: the placeholder llama.cpp's converter writes for an id the HF
+/// vocabulary lacks. A GGUF -> HF rebuild keeps it as an ordinary vocabulary entry; typing it
+/// UNUSED again makes the round trip reproduce the original token types.
+fn is_pad_placeholder(t: &str, id: u32) -> bool {
+    t.strip_prefix("[PAD")
+        .and_then(|r| r.strip_suffix(']'))
+        .is_some_and(|n| n == id.to_string())
 }
 
 fn is_byte_token(t: &str) -> bool {
@@ -701,6 +716,26 @@ mod tests {
         assert!(Meta(k.keys)
             .get("tokenizer.ggml.add_space_prefix")
             .is_none());
+    }
+
+    #[test]
+    fn pad_placeholders_are_unused() {
+        assert!(is_pad_placeholder("[PAD12]", 12));
+        assert!(!is_pad_placeholder("[PAD12]", 13));
+        assert!(!is_pad_placeholder("[PAD]", 0));
+        let dir = tempfile::tempdir().unwrap();
+        write_gpt2_folder(dir.path());
+        let mut files = TokenizerFiles::read(dir.path()).unwrap();
+        files.tokenizer["model"]["vocab"]["[PAD10]"] = json!(10);
+        let m = Meta(
+            tokenizer_keys(&files, &config(Architecture::Llama, 11))
+                .unwrap()
+                .keys,
+        );
+        let Some(Value::Array(Array::I32(types))) = m.get("tokenizer.ggml.token_type") else {
+            panic!("token types")
+        };
+        assert_eq!(types[10], TOKEN_UNUSED);
     }
 
     #[test]
