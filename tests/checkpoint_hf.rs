@@ -1,11 +1,11 @@
 //! HF folder source, config.json parsing and tokenizer loading, including every bad input.
 
-mod tiny;
+mod common;
 
 use athena::checkpoint::{
     Architecture, CheckpointError, HfFolder, ModelConfig, TensorSource, Tokenizer,
 };
-use tiny::*;
+use common::*;
 use safetensors::Dtype;
 use serde_json::json;
 use std::path::Path;

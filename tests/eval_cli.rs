@@ -1,8 +1,8 @@
 //! athena-eval end to end on a tiny random model with a word-level tokenizer.
 
-mod tiny;
+mod common;
 
-use tiny::*;
+use common::*;
 use std::process::Command;
 
 #[test]

@@ -2,11 +2,14 @@
 //! `export_plain`, read back with our GgufFile and with GgufSource; error paths leave nothing behind;
 //! the athena-convert binary on a GGUF input.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
 use athena::checkpoint::gguf_source::GgufSource;
+use athena::checkpoint::hf::HfFolder;
 use athena::checkpoint::names::{self, hf_to_gguf};
 use athena::checkpoint::{Architecture, CheckpointError, DenseTensor, ModelConfig, TensorSource};
 use athena::container::gguf::{GgmlType, GgufFile};
@@ -444,6 +447,13 @@ fn cli_converts_a_gguf_and_reports_errors() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/model.gguf"));
     assert!(!out2.exists());
 
+    // Output folder missing: exit 1, names the folder.
+    let o = run(&[f32_path.to_str().unwrap(), "/nonexistent-dir/out.gguf"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("directory /nonexistent-dir does not exist")
+    );
+
     // Usage errors: exit 2. --help teaches.
     assert_eq!(run(&["a", "b", "--type", "q4_0"]).status.code(), Some(2));
     let help = String::from_utf8_lossy(&run(&["--help"]).stdout).into_owned();
@@ -455,5 +465,84 @@ fn cli_converts_a_gguf_and_reports_errors() {
         "default: f16",
     ] {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+}
+
+/// An HF folder (config.json + model.safetensors + a BPE tokenizer.json) exported through HfFolder
+/// and through the CLI; every tensor reads back equal (f32) via GgufSource.
+#[test]
+fn hf_folder_export_round_trip() {
+    for arch in ["llama", "qwen2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("tiny-hf");
+        std::fs::create_dir(&model).unwrap();
+        let cfg = common::tiny_config(arch);
+        let tensors = common::random_tensors(&cfg, 11);
+        common::write_folder(&model, &cfg, &tensors);
+        write_tokenizer(&model);
+
+        let src = HfFolder::open_validated(&model).unwrap();
+        let files = TokenizerFiles::read(&model).unwrap();
+        let out = dir.path().join("tiny.gguf");
+        let opts = PlainOptions {
+            ty: PlainType::F32,
+            name: "tiny-hf".into(),
+        };
+        let summary = export_plain(&src, &files, &out, &opts, &mut |_| {}).unwrap();
+        assert_eq!(summary.tensors, tensors.len(), "{arch}");
+        let back = GgufSource::open(&out).unwrap();
+        assert_eq!(back.config().vocab_size, 50);
+        assert!(!back.config().tie_word_embeddings);
+        for (name, (shape, data)) in &tensors {
+            let t = back.load(name).unwrap();
+            assert_eq!((&t.shape, &t.data), (shape, data), "{arch} {name}");
+        }
+        let f = GgufFile::open(&out).unwrap();
+        // The 10-token tokenizer is padded to the config's 50 ids.
+        let tokens = f.get_string_array("tokenizer.ggml.tokens").unwrap();
+        assert_eq!((tokens.len(), tokens[49].as_str()), (50, "[PAD49]"));
+
+        // The CLI on the folder: f16 (rows of 16 are no Q8_0 blocks, so q8_0 would be F16 too).
+        let out2 = dir.path().join("tiny-q8.gguf");
+        let o = Command::new(env!("CARGO_BIN_EXE_athena-convert"))
+            .args([
+                model.to_str().unwrap(),
+                out2.to_str().unwrap(),
+                "--type",
+                "q8_0",
+                "-q",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let f = GgufFile::open(&out2).unwrap();
+        assert_eq!(f.get_str("general.name").unwrap(), "tiny-hf");
+        assert_eq!(
+            f.tensor("blk.0.attn_q.weight").unwrap().ggml_type,
+            GgmlType::F16
+        );
+        assert_eq!(
+            f.tensor("blk.0.attn_norm.weight").unwrap().ggml_type,
+            GgmlType::F32
+        );
+
+        // Without tokenizer.json: exit 1, one line naming the file, nothing written.
+        std::fs::remove_file(model.join("tokenizer.json")).unwrap();
+        let out3 = dir.path().join("none.gguf");
+        let o = Command::new(env!("CARGO_BIN_EXE_athena-convert"))
+            .args([model.to_str().unwrap(), out3.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("tokenizer.json") && err.trim().lines().count() == 1,
+            "{err}"
+        );
+        assert!(!out3.exists());
+        assert_eq!(
+            dir_entries(dir.path()),
+            ["tiny-hf", "tiny-q8.gguf", "tiny.gguf"]
+        );
     }
 }

@@ -1,12 +1,12 @@
 //! The block-at-a-time decoder against a plain-loop reference implementation on tiny random
 //! models, plus the observer hook and weight replacement.
 
-mod tiny;
+mod common;
 
 use athena::checkpoint::{HfFolder, ModelConfig, RopeScaling, TensorSource};
 use athena::model::{LinearKind, LinearObserver, Model, Rope};
 use candle_core::{Device, Tensor};
-use tiny::*;
+use common::*;
 use serde_json::json;
 use std::collections::BTreeMap;
 

@@ -1,12 +1,12 @@
 //! Perplexity chunking and statistics, as llama.cpp's llama-perplexity computes them.
 
-mod tiny;
+mod common;
 
 use athena::checkpoint::HfFolder;
 use athena::eval::{make_chunks, perplexity, token_nll, NllStats, PerplexityError};
 use athena::model::Model;
 use candle_core::Device;
-use tiny::*;
+use common::*;
 
 #[test]
 fn chunks_are_non_overlapping_with_bos_replacement() {

@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use athena::checkpoint::gguf_source::GgufSource;
+use athena::checkpoint::hf::HfFolder;
 use athena::checkpoint::TensorSource;
 use athena::convert::{self, report};
 use athena::export::{self, ExportError, PlainOptions, PlainType, Progress, TokenizerFiles};
@@ -98,7 +99,13 @@ struct Cli {
     out: PathBuf,
 
     /// Type of the weight matrices (norms and biases stay f32).
-    #[arg(long = "type", short = 't', value_enum, default_value = "f16")]
+    #[arg(
+        long = "type",
+        short = 't',
+        value_name = "TYPE",
+        value_enum,
+        default_value = "f16"
+    )]
     ty: TypeArg,
 
     /// Value of general.name [default: the model folder's name, or the input GGUF's general.name].
@@ -323,11 +330,17 @@ fn open_input(cli: &Cli) -> Result<Input, ExportError> {
         source,
     })?;
     if meta.is_dir() {
-        return Err(ExportError::Invalid {
-            path: model.clone(),
-            message: "reading Hugging Face folders needs the safetensors checkpoint reader \
-                      (checkpoint::hf), which is not in this build yet; pass a .gguf file"
-                .into(),
+        let src = HfFolder::open_validated(model)?;
+        let tokenizer = TokenizerFiles::read(cli.tokenizer_dir.as_deref().unwrap_or(model))?;
+        let name = model
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| file_stem(model));
+        return Ok(Input {
+            source: Box::new(src),
+            tokenizer,
+            name,
         });
     }
     let src = GgufSource::open(model)?;
@@ -369,6 +382,16 @@ fn check_output(cli: &Cli) -> Result<(), ExportError> {
         return Err(ExportError::Invalid {
             path: cli.out.clone(),
             message: "already exists (use --force to replace it)".into(),
+        });
+    }
+    let parent = match cli.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(ExportError::Invalid {
+            path: cli.out.clone(),
+            message: format!("directory {} does not exist", parent.display()),
         });
     }
     if let (Ok(a), Ok(b)) = (cli.model.canonicalize(), cli.out.canonicalize()) {

@@ -199,23 +199,37 @@ impl TensorSource for HfFolder {
         self.check_dtype(name, entry)?;
         let shard = &self.shards[entry.shard];
         // safetensors validated that the offsets lie inside the file when it read the header.
-        let bytes = &shard.mmap[shard.data_start + entry.begin..shard.data_start + entry.end];
-        let data: Vec<f32> = match entry.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+        let start = shard.data_start + entry.begin;
+        let bytes = &shard.mmap[start..shard.data_start + entry.end];
+        let elem = match entry.dtype {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
             _ => unreachable!("dtype checked above"),
         };
-        shard.release(shard.data_start + entry.begin, entry.end - entry.begin);
+        // Converted and released chunk by chunk, so the mapped pages and the f32 copy of a large
+        // tensor (an embedding) are not resident at the same time.
+        const CHUNK: usize = 4 << 20;
+        let mut data: Vec<f32> = Vec::with_capacity(bytes.len() / elem);
+        for (i, chunk) in bytes.chunks(CHUNK).enumerate() {
+            match entry.dtype {
+                Dtype::F32 => data.extend(
+                    chunk
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                ),
+                Dtype::F16 => data.extend(
+                    chunk
+                        .chunks_exact(2)
+                        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                ),
+                _ => data.extend(
+                    chunk
+                        .chunks_exact(2)
+                        .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+                ),
+            }
+            shard.release(start + i * CHUNK, chunk.len());
+        }
         Ok(DenseTensor {
             shape: entry.shape.clone(),
             data,

@@ -138,3 +138,120 @@ pub fn model_metadata(
     keys.extend(tok.keys);
     Ok(ModelMetadata { keys, pre: tok.pre })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::RopeScaling;
+
+    fn config() -> ModelConfig {
+        ModelConfig {
+            architecture: Architecture::Llama,
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_hidden_layers: 30,
+            num_attention_heads: 9,
+            num_key_value_heads: 3,
+            head_dim: 64,
+            vocab_size: 49152,
+            max_position_embeddings: 8192,
+            rms_norm_eps: 1e-5,
+            rope_theta: 100000.0,
+            rope_scaling: None,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            bos_token_id: Some(1),
+            eos_token_id: Some(2),
+        }
+    }
+
+    fn get<'a>(keys: &'a [(String, Value)], k: &str) -> Option<&'a Value> {
+        keys.iter().find(|(key, _)| key == k).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn llama_hyperparameters() {
+        let keys = hyperparameter_keys(&config(), "SmolLM2", 1).unwrap();
+        for (k, v) in [
+            ("general.architecture", Value::from("llama")),
+            ("general.name", Value::from("SmolLM2")),
+            ("general.file_type", Value::U32(1)),
+            ("general.quantization_version", Value::U32(2)),
+            ("llama.block_count", Value::U32(30)),
+            ("llama.context_length", Value::U32(8192)),
+            ("llama.embedding_length", Value::U32(576)),
+            ("llama.feed_forward_length", Value::U32(1536)),
+            ("llama.attention.head_count", Value::U32(9)),
+            ("llama.attention.head_count_kv", Value::U32(3)),
+            ("llama.rope.freq_base", Value::F32(100000.0)),
+            ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
+            ("llama.vocab_size", Value::U32(49152)),
+            ("llama.rope.dimension_count", Value::U32(64)),
+        ] {
+            assert_eq!(get(&keys, k), Some(&v), "{k}");
+        }
+        // head_dim = width / heads: no key_length; no rope scaling.
+        assert!(get(&keys, "llama.attention.key_length").is_none());
+        assert!(!keys.iter().any(|(k, _)| k.contains("scaling")));
+        let mut unique: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len());
+    }
+
+    #[test]
+    fn qwen2_head_dim_and_rope_scaling() {
+        let mut c = config();
+        c.architecture = Architecture::Qwen2;
+        c.head_dim = 128;
+        c.rope_scaling = Some(RopeScaling {
+            rope_type: "yarn".into(),
+            factor: 4.0,
+            low_freq_factor: None,
+            high_freq_factor: None,
+            original_max_position_embeddings: Some(32768),
+        });
+        let keys = hyperparameter_keys(&c, "q", 7).unwrap();
+        assert_eq!(
+            get(&keys, "general.architecture"),
+            Some(&Value::from("qwen2"))
+        );
+        assert_eq!(
+            get(&keys, "qwen2.attention.key_length"),
+            Some(&Value::U32(128))
+        );
+        assert_eq!(
+            get(&keys, "qwen2.attention.value_length"),
+            Some(&Value::U32(128))
+        );
+        assert_eq!(
+            get(&keys, "qwen2.rope.scaling.type"),
+            Some(&Value::from("yarn"))
+        );
+        assert_eq!(
+            get(&keys, "qwen2.rope.scaling.factor"),
+            Some(&Value::F32(4.0))
+        );
+        assert_eq!(
+            get(&keys, "qwen2.rope.scaling.original_context_length"),
+            Some(&Value::U32(32768))
+        );
+        c.rope_scaling.as_mut().unwrap().rope_type = "linear".into();
+        let keys = hyperparameter_keys(&c, "q", 7).unwrap();
+        assert_eq!(
+            get(&keys, "qwen2.rope.scaling.type"),
+            Some(&Value::from("linear"))
+        );
+        assert!(get(&keys, "qwen2.rope.scaling.original_context_length").is_none());
+        c.rope_scaling.as_mut().unwrap().rope_type = "llama3".into();
+        let e = hyperparameter_keys(&c, "q", 7).unwrap_err().to_string();
+        assert!(e.contains("llama3"), "{e}");
+        c.architecture = Architecture::Mistral;
+        c.rope_scaling = None;
+        let keys = hyperparameter_keys(&c, "m", 1).unwrap();
+        assert_eq!(
+            get(&keys, "general.architecture"),
+            Some(&Value::from("llama"))
+        );
+    }
+}

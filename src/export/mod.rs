@@ -124,7 +124,7 @@ pub fn plan_tensor(
     };
     if let Some(n_head) = qk_heads {
         let rows = hf_shape[0];
-        if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 {
+        if n_head == 0 || !rows.is_multiple_of(n_head) || !(rows / n_head).is_multiple_of(2) {
             return Err(err(format!(
                 "{rows} rows do not split into {n_head} heads of even size for the RoPE permutation"
             )));

@@ -92,7 +92,7 @@ pub fn tensor_type(requested: PlainType, gguf_name: &str, dims: &[u64]) -> GgmlT
         return GgmlType::F32;
     }
     match requested {
-        PlainType::Q8_0 if dims[0] % Q8_0_BLOCK as u64 != 0 => GgmlType::F16,
+        PlainType::Q8_0 if !dims[0].is_multiple_of(Q8_0_BLOCK as u64) => GgmlType::F16,
         t => t.ggml_type(),
     }
 }
@@ -125,7 +125,7 @@ pub fn encode(ty: GgmlType, data: &[f32]) -> Result<Vec<u8>, EncodeError> {
 
 /// ggml's reference Q8_0 quantization (see the module documentation).
 pub fn quantize_q8_0(data: &[f32]) -> Result<Vec<u8>, EncodeError> {
-    if data.len() % Q8_0_BLOCK != 0 {
+    if !data.len().is_multiple_of(Q8_0_BLOCK) {
         return Err(EncodeError::PartialBlock { len: data.len() });
     }
     let mut out = Vec::with_capacity(data.len() / Q8_0_BLOCK * Q8_0_BLOCK_BYTES);

@@ -226,12 +226,8 @@ fn collect_regexes(pre: &Json, out: &mut Vec<String>) -> Option<()> {
                 out.push(GPT2_REGEX.to_string());
             }
         }
-        "Digits" => {
-            if pre["individual_digits"].as_bool() == Some(true) {
-                out.push(r"\p{N}".to_string());
-            } else {
-                return None;
-            }
+        "Digits" if pre["individual_digits"].as_bool() == Some(true) => {
+            out.push(r"\p{N}".to_string());
         }
         _ => return None,
     }

@@ -7,13 +7,16 @@
 //! Which vocabulary path (mirroring `convert_hf_to_gguf.py`):
 //! - **gpt2** (byte-level BPE, `BpeVocab`/`get_vocab_base`): `tokenizer.ggml.model = "gpt2"`, the
 //!   detected `tokenizer.ggml.pre` (see [`super::pretokenizer`]), tokens for ids `0..vocab_size`
-//!   (`vocab_size` from the model config; holes become `[PAD{i}]`, type UNUSED), token types
+//!   (`vocab_size` from the model config; holes become `[PAD{i}]`, type UNUSED, and so does a
+//!   vocabulary entry spelled `[PAD{id}]` at its own id, as a GGUF -> HF rebuild leaves them), token types
 //!   (added tokens: CONTROL when special or when they look special — `<|...|>` etc. — else
 //!   USER_DEFINED with `▁` written as a space; every other token NORMAL), and the merges (pairs
 //!   joined by a space, a space inside a part written as U+0120, as gguf-py does).
 //! - **llama** (SentencePiece-style BPE with byte fallback, `LlamaHfVocab`; only for the llama
 //!   architecture, like llama.cpp): `tokenizer.ggml.model = "llama"`, `pre = "default"`, token types
-//!   BYTE for `<0xXX>`, CONTROL for special added tokens, USER_DEFINED for other added tokens.
+//!   UNKNOWN for the model's `unk_token` (as SentencePiece's own converter path types it; llama.cpp's
+//!   `tokenizer.json` path would say CONTROL), BYTE for `<0xXX>`, CONTROL for special added tokens,
+//!   USER_DEFINED for other added tokens.
 //!   **Deviation:** llama.cpp writes the score -1000 for every token when it converts from
 //!   `tokenizer.json` (it has no scores there), which leaves its SentencePiece tokenizer without a
 //!   merge order. We write `-rank` of the first merge that produces a token (so the merge order
@@ -42,7 +45,8 @@ use serde_json::Value as Json;
 use super::pretokenizer::{self, PreMatch};
 use super::ExportError;
 use crate::checkpoint::vocab::{
-    GgufVocab, TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNUSED, TOKEN_USER_DEFINED,
+    GgufVocab, TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_UNUSED,
+    TOKEN_USER_DEFINED,
 };
 use crate::checkpoint::{Architecture, ModelConfig};
 use crate::container::gguf::{Array, GgufFile, Value};
@@ -233,9 +237,11 @@ pub fn tokenizer_keys(
                 continue;
             };
             let ty = match added.get(&id) {
+                _ if model["unk_token"].as_str() == Some(t.as_str()) => TOKEN_UNKNOWN,
                 Some(true) => TOKEN_CONTROL,
                 Some(false) if (id as usize) >= base_size => TOKEN_USER_DEFINED,
                 _ if is_byte_token(t) => TOKEN_BYTE,
+                _ if is_pad_placeholder(t, id) => TOKEN_UNUSED,
                 _ => TOKEN_NORMAL,
             };
             let s = if ty == TOKEN_NORMAL {
@@ -273,6 +279,10 @@ pub fn tokenizer_keys(
                     tokens.push(t.replace('\u{2581}', " "));
                     types.push(TOKEN_USER_DEFINED);
                 }
+                None if is_pad_placeholder(t, id) => {
+                    tokens.push(t.clone());
+                    types.push(TOKEN_UNUSED);
+                }
                 None => {
                     tokens.push(t.clone());
                     types.push(TOKEN_NORMAL);
@@ -299,6 +309,15 @@ pub fn tokenizer_keys(
 
 fn json_id(v: &Json) -> Option<u32> {
     v.as_u64().and_then(|x| u32::try_from(x).ok())
+}
+
+/// `[PAD{id}]` at its own id: the placeholder llama.cpp's converter writes for an id the HF
+/// vocabulary lacks. A GGUF -> HF rebuild keeps it as an ordinary vocabulary entry; typing it
+/// UNUSED again makes the round trip reproduce the original token types.
+fn is_pad_placeholder(t: &str, id: u32) -> bool {
+    t.strip_prefix("[PAD")
+        .and_then(|r| r.strip_suffix(']'))
+        .is_some_and(|n| n == id.to_string())
 }
 
 fn is_byte_token(t: &str) -> bool {
@@ -700,6 +719,26 @@ mod tests {
     }
 
     #[test]
+    fn pad_placeholders_are_unused() {
+        assert!(is_pad_placeholder("[PAD12]", 12));
+        assert!(!is_pad_placeholder("[PAD12]", 13));
+        assert!(!is_pad_placeholder("[PAD]", 0));
+        let dir = tempfile::tempdir().unwrap();
+        write_gpt2_folder(dir.path());
+        let mut files = TokenizerFiles::read(dir.path()).unwrap();
+        files.tokenizer["model"]["vocab"]["[PAD10]"] = json!(10);
+        let m = Meta(
+            tokenizer_keys(&files, &config(Architecture::Llama, 11))
+                .unwrap()
+                .keys,
+        );
+        let Some(Value::Array(Array::I32(types))) = m.get("tokenizer.ggml.token_type") else {
+            panic!("token types")
+        };
+        assert_eq!(types[10], TOKEN_UNUSED);
+    }
+
+    #[test]
     fn template_post_processor_adds_bos() {
         let dir = tempfile::tempdir().unwrap();
         write_gpt2_folder(dir.path());
@@ -753,7 +792,7 @@ mod tests {
         assert_eq!(m.get("tokenizer.ggml.pre"), Some(&Value::from("default")));
         assert_eq!(
             m.get("tokenizer.ggml.token_type"),
-            Some(&Value::Array(Array::I32(vec![3, 3, 3, 6, 1, 1, 1, 1, 1])))
+            Some(&Value::Array(Array::I32(vec![2, 3, 3, 6, 1, 1, 1, 1, 1])))
         );
         let u = -3.0;
         assert_eq!(
