@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::write_bpe_tokenizer as write_tokenizer;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -148,30 +150,6 @@ impl TensorSource for MemSource {
                 name: name.into(),
             })
     }
-}
-
-fn write_tokenizer(dir: &Path) {
-    let tok = json!({
-        "version": "1.0",
-        "added_tokens": [
-            {"id": 0, "content": "<|endoftext|>", "special": true, "normalized": false},
-            {"id": 1, "content": "<|im_start|>", "special": true, "normalized": false},
-            {"id": 2, "content": "<|im_end|>", "special": true, "normalized": false}],
-        "normalizer": null,
-        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Digits", "individual_digits": true},
-            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]},
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {"type": "BPE", "byte_fallback": false,
-            "vocab": {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2, "a": 3, "b": 4,
-                      "Ġ": 5, "ab": 6, "Ġab": 7, "1": 8, "2": 9},
-            "merges": ["a b", "Ġ ab"]}
-    });
-    let tc = json!({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "unk_token": "<|endoftext|>",
-        "clean_up_tokenization_spaces": false, "add_prefix_space": false});
-    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
-    std::fs::write(dir.join("tokenizer_config.json"), tc.to_string()).unwrap();
 }
 
 fn export(src: &MemSource, tok_dir: &Path, out: &Path, ty: PlainType) -> Result<(), ExportError> {

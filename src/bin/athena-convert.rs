@@ -220,15 +220,27 @@ enum OrderArg {
 }
 
 fn parse_vq(s: &str) -> Result<[usize; 4], String> {
-    let parts: Vec<usize> = s.split(',').map(|p| p.trim().parse::<usize>().map_err(|_| format!("'{p}' is not a number"))).collect::<Result<_, _>>()?;
-    parts.try_into().map_err(|_| "expected four numbers: d,n,R,C".to_string())
+    let parts: Vec<usize> = s
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("'{p}' is not a number"))
+        })
+        .collect::<Result<_, _>>()?;
+    parts
+        .try_into()
+        .map_err(|_| "expected four numbers: d,n,R,C".to_string())
 }
 
 fn parse_lowrank(s: &str) -> Result<convert::LowRankChoice, String> {
     match s {
         "auto" => Ok(convert::LowRankChoice::Auto),
         "0" | "off" => Ok(convert::LowRankChoice::Off),
-        r => r.parse().map(convert::LowRankChoice::Rank).map_err(|_| format!("'{r}' is not a rank, auto or 0")),
+        r => r
+            .parse()
+            .map(convert::LowRankChoice::Rank)
+            .map_err(|_| format!("'{r}' is not a rank, auto or 0")),
     }
 }
 
@@ -259,14 +271,25 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             OrderArg::Natural => GroupOrder::Natural,
         },
         kmeans_iters: a.kmeans_iters,
-        calib: a.calib.clone().unwrap_or_else(convert::default_calibration_text),
+        calib: a
+            .calib
+            .clone()
+            .unwrap_or_else(convert::default_calibration_text),
         calib_tokens: a.calib_tokens,
         seq_len: a.seq_len,
         seed: a.seed,
         embed_type: a.embed_type.into(),
     };
-    let bar = if cli.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
-    bar.set_style(ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg} (eta {eta})").expect("valid template").progress_chars("=> "));
+    let bar = if cli.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     let quiet = cli.quiet;
     let mut on_progress = |p: convert::Progress<'_>| match p {
         convert::Progress::Stage(s) => bar.set_message(s.to_string()),
@@ -283,7 +306,11 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             bar.set_position(0);
             bar.reset_eta();
         }
-        convert::Progress::Layer { layer, layers, kind } => {
+        convert::Progress::Layer {
+            layer,
+            layers,
+            kind,
+        } => {
             bar.set_message(format!("block {}/{layers}: {}", layer + 1, kind.suffix()));
             bar.set_position((layer * 7 + kind as usize) as u64);
         }
@@ -293,7 +320,10 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
     let rep = result.map_err(|e| e.to_string())?;
     if !cli.quiet {
         eprint!("{}", report::render_report(&rep));
-        eprintln!("peak memory:          {} MiB", peak_rss_mib().map_or("?".into(), |m| m.to_string()));
+        eprintln!(
+            "peak memory:          {} MiB",
+            peak_rss_mib().map_or("?".into(), |m| m.to_string())
+        );
         eprintln!("wrote {}", cli.out.display());
     }
     Ok(())
@@ -303,7 +333,11 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
 fn peak_rss_mib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb / 1024)
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb / 1024)
 }
 
 fn main() -> ExitCode {

@@ -17,20 +17,36 @@ use crate::quantizer::hessian::HessianAccumulator;
 
 /// The layer whose Hessian `layer` uses: k/v share q's input, up shares gate's.
 pub fn hessian_owner(layer: &str) -> String {
-    layer.replace("self_attn.k_proj", "self_attn.q_proj").replace("self_attn.v_proj", "self_attn.q_proj").replace("mlp.up_proj", "mlp.gate_proj")
+    layer
+        .replace("self_attn.k_proj", "self_attn.q_proj")
+        .replace("self_attn.v_proj", "self_attn.q_proj")
+        .replace("mlp.up_proj", "mlp.gate_proj")
 }
 
 /// Tokenizes `path` and cuts it into `tokens / seq_len` sequences of `seq_len` consecutive
 /// tokens; the first token of each becomes BOS when the tokenizer adds one (as llama.cpp's
 /// perplexity does). Errors when the text is too short.
-pub fn calibration_sequences(path: &Path, tokenizer: &Tokenizer, tokens: usize, seq_len: usize) -> Result<Vec<Vec<u32>>, CheckpointError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+pub fn calibration_sequences(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    tokens: usize,
+    seq_len: usize,
+) -> Result<Vec<Vec<u32>>, CheckpointError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let ids = tokenizer.encode(&text, false)?;
     let count = tokens / seq_len.max(1);
     if count == 0 || ids.len() < count * seq_len {
         return Err(CheckpointError::Invalid {
             path: path.to_path_buf(),
-            message: format!("the text has {} tokens, calibration needs {} ({} sequences of {seq_len})", ids.len(), count.max(1) * seq_len, count.max(1)),
+            message: format!(
+                "the text has {} tokens, calibration needs {} ({} sequences of {seq_len})",
+                ids.len(),
+                count.max(1) * seq_len,
+                count.max(1)
+            ),
         });
     }
     let bos = tokenizer.bos_token_id.filter(|_| tokenizer.add_bos_token);
@@ -65,7 +81,11 @@ pub struct HessianObserver {
 
 impl HessianObserver {
     pub fn new(mode: Accumulate) -> Self {
-        Self { mode, hessians: BTreeMap::new(), traces: BTreeMap::new() }
+        Self {
+            mode,
+            hessians: BTreeMap::new(),
+            traces: BTreeMap::new(),
+        }
     }
 
     /// The accumulated Hessian of `layer` (its owner's, for layers that share an input).
@@ -75,7 +95,9 @@ impl HessianObserver {
 
     /// tr(H) of `layer` from trace mode.
     pub fn trace(&self, layer: &str) -> Option<f64> {
-        self.traces.get(&hessian_owner(layer)).map(|&(sum, t)| 2.0 * sum / t.max(1) as f64)
+        self.traces
+            .get(&hessian_owner(layer))
+            .map(|&(sum, t)| 2.0 * sum / t.max(1) as f64)
     }
 
     /// Forgets everything (between blocks).
@@ -92,7 +114,11 @@ impl LinearObserver for HessianObserver {
         let (tokens, dim) = input.dims2()?;
         let x: Vec<f32> = input.flatten_all()?.to_vec1()?;
         match self.mode {
-            Accumulate::Hessian => self.hessians.entry(layer.to_string()).or_insert_with(|| HessianAccumulator::new(dim)).add(&x, tokens),
+            Accumulate::Hessian => self
+                .hessians
+                .entry(layer.to_string())
+                .or_insert_with(|| HessianAccumulator::new(dim))
+                .add(&x, tokens),
             Accumulate::Trace => {
                 let e = self.traces.entry(layer.to_string()).or_insert((0.0, 0));
                 e.0 += x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
@@ -109,8 +135,17 @@ mod tests {
 
     #[test]
     fn shared_inputs_have_one_owner() {
-        assert_eq!(hessian_owner("model.layers.3.self_attn.v_proj"), "model.layers.3.self_attn.q_proj");
-        assert_eq!(hessian_owner("model.layers.3.mlp.up_proj"), "model.layers.3.mlp.gate_proj");
-        assert_eq!(hessian_owner("model.layers.3.mlp.down_proj"), "model.layers.3.mlp.down_proj");
+        assert_eq!(
+            hessian_owner("model.layers.3.self_attn.v_proj"),
+            "model.layers.3.self_attn.q_proj"
+        );
+        assert_eq!(
+            hessian_owner("model.layers.3.mlp.up_proj"),
+            "model.layers.3.mlp.gate_proj"
+        );
+        assert_eq!(
+            hessian_owner("model.layers.3.mlp.down_proj"),
+            "model.layers.3.mlp.down_proj"
+        );
     }
 }

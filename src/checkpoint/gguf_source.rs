@@ -71,16 +71,33 @@ impl GgufSource {
         let mut entries = Vec::with_capacity(file.tensors.len());
         let weights = athena::stored_weights(&file).map_err(|e| invalid(&path, e.to_string()))?;
         for w in &weights {
-            let hf_name = names::gguf_to_hf(&w.name).ok_or_else(|| bad(&path, &w.name, "no Hugging Face counterpart for this Athena weight"))?;
+            let hf_name = names::gguf_to_hf(&w.name).ok_or_else(|| {
+                bad(
+                    &path,
+                    &w.name,
+                    "no Hugging Face counterpart for this Athena weight",
+                )
+            })?;
             let shape = vec![w.params.rows as usize, w.params.cols as usize];
             if let Some(want) = expected_shape(&config, &hf_name) {
                 if want != shape {
-                    return Err(bad(&path, &w.name, format!("shape {shape:?} does not match the config, expected {want:?}")));
+                    return Err(bad(
+                        &path,
+                        &w.name,
+                        format!("shape {shape:?} does not match the config, expected {want:?}"),
+                    ));
                 }
             }
-            entries.push(Entry { hf_name, storage: Storage::Athena(w.name.clone()), shape });
+            entries.push(Entry {
+                hf_name,
+                storage: Storage::Athena(w.name.clone()),
+                shape,
+            });
         }
-        let components: std::collections::HashSet<&str> = weights.iter().flat_map(|w| w.components.iter().map(|t| t.name.as_str())).collect();
+        let components: std::collections::HashSet<&str> = weights
+            .iter()
+            .flat_map(|w| w.components.iter().map(|t| t.name.as_str()))
+            .collect();
         for (index, t) in file.tensors.iter().enumerate() {
             if components.contains(t.name.as_str()) {
                 continue;
@@ -184,12 +201,18 @@ impl TensorSource for GgufSource {
             Storage::Plain(index) => {
                 let info = &self.file.tensors[*index];
                 let bytes = self.file.tensor_data(info);
-                let data = dequantize(info.ggml_type, bytes, n).map_err(|m| bad(&self.path, &info.name, m))?;
+                let data = dequantize(info.ggml_type, bytes, n)
+                    .map_err(|m| bad(&self.path, &info.name, m))?;
                 (info.name.as_str(), data)
             }
             Storage::Athena(w) => {
-                let weight = athena::stored_weight(&self.file, w).map_err(|e| invalid(&self.path, e.to_string()))?;
-                let decoded = weight.encoded.check().and_then(|()| weight.encoded.decode()).map_err(|e| bad(&self.path, w, e.to_string()))?;
+                let weight = athena::stored_weight(&self.file, w)
+                    .map_err(|e| invalid(&self.path, e.to_string()))?;
+                let decoded = weight
+                    .encoded
+                    .check()
+                    .and_then(|()| weight.encoded.decode())
+                    .map_err(|e| bad(&self.path, w, e.to_string()))?;
                 (w.as_str(), decoded)
             }
         };

@@ -342,23 +342,39 @@ pub fn stored_weights(file: &GgufFile) -> Result<Vec<StoredWeight<'_>>, AthenaEr
     let mut weights = Vec::with_capacity(names.len());
     for name in names {
         if !seen.insert(name.as_str()) {
-            return Err(key_err(TENSORS_KEY, format!("weight '{name}' is listed twice")));
+            return Err(key_err(
+                TENSORS_KEY,
+                format!("weight '{name}' is listed twice"),
+            ));
         }
         let weight = stored_weight(file, name)?;
         owned.extend(weight.components.iter().map(|t| t.name.clone()));
         weights.push(weight);
     }
-    if let Some(stray) = file.tensors.iter().find(|t| t.name.contains(".athena_") && !owned.contains(&t.name)) {
-        return Err(AthenaError::Weight { weight: stray.name.clone(), problem: "Athena component tensor of no weight listed in athena.tensors".into() });
+    if let Some(stray) = file
+        .tensors
+        .iter()
+        .find(|t| t.name.contains(".athena_") && !owned.contains(&t.name))
+    {
+        return Err(AthenaError::Weight {
+            weight: stray.name.clone(),
+            problem: "Athena component tensor of no weight listed in athena.tensors".into(),
+        });
     }
     Ok(weights)
 }
 
 /// Reads one weight `name` (listed in `athena.tensors`): its keys, parameters and components.
 pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<'f>, AthenaError> {
-    let werr = |problem: String| AthenaError::Weight { weight: name.to_string(), problem };
+    let werr = |problem: String| AthenaError::Weight {
+        weight: name.to_string(),
+        problem,
+    };
     if name.starts_with("sha256.") {
-        return Err(key_err(TENSORS_KEY, format!("weight name '{name}' collides with the checksum keys")));
+        return Err(key_err(
+            TENSORS_KEY,
+            format!("weight name '{name}' collides with the checksum keys"),
+        ));
     }
     if file.tensor(name).is_some() {
         return Err(werr("a plain tensor of the same name exists".into()));
@@ -367,8 +383,18 @@ pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<
     let [tile_rows, tile_cols] = get_pair(file, &weight_key(name, "tile"), false)?;
     let cb_key = weight_key(name, "codebook_type");
     let codebook = match get(file, &cb_key)? {
-        Value::String(s) => CodebookType::from_name(s).ok_or_else(|| key_err(&cb_key, format!("unknown codebook type '{s}' (expected \"i8\" or \"f16\")")))?,
-        other => return Err(key_err(&cb_key, format!("expected string, found {}", other.type_description()))),
+        Value::String(s) => CodebookType::from_name(s).ok_or_else(|| {
+            key_err(
+                &cb_key,
+                format!("unknown codebook type '{s}' (expected \"i8\" or \"f16\")"),
+            )
+        })?,
+        other => {
+            return Err(key_err(
+                &cb_key,
+                format!("expected string, found {}", other.type_description()),
+            ))
+        }
     };
     let params = Params {
         rows,
@@ -380,28 +406,57 @@ pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<
         rank: get_u32(file, &weight_key(name, "lowrank_rank"))?,
         codebook,
     };
-    let decode_err = |error| AthenaError::Decode { weight: name.to_string(), error };
+    let decode_err = |error| AthenaError::Decode {
+        weight: name.to_string(),
+        error,
+    };
     params.validate().map_err(decode_err)?;
     let expected = component_layout(&params).map_err(decode_err)?;
     let mut components = Vec::new();
     for (suffix, ty, dims) in &expected {
         let tname = format!("{name}{suffix}");
-        let t = file.tensor(&tname).ok_or_else(|| werr(format!("component tensor '{tname}' is missing")))?;
+        let t = file
+            .tensor(&tname)
+            .ok_or_else(|| werr(format!("component tensor '{tname}' is missing")))?;
         if t.ggml_type != *ty || &t.dims != dims {
-            return Err(werr(format!("component '{tname}' is {} {:?}, the spec requires {} {:?}", t.ggml_type.name(), t.dims, ty.name(), dims)));
+            return Err(werr(format!(
+                "component '{tname}' is {} {:?}, the spec requires {} {:?}",
+                t.ggml_type.name(),
+                t.dims,
+                ty.name(),
+                dims
+            )));
         }
         components.push(t);
     }
     for suffix in [CBS, LRA, LRB] {
         let tname = format!("{name}{suffix}");
         if !expected.iter().any(|e| e.0 == suffix) && file.tensor(&tname).is_some() {
-            return Err(werr(format!("component tensor '{tname}' must be absent for these parameters")));
+            return Err(werr(format!(
+                "component tensor '{tname}' must be absent for these parameters"
+            )));
         }
     }
-    let data = |suffix: &str| components.iter().find(|t| t.name.ends_with(suffix)).map_or(&[][..], |t| file.tensor_data(t));
-    let parts = Parts { indices: data(IDX), codebook: data(CB), scales: data(CBS), lowrank_a: data(LRA), lowrank_b: data(LRB) };
+    let data = |suffix: &str| {
+        components
+            .iter()
+            .find(|t| t.name.ends_with(suffix))
+            .map_or(&[][..], |t| file.tensor_data(t))
+    };
+    let parts = Parts {
+        indices: data(IDX),
+        codebook: data(CB),
+        scales: data(CBS),
+        lowrank_a: data(LRA),
+        lowrank_b: data(LRB),
+    };
     let encoded = Encoded::new(params, parts).map_err(decode_err)?;
-    Ok(StoredWeight { name: name.to_string(), params, components, encoded })
+    Ok(StoredWeight {
+        name: name.to_string(),
+        params,
+        components,
+        encoded,
+    })
 }
 
 /// Lowercase hex SHA-256 of `data`.

@@ -122,10 +122,17 @@ pub struct ConvertReport {
 pub enum Progress<'a> {
     Stage(&'a str),
     /// Sensitivity pass: block `layer` of `layers` done.
-    Traces { layer: usize, layers: usize },
+    Traces {
+        layer: usize,
+        layers: usize,
+    },
     Plan(&'a [PlannedLayer]),
     /// Quantizing `kind` of block `layer` of `layers`.
-    Layer { layer: usize, layers: usize, kind: LinearKind },
+    Layer {
+        layer: usize,
+        layers: usize,
+        kind: LinearKind,
+    },
 }
 
 fn apply_method(cfg: &mut VqConfig, opts: &ConvertOptions) {
@@ -158,9 +165,13 @@ fn rank_for(choice: LowRankChoice, rows: usize, cols: usize) -> usize {
 fn check_options(opts: &ConvertOptions) -> Result<(), ConvertError> {
     let fail = |m: &str| Err(ConvertError::Options(m.to_string()));
     match (opts.bits, opts.vq) {
-        (None, None) => return fail("choose a size: --bits B (average bits per weight) or --vq d,n,R,C"),
+        (None, None) => {
+            return fail("choose a size: --bits B (average bits per weight) or --vq d,n,R,C")
+        }
         (Some(_), Some(_)) => return fail("--bits and --vq exclude each other"),
-        (Some(b), None) if !(b.is_finite() && b > 0.0) => return fail("--bits must be a positive number"),
+        (Some(b), None) if !(b.is_finite() && b > 0.0) => {
+            return fail("--bits must be a positive number")
+        }
         _ => {}
     }
     if opts.seq_len < 16 || opts.calib_tokens < opts.seq_len {
@@ -173,36 +184,73 @@ fn check_options(opts: &ConvertOptions) -> Result<(), ConvertError> {
 }
 
 /// The per-layer configurations, printed and recorded before quantization starts.
-fn make_plan(opts: &ConvertOptions, model: &Model, source: &dyn TensorSource, sequences: &[Vec<u32>], progress: &mut dyn FnMut(Progress<'_>)) -> Result<Vec<PlannedLayer>, ConvertError> {
+fn make_plan(
+    opts: &ConvertOptions,
+    model: &Model,
+    source: &dyn TensorSource,
+    sequences: &[Vec<u32>],
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Vec<PlannedLayer>, ConvertError> {
     let config = model.config().clone();
     let mut layers = Vec::new();
     for layer in 0..config.num_hidden_layers {
         for kind in LinearKind::ALL {
             let [rows, cols] = kind.shape(&config);
-            layers.push(LayerInfo { name: format!("{}.weight", kind.hf_name(layer)), rows, cols, sensitivity: 0.0 });
+            layers.push(LayerInfo {
+                name: format!("{}.weight", kind.hf_name(layer)),
+                rows,
+                cols,
+                sensitivity: 0.0,
+            });
         }
     }
     let finish = |l: &LayerInfo, mut cfg: VqConfig| -> Result<PlannedLayer, ConvertError> {
         apply_method(&mut cfg, opts);
-        cfg.validate(l.rows, l.cols).map_err(|e| ConvertError::Options(format!("layer '{}' ({} x {}): {e}", l.name, l.rows, l.cols)))?;
+        cfg.validate(l.rows, l.cols).map_err(|e| {
+            ConvertError::Options(format!("layer '{}' ({} x {}): {e}", l.name, l.rows, l.cols))
+        })?;
         let bpw = plan::config_bpw(&cfg, l.rows, l.cols);
-        Ok(PlannedLayer { name: l.name.clone(), rows: l.rows, cols: l.cols, config: cfg, bpw })
+        Ok(PlannedLayer {
+            name: l.name.clone(),
+            rows: l.rows,
+            cols: l.cols,
+            config: cfg,
+            bpw,
+        })
     };
     let scalar = matches!(opts.method, Method::Gptq | Method::Rtn);
     match (opts.vq, opts.bits) {
         (Some([d, n, r, c]), _) => layers
             .iter()
-            .map(|l| finish(l, VqConfig { rank: rank_for(opts.lowrank, l.rows, l.cols), ..VqConfig::new(d, n, r, c) }))
+            .map(|l| {
+                finish(
+                    l,
+                    VqConfig {
+                        rank: rank_for(opts.lowrank, l.rows, l.cols),
+                        ..VqConfig::new(d, n, r, c)
+                    },
+                )
+            })
             .collect(),
         (None, Some(bits)) if scalar => {
             // Scalar baselines: round(bits) index bits on a grid per row and 128 columns.
             let b = bits.round().clamp(1.0, 16.0) as u32;
-            layers.iter().map(|l| finish(l, VqConfig::new(1, 1 << b, 1, 128.min(l.cols)))).collect()
+            layers
+                .iter()
+                .map(|l| finish(l, VqConfig::new(1, 1 << b, 1, 128.min(l.cols))))
+                .collect()
         }
         (None, Some(bits)) => {
-            progress(Progress::Stage("measuring layer sensitivities (Hessian traces)"));
+            progress(Progress::Stage(
+                "measuring layer sensitivities (Hessian traces)",
+            ));
             let layers_n = config.num_hidden_layers;
-            let traces = sequential::hessian_traces(model, sequences, |layer| progress(Progress::Traces { layer, layers: layers_n }))?;
+            let traces = sequential::hessian_traces(model, sequences, |layer| {
+                progress(Progress::Traces {
+                    layer,
+                    layers: layers_n,
+                })
+            })?;
             for l in &mut layers {
                 let w = source.load(&l.name)?;
                 let norm2: f64 = w.data.iter().map(|&x| (x as f64) * (x as f64)).sum();
@@ -211,20 +259,30 @@ fn make_plan(opts: &ConvertOptions, model: &Model, source: &dyn TensorSource, se
             let chosen = plan::plan_with(&layers, bits, |l, d, n| {
                 let mut cfg = match opts.tiles {
                     TileLayout::Wide => plan::menu_config(d, n, l.rows, l.cols, opts.codebook, 0),
-                    TileLayout::Paper => VqConfig { codebook: opts.codebook, ..VqConfig::new(d, n, l.rows, d) },
+                    TileLayout::Paper => VqConfig {
+                        codebook: opts.codebook,
+                        ..VqConfig::new(d, n, l.rows, d)
+                    },
                 };
                 cfg.rank = rank_for(opts.lowrank, l.rows, l.cols);
                 apply_method(&mut cfg, opts);
                 cfg
             })?;
-            layers.iter().zip(chosen).map(|(l, p)| finish(l, p.config)).collect()
+            layers
+                .iter()
+                .zip(chosen)
+                .map(|(l, p)| finish(l, p.config))
+                .collect()
         }
         (None, None) => unreachable!("checked by check_options"),
     }
 }
 
 /// Runs a whole conversion; see the module documentation.
-pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress<'_>)) -> Result<ConvertReport, ConvertError> {
+pub fn convert(
+    opts: &ConvertOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<ConvertReport, ConvertError> {
     let started = Instant::now();
     check_options(opts)?;
     let source = HfFolder::open_validated(&opts.model)?;
@@ -232,11 +290,24 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress<'_>)) ->
     let tokenizer_files = TokenizerFiles::read(&opts.model)?;
     let model = Model::new(&source, Device::Cpu)?;
     let config = source.config().clone();
-    let name = opts.model.file_name().map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
-    let meta = export::metadata::model_metadata(&config, &tokenizer_files, &name, opts.embed_type.file_type())?;
+    let name = opts
+        .model
+        .file_name()
+        .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+    let meta = export::metadata::model_metadata(
+        &config,
+        &tokenizer_files,
+        &name,
+        opts.embed_type.file_type(),
+    )?;
 
     progress(Progress::Stage("tokenizing calibration text"));
-    let sequences = calibration::calibration_sequences(&opts.calib, &tokenizer, opts.calib_tokens, opts.seq_len)?;
+    let sequences = calibration::calibration_sequences(
+        &opts.calib,
+        &tokenizer,
+        opts.calib_tokens,
+        opts.seq_len,
+    )?;
     let plan = make_plan(opts, &model, &source, &sequences, progress)?;
     progress(Progress::Plan(&plan));
 
@@ -244,15 +315,24 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress<'_>)) ->
     for (key, value) in meta.keys {
         writer.add_metadata(key, value);
     }
-    writer.add_metadata("athena.converter.method", format!("{:?}", opts.method).to_lowercase());
+    writer.add_metadata(
+        "athena.converter.method",
+        format!("{:?}", opts.method).to_lowercase(),
+    );
     writer.add_metadata("athena.converter.seed", Value::U64(opts.seed));
-    writer.add_metadata("athena.converter.calibration_tokens", Value::U64((sequences.len() * opts.seq_len) as u64));
+    writer.add_metadata(
+        "athena.converter.calibration_tokens",
+        Value::U64((sequences.len() * opts.seq_len) as u64),
+    );
     if let Some(bits) = opts.bits {
         writer.add_metadata("athena.converter.bits_budget", Value::F64(bits));
     }
 
     // Everything that is not a quantized linear weight: embeddings, norms, biases, output.
-    let planned: BTreeMap<String, VqConfig> = plan.iter().map(|p| (p.name.clone(), p.config.clone())).collect();
+    let planned: BTreeMap<String, VqConfig> = plan
+        .iter()
+        .map(|p| (p.name.clone(), p.config.clone()))
+        .collect();
     let mut parameters = 0u64;
     for tp in export::plan_tensors(&source)? {
         parameters += tp.hf_shape.iter().product::<usize>() as u64;
@@ -261,7 +341,10 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress<'_>)) ->
         }
         let data = export::to_gguf_layout(&tp, source.load(&tp.hf_name)?)?;
         let ty = plain::tensor_type(opts.embed_type, &tp.gguf_name, &tp.dims);
-        let bytes = plain::encode(ty, &data).map_err(|e| export::ExportError::Tensor { name: tp.hf_name.clone(), message: e.to_string() })?;
+        let bytes = plain::encode(ty, &data).map_err(|e| export::ExportError::Tensor {
+            name: tp.hf_name.clone(),
+            message: e.to_string(),
+        })?;
         writer.add_tensor(&tp.gguf_name, &tp.dims, ty, &bytes)?;
     }
 
@@ -273,9 +356,16 @@ pub fn convert(opts: &ConvertOptions, progress: &mut dyn FnMut(Progress<'_>)) ->
         &sequences,
         &planned,
         opts.seed,
-        |layer, kind| progress(Progress::Layer { layer, layers: layers_n, kind }),
+        |layer, kind| {
+            progress(Progress::Layer {
+                layer,
+                layers: layers_n,
+                kind,
+            })
+        },
         |name, q| {
-            let gguf = crate::checkpoint::names::hf_to_gguf(name).ok_or_else(|| format!("no GGUF name for {name}"))?;
+            let gguf = crate::checkpoint::names::hf_to_gguf(name)
+                .ok_or_else(|| format!("no GGUF name for {name}"))?;
             let encoded = athena::encode(&gguf, q);
             linear_bits += 8 * encoded.stored_bytes();
             linear_weights += (q.vq.rows * q.vq.cols) as u64;
@@ -301,8 +391,12 @@ pub fn default_calibration_text() -> PathBuf {
 
 /// `$ATHENA_CACHE`, else `~/.cache/athena` (where tools/fetch-models.sh puts models and texts).
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("ATHENA_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| Path::new(".").to_path_buf());
-        home.join(".cache/athena")
-    })
+    std::env::var_os("ATHENA_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(".").to_path_buf());
+            home.join(".cache/athena")
+        })
 }

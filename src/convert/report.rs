@@ -7,8 +7,15 @@ use crate::quantizer::{CodebookKind, VqConfig};
 
 /// `d=2 n=64 tile=72x576 i8 r=0` (plus the baseline markers).
 pub fn describe(cfg: &VqConfig) -> String {
-    let cb = if cfg.codebook == CodebookKind::Int8 { "i8" } else { "f16" };
-    let mut s = format!("d={} n={} tile={}x{} {cb} r={}", cfg.d, cfg.n, cfg.tile_rows, cfg.tile_cols, cfg.rank);
+    let cb = if cfg.codebook == CodebookKind::Int8 {
+        "i8"
+    } else {
+        "f16"
+    };
+    let mut s = format!(
+        "d={} n={} tile={}x{} {cb} r={}",
+        cfg.d, cfg.n, cfg.tile_rows, cfg.tile_cols, cfg.rank
+    );
     if cfg.uniform_grid {
         s.push_str(" grid");
     }
@@ -25,25 +32,58 @@ pub fn describe(cfg: &VqConfig) -> String {
 pub fn render_plan(plan: &[PlannedLayer]) -> String {
     let mut out = String::new();
     let width = plan.iter().map(|p| p.name.len()).max().unwrap_or(5);
-    let _ = writeln!(out, "{:<width$}  {:>11}  {:<40}  {:>7}", "layer", "shape", "config", "bpw");
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>11}  {:<40}  {:>7}",
+        "layer", "shape", "config", "bpw"
+    );
     let (mut bits, mut weights) = (0.0, 0.0);
     for p in plan {
         let shape = format!("{}x{}", p.rows, p.cols);
-        let _ = writeln!(out, "{:<width$}  {:>11}  {:<40}  {:>7.4}", p.name, shape, describe(&p.config), p.bpw);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>11}  {:<40}  {:>7.4}",
+            p.name,
+            shape,
+            describe(&p.config),
+            p.bpw
+        );
         bits += p.bpw * (p.rows * p.cols) as f64;
         weights += (p.rows * p.cols) as f64;
     }
-    let _ = writeln!(out, "planned linear bpw: {:.4} over {} layers", bits / weights.max(1.0), plan.len());
+    let _ = writeln!(
+        out,
+        "planned linear bpw: {:.4} over {} layers",
+        bits / weights.max(1.0),
+        plan.len()
+    );
     out
 }
 
 /// Per layer: config, bpw, relative layer loss and time; then the totals.
 pub fn render_report(report: &ConvertReport) -> String {
     let mut out = String::new();
-    let width = report.layers.iter().map(|l| l.name.len()).max().unwrap_or(5);
-    let _ = writeln!(out, "{:<width$}  {:<40}  {:>7}  {:>10}  {:>7}", "layer", "config", "bpw", "rel. loss", "seconds");
+    let width = report
+        .layers
+        .iter()
+        .map(|l| l.name.len())
+        .max()
+        .unwrap_or(5);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<40}  {:>7}  {:>10}  {:>7}",
+        "layer", "config", "bpw", "rel. loss", "seconds"
+    );
     for (l, p) in report.layers.iter().zip(&report.plan) {
-        let _ = writeln!(out, "{:<width$}  {:<40}  {:>7.4}  {:>10.3e}  {:>7.2}", l.name, describe(&p.config), p.bpw, l.relative_loss, l.seconds);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<40}  {:>7.4}  {:>10.3e}  {:>7.2}",
+            l.name,
+            describe(&p.config),
+            p.bpw,
+            l.relative_loss,
+            l.seconds
+        );
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "linear bpw (stored):  {:.4}", report.linear_bpw);

@@ -41,7 +41,11 @@ pub struct LayerOutcome {
 }
 
 /// Per-layer tr(H) from one pass of the unquantized model (APTQ sensitivities).
-pub fn hessian_traces(model: &Model, sequences: &[Vec<u32>], mut progress: impl FnMut(usize)) -> Result<BTreeMap<String, f64>, SequentialError> {
+pub fn hessian_traces(
+    model: &Model,
+    sequences: &[Vec<u32>],
+    mut progress: impl FnMut(usize),
+) -> Result<BTreeMap<String, f64>, SequentialError> {
     let mut observer = HessianObserver::new(Accumulate::Trace);
     let hidden = model.embed(sequences)?;
     let mut layer = 0;
@@ -54,7 +58,12 @@ pub fn hessian_traces(model: &Model, sequences: &[Vec<u32>], mut progress: impl 
     for layer in 0..model.config().num_hidden_layers {
         for kind in LinearKind::ALL {
             let name = kind.hf_name(layer);
-            let trace = observer.trace(&name).ok_or_else(|| SequentialError::Layer { layer: name.clone(), message: "no calibration input reached this layer".into() })?;
+            let trace = observer
+                .trace(&name)
+                .ok_or_else(|| SequentialError::Layer {
+                    layer: name.clone(),
+                    message: "no calibration input reached this layer".into(),
+                })?;
             traces.insert(format!("{name}.weight"), trace);
         }
     }
@@ -83,28 +92,54 @@ pub fn quantize_model(
             let started = Instant::now();
             let module = kind.hf_name(layer);
             let name = format!("{module}.weight");
-            let err = |message: String| SequentialError::Layer { layer: name.clone(), message };
-            let cfg = plan.get(&name).ok_or_else(|| err("no configuration planned".into()))?;
+            let err = |message: String| SequentialError::Layer {
+                layer: name.clone(),
+                message,
+            };
+            let cfg = plan
+                .get(&name)
+                .ok_or_else(|| err("no configuration planned".into()))?;
             let weight = &block.linear(kind).weight;
             let (rows, cols) = weight.dims2().map_err(ModelError::from)?;
-            let mut w: Vec<f32> = weight.flatten_all().and_then(|t| t.to_vec1()).map_err(ModelError::from)?;
+            let mut w: Vec<f32> = weight
+                .flatten_all()
+                .and_then(|t| t.to_vec1())
+                .map_err(ModelError::from)?;
             // Athena weights are quantized and stored in the GGUF row order (llama's q/k rows
             // permuted), so a codebook tile groups the rows a runtime reads together.
-            let perm = export::plan_tensor(&config, &name, &[rows, cols]).map_err(|e| err(e.to_string()))?.qk_heads;
+            let perm = export::plan_tensor(&config, &name, &[rows, cols])
+                .map_err(|e| err(e.to_string()))?
+                .qk_heads;
             if let Some(n_head) = perm {
                 w = names::permute_qk(&w, rows, cols, n_head).map_err(|e| err(e.to_string()))?;
             }
-            let h = observer.hessian(&module).ok_or_else(|| err("no calibration input reached this layer".into()))?.finish();
+            let h = observer
+                .hessian(&module)
+                .ok_or_else(|| err("no calibration input reached this layer".into()))?
+                .finish();
             let layer_seed = seed ^ fnv1a(name.as_bytes());
-            let q = quantize_linear(&w, rows, cols, &h, cfg, layer_seed).map_err(|source| SequentialError::Quant { layer: name.clone(), source })?;
+            let q = quantize_linear(&w, rows, cols, &h, cfg, layer_seed).map_err(|source| {
+                SequentialError::Quant {
+                    layer: name.clone(),
+                    source,
+                }
+            })?;
             sink(&name, &q).map_err(err)?;
             let mut dequantized = q.dequantized.clone();
             if let Some(n_head) = perm {
-                dequantized = names::unpermute_qk(&dequantized, rows, cols, n_head).map_err(|e| err(e.to_string()))?;
+                dequantized = names::unpermute_qk(&dequantized, rows, cols, n_head)
+                    .map_err(|e| err(e.to_string()))?;
             }
-            let t = Tensor::from_vec(dequantized, (rows, cols), model.device()).map_err(ModelError::from)?;
+            let t = Tensor::from_vec(dequantized, (rows, cols), model.device())
+                .map_err(ModelError::from)?;
             block.set_weight(kind, t)?;
-            outcomes.push(LayerOutcome { name, rows, cols, relative_loss: q.relative_loss, seconds: started.elapsed().as_secs_f64() });
+            outcomes.push(LayerOutcome {
+                name,
+                rows,
+                cols,
+                relative_loss: q.relative_loss,
+                seconds: started.elapsed().as_secs_f64(),
+            });
         }
         drop(observer);
         hidden = model.run_block(&block, &hidden, None)?;
@@ -114,5 +149,7 @@ pub fn quantize_model(
 
 /// FNV-1a: a stable per-layer seed offset (std's hashers are not stable across releases).
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }

@@ -46,7 +46,12 @@ impl MetricCentroids {
             }
             cmc[a] = q;
         }
-        Self { d, n: padded, mc, cmc }
+        Self {
+            d,
+            n: padded,
+            mc,
+            cmc,
+        }
     }
 
     /// Index of the nearest centroid to w (ties go to the lower index) and its score

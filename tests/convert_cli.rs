@@ -1,0 +1,170 @@
+//! athena-convert --bits/--vq end to end on a tiny random llama (the real model runs in
+//! tests/real_convert.rs): a valid file that athena-verify accepts and GgufSource decodes,
+//! byte-identical output for a fixed seed, and clear errors that leave no output behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use athena::checkpoint::gguf_source::GgufSource;
+use athena::checkpoint::TensorSource;
+
+struct Tiny {
+    dir: tempfile::TempDir,
+}
+
+impl Tiny {
+    fn new(arch: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("tiny");
+        std::fs::create_dir(&model).unwrap();
+        let cfg = common::tiny_config(arch);
+        common::write_folder(&model, &cfg, &common::random_tensors(&cfg, 5));
+        common::write_bpe_tokenizer(&model);
+        let text: String = (0..400)
+            .map(|k| ["ab ", "a b ", "12 ", "ab1 "][k % 4])
+            .collect();
+        std::fs::write(dir.path().join("calib.txt"), text).unwrap();
+        Tiny { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn convert(&self, out: &str, extra: &[&str]) -> (i32, String) {
+        let mut args: Vec<String> = vec![
+            self.path("tiny").display().to_string(),
+            self.path(out).display().to_string(),
+        ];
+        args.extend(
+            [
+                "--calib",
+                &self.path("calib.txt").display().to_string(),
+                "--seq-len",
+                "16",
+                "--quiet",
+            ]
+            .map(String::from),
+        );
+        if !extra.contains(&"--calib-tokens") {
+            args.extend(["--calib-tokens".to_string(), "64".to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = Command::new(env!("CARGO_BIN_EXE_athena-convert"))
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+}
+
+fn verify_json(path: &Path) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_athena-verify"))
+        .arg(path)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "athena-verify: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn bits_budget_gives_a_valid_file_within_budget() {
+    for arch in ["llama", "qwen2"] {
+        let t = Tiny::new(arch);
+        let (code, err) = t.convert("q.gguf", &["--bits", "3.5"]);
+        assert_eq!(code, 0, "{arch}: {err}");
+        let report = verify_json(&t.path("q.gguf"));
+        let s = &report["summary"];
+        assert_eq!(
+            s["athena_weights"], 14,
+            "{arch}: two blocks of seven linear layers"
+        );
+        let bpw = s["linear_bpw"].as_f64().unwrap();
+        assert!(bpw <= 3.5 && bpw > 2.0, "{arch}: linear bpw {bpw}");
+        // The file runs: every weight decodes back to its HF shape.
+        let src = GgufSource::open(t.path("q.gguf")).unwrap();
+        let w = src.load("model.layers.1.self_attn.q_proj.weight").unwrap();
+        assert_eq!(w.shape, vec![16, 16]);
+        assert!(w.data.iter().all(|x| x.is_finite()));
+    }
+}
+
+#[test]
+fn same_seed_gives_a_byte_identical_file() {
+    let t = Tiny::new("llama");
+    for out in ["a.gguf", "b.gguf"] {
+        let (code, err) = t.convert(out, &["--vq", "2,16,4,16", "--seed", "7"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(
+        std::fs::read(t.path("a.gguf")).unwrap(),
+        std::fs::read(t.path("b.gguf")).unwrap()
+    );
+}
+
+#[test]
+fn baselines_and_options_all_produce_valid_files() {
+    let t = Tiny::new("llama");
+    let runs: [(&str, &[&str]); 6] = [
+        ("gptq.gguf", &["--bits", "3", "--method", "gptq"]),
+        ("rtn.gguf", &["--bits", "3", "--method", "rtn"]),
+        ("kmeans.gguf", &["--bits", "3", "--method", "kmeans"]),
+        ("f16cb.gguf", &["--vq", "2,16,8,16", "--codebook", "f16"]),
+        (
+            "lowrank.gguf",
+            &["--vq", "2,16,8,16", "--lowrank-rank", "auto"],
+        ),
+        // The paper's layout costs ~11 bpw of codebook on 16-column layers.
+        (
+            "paper.gguf",
+            &["--bits", "12", "--tiles", "paper", "--order", "natural"],
+        ),
+    ];
+    for (out, args) in runs {
+        let (code, err) = t.convert(out, args);
+        assert_eq!(code, 0, "{out}: {err}");
+        verify_json(&t.path(out));
+    }
+}
+
+#[test]
+fn bad_arguments_get_one_line_errors_and_no_output() {
+    let t = Tiny::new("llama");
+    let cases: [(&[&str], &str); 6] = [
+        (&["--bits", "0.5"], "below the smallest configuration"),
+        (&["--vq", "2,16,99,16"], "tile rows 99"),
+        (&["--vq", "3,16,4,15"], "not a multiple of d = 3"),
+        (&["--vq", "2,12,4,16"], "power of two"),
+        (&["--vq", "2,16,4,16", "--bits", "3"], "exclude each other"),
+        (
+            &["--bits", "3", "--calib-tokens", "100000"],
+            "calibration needs",
+        ),
+    ];
+    for (args, needle) in cases {
+        let (code, err) = t.convert("bad.gguf", args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err:?}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        let left: Vec<_> = std::fs::read_dir(t.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("bad.gguf"))
+            .collect();
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+    }
+}
