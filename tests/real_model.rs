@@ -21,16 +21,13 @@ use athena::model::Model;
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 
+/// wiki.utf8 from the cache that tools/fetch-models.sh fills.
 fn default_text() -> PathBuf {
     let cache = std::env::var_os("ATHENA_CACHE")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/athena")));
-    cache
-        .map(|c| c.join("text/wiki.utf8"))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| {
-            PathBuf::from("/work/data/exl/exllamav3/conversion/standard_cal_data/wiki.utf8")
-        })
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/athena")))
+        .expect("ATHENA_CACHE or HOME");
+    cache.join("text/wiki.utf8")
 }
 
 #[test]

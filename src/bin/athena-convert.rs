@@ -163,6 +163,11 @@ struct AthenaArgs {
     #[arg(long, value_enum, default_value = "wide")]
     tiles: TilesArg,
 
+    /// What the --bits plan weighs layers by: hessian (APTQ: Hessian trace x weight energy, one
+    /// extra calibration pass) or uniform (every weight alike: bits spread evenly).
+    #[arg(long, value_enum, default_value = "uniform")]
+    sensitivity: SensitivityArg,
+
     /// Order in which column groups are quantized: hessian (descending Hessian diagonal, like
     /// GPTQ's act-order) or natural (left to right).
     #[arg(long, value_enum, default_value = "hessian")]
@@ -211,6 +216,12 @@ enum CodebookArg {
 enum TilesArg {
     Wide,
     Paper,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SensitivityArg {
+    Hessian,
+    Uniform,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -265,6 +276,10 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
         tiles: match a.tiles {
             TilesArg::Wide => convert::TileLayout::Wide,
             TilesArg::Paper => convert::TileLayout::Paper,
+        },
+        sensitivity: match a.sensitivity {
+            SensitivityArg::Hessian => convert::Sensitivity::Hessian,
+            SensitivityArg::Uniform => convert::Sensitivity::Uniform,
         },
         order: match a.order {
             OrderArg::Hessian => GroupOrder::HessianDiagonal,

@@ -44,6 +44,15 @@ pub enum LowRankChoice {
     Auto,
 }
 
+/// What the mixed-precision plan weighs layers by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sensitivity {
+    /// APTQ: tr(H) * ||W||^2 / M from one calibration pass over the unquantized model.
+    Hessian,
+    /// Every weight counts the same: bits spread as evenly as the menu allows.
+    Uniform,
+}
+
 /// How codebook tiles are shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TileLayout {
@@ -66,6 +75,7 @@ pub struct ConvertOptions {
     pub codebook: CodebookKind,
     pub lowrank: LowRankChoice,
     pub tiles: TileLayout,
+    pub sensitivity: Sensitivity,
     pub order: GroupOrder,
     pub kmeans_iters: usize,
     pub calib: PathBuf,
@@ -241,20 +251,26 @@ fn make_plan(
                 .collect()
         }
         (None, Some(bits)) => {
-            progress(Progress::Stage(
-                "measuring layer sensitivities (Hessian traces)",
-            ));
-            let layers_n = config.num_hidden_layers;
-            let traces = sequential::hessian_traces(model, sequences, |layer| {
-                progress(Progress::Traces {
-                    layer,
-                    layers: layers_n,
-                })
-            })?;
-            for l in &mut layers {
-                let w = source.load(&l.name)?;
-                let norm2: f64 = w.data.iter().map(|&x| (x as f64) * (x as f64)).sum();
-                l.sensitivity = traces[&l.name] * norm2 / l.cols as f64;
+            if opts.sensitivity == Sensitivity::Hessian {
+                progress(Progress::Stage(
+                    "measuring layer sensitivities (Hessian traces)",
+                ));
+                let layers_n = config.num_hidden_layers;
+                let traces = sequential::hessian_traces(model, sequences, |layer| {
+                    progress(Progress::Traces {
+                        layer,
+                        layers: layers_n,
+                    })
+                })?;
+                for l in &mut layers {
+                    let w = source.load(&l.name)?;
+                    let norm2: f64 = w.data.iter().map(|&x| (x as f64) * (x as f64)).sum();
+                    l.sensitivity = traces[&l.name] * norm2 / l.cols as f64;
+                }
+            } else {
+                for l in &mut layers {
+                    l.sensitivity = (l.rows * l.cols) as f64;
+                }
             }
             let chosen = plan::plan_with(&layers, bits, |l, d, n| {
                 let mut cfg = match opts.tiles {
