@@ -111,11 +111,12 @@ fn smollm2_f16_export_and_athena_3bit_conversion() {
     println!(
         "athena --bits 3 (4096 calibration tokens): linear bpw {bpw:.4}, ppl {ppl_q:.4} (4 chunks)"
     );
-    // Bound from the measurement in the closing note of this test's commit, with headroom.
+    // Measured 28.8629 with exactly these arguments (release build, this machine); the bound
+    // leaves 10% for other CPUs' GEMM kernels. f32 is 12.93 on these chunks: see docs/benchmarks.md.
     assert!(
         ppl_q < ATHENA_3BIT_BOUND,
         "3-bit ppl {ppl_q} above {ATHENA_3BIT_BOUND}"
     );
 }
 
-const ATHENA_3BIT_BOUND: f64 = 1e9;
+const ATHENA_3BIT_BOUND: f64 = 31.75;
