@@ -16,7 +16,6 @@ use athena::checkpoint::names::{self, hf_to_gguf};
 use athena::checkpoint::{Architecture, CheckpointError, DenseTensor, ModelConfig, TensorSource};
 use athena::container::gguf::{GgmlType, GgufFile};
 use athena::export::{export_plain, ExportError, PlainOptions, PlainType, TokenizerFiles};
-use serde_json::json;
 
 const VOCAB: usize = 10;
 
