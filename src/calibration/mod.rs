@@ -99,11 +99,6 @@ impl HessianObserver {
             .get(&hessian_owner(layer))
             .map(|&(sum, t)| 2.0 * sum / t.max(1) as f64)
     }
-
-    /// Forgets everything (between blocks).
-    pub fn clear(&mut self) {
-        self.hessians.clear();
-    }
 }
 
 impl LinearObserver for HessianObserver {

@@ -66,11 +66,6 @@ impl EncodedWeight {
         self.components.iter().map(|c| c.data.len() as u64).sum()
     }
 
-    /// Bits per weight of this tensor (spec section 7).
-    pub fn bpw(&self) -> f64 {
-        8.0 * self.stored_bytes() as f64 / (self.params.rows * self.params.cols) as f64
-    }
-
     /// The `athena.<W>.*` keys describing the parameters.
     pub fn metadata(&self) -> Vec<(String, Value)> {
         let p = &self.params;
@@ -94,24 +89,6 @@ impl EncodedWeight {
             ),
             (weight_key(&self.name, "lowrank_rank"), Value::U32(p.rank)),
         ]
-    }
-
-    /// The component buffers as the decoder sees them.
-    pub fn parts(&self) -> Parts<'_> {
-        let find = |suffix: &str| {
-            self.components
-                .iter()
-                .find(|c| c.name.ends_with(suffix))
-                .map(|c| &c.data[..])
-                .unwrap_or(&[])
-        };
-        Parts {
-            indices: find(IDX),
-            codebook: find(CB),
-            scales: find(CBS),
-            lowrank_a: find(LRA),
-            lowrank_b: find(LRB),
-        }
     }
 }
 
