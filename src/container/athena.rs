@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use athena_decode::{CodebookType, DecodeError, Encoded, Params, Parts};
 
 use super::gguf::{Array, GgmlType, GgufFile, TensorInfo, Value};
-use crate::quantizer::{CodebookKind, QuantizedLinear};
+use crate::quantizer::QuantizedLinear;
 
 /// The encoding version this code writes and reads (spec section 9).
 pub const ENCODING_VERSION: u32 = 1;
@@ -118,19 +118,7 @@ pub fn pack_indices(indices: &[u32], rows: usize, groups: usize, bits: u32) -> V
 pub fn encode(name: &str, q: &QuantizedLinear) -> EncodedWeight {
     let cfg = &q.config;
     let (rows, cols) = (q.vq.rows, q.vq.cols);
-    let params = Params {
-        rows: rows as u64,
-        cols: cols as u64,
-        vector_dim: cfg.d as u32,
-        centroids: cfg.n as u32,
-        tile_rows: cfg.tile_rows as u64,
-        tile_cols: cfg.tile_cols as u64,
-        rank: q.lowrank.as_ref().map_or(0, |l| l.rank as u32),
-        codebook: match cfg.codebook {
-            CodebookKind::Int8 => CodebookType::I8,
-            CodebookKind::F16 => CodebookType::F16,
-        },
-    };
+    let params = cfg.encoding_params(rows, cols);
     let halves = |v: &[half::f16]| {
         v.iter()
             .flat_map(|h| h.to_bits().to_le_bytes())

@@ -86,6 +86,24 @@ impl VqConfig {
         }
     }
 
+    /// The stored encoding's parameters (format-spec/athena-encoding.md section 2) of this
+    /// configuration on a `rows x cols` layer.
+    pub fn encoding_params(&self, rows: usize, cols: usize) -> athena_decode::Params {
+        athena_decode::Params {
+            rows: rows as u64,
+            cols: cols as u64,
+            vector_dim: self.d as u32,
+            centroids: self.n as u32,
+            tile_rows: self.tile_rows as u64,
+            tile_cols: self.tile_cols as u64,
+            rank: self.rank as u32,
+            codebook: match self.codebook {
+                CodebookKind::Int8 => athena_decode::CodebookType::I8,
+                CodebookKind::F16 => athena_decode::CodebookType::F16,
+            },
+        }
+    }
+
     /// Index bits per d weights.
     pub fn index_bits(&self) -> u32 {
         self.n.trailing_zeros()

@@ -7,8 +7,6 @@
 //! tr(H) * ||W||_F^2 / M: the expected tr(dW H dW^T) of a relative error spread over the layer.
 //! The knapsack is solved greedily by marginal loss reduction per added bit.
 
-use athena_decode::{CodebookType, Params};
-
 use super::{CodebookKind, VqConfig};
 
 /// What the planner needs to know about one layer.
@@ -67,20 +65,7 @@ pub fn menu_config(
 
 /// Exact bpw of a configuration on a `rows x cols` layer, from the spec's byte sizes.
 pub fn config_bpw(cfg: &VqConfig, rows: usize, cols: usize) -> f64 {
-    let params = Params {
-        rows: rows as u64,
-        cols: cols as u64,
-        vector_dim: cfg.d as u32,
-        centroids: cfg.n as u32,
-        tile_rows: cfg.tile_rows as u64,
-        tile_cols: cfg.tile_cols as u64,
-        rank: cfg.rank as u32,
-        codebook: if cfg.codebook == CodebookKind::Int8 {
-            CodebookType::I8
-        } else {
-            CodebookType::F16
-        },
-    };
+    let params = cfg.encoding_params(rows, cols);
     let bytes = params.total_bytes().expect("validated configuration");
     8.0 * bytes as f64 / (rows * cols) as f64
 }
