@@ -5,20 +5,17 @@
 //! Builds random tensors of SmolLM2-like shapes, decodes each whole tensor repeatedly with
 //! `Encoded::decode_into`, and prints the best time per decode and the f32 output rate.
 
+use athena::quantizer::rng::SplitMix64;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use athena_decode::{CodebookType, Encoded, Params, Parts};
 
-struct Rng(u64);
+/// The project's SplitMix64 (quantizer::rng), with the draws this tool needs.
+struct Rng(SplitMix64);
 impl Rng {
     fn next_u64(&mut self) -> u64 {
-        // SplitMix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next_u64() as u8).collect()
@@ -149,7 +146,7 @@ fn main() {
         "|{:-<32}|{:-<7}|{:-<7}|{:-<7}|{:-<10}|{:-<12}|{:-<7}|",
         "", "", "", "", "", "", ""
     );
-    let mut rng = Rng(42);
+    let mut rng = Rng(SplitMix64::new(42));
     for c in &configs {
         bench(c, &mut rng);
     }

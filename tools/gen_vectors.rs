@@ -6,19 +6,16 @@
 //! deliberately naive, independent transcription of the spec formula (bit-by-bit index
 //! extraction, `half` for f16 -> f32); it does not use the athena-decode crate.
 
+use athena::quantizer::rng::SplitMix64;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// SplitMix64: tiny, well-mixed, and reproducible everywhere.
-struct Rng(u64);
+/// The project's SplitMix64 (quantizer::rng), with the draws this tool needs.
+struct Rng(SplitMix64);
 
 impl Rng {
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in [0, n).
     fn below(&mut self, n: u64) -> u64 {
@@ -512,7 +509,7 @@ pub fn generate(root: &Path) -> usize {
             fs::remove_dir_all(&path).unwrap();
         }
     }
-    let mut rng = Rng(0x4154_4845_4e41_0001); // "ATHENA" 1
+    let mut rng = Rng(SplitMix64::new(0x4154_4845_4e41_0001)); // "ATHENA" 1
     let mut vectors = vec![spec_example()];
     vectors.extend(SPECS.iter().map(|&s| random_vector(s, &mut rng)));
     for vec in &vectors {
