@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use athena::eval::file::{perplexity_with_bar, summary_line, EvalText};
 use athena::verify::{self, report, Options};
+use candle_core::Device;
 
 /// Check a GGUF file (plain or with Athena vector-codebook tensors) against format-spec/.
 ///
@@ -21,6 +23,8 @@ use athena::verify::{self, report, Options};
 /// Examples:
 ///   athena-verify model.gguf
 ///   athena-verify model.gguf --json > report.json
+///   # also measure perplexity (the same figure athena-eval and athena-convert --eval-text give)
+///   athena-verify model.gguf --text wiki.utf8 --chunks 32
 #[derive(Parser, Debug)]
 #[command(name = "athena-verify", version, verbatim_doc_comment)]
 struct Args {
@@ -32,6 +36,16 @@ struct Args {
     /// Skip the sha256 checks (faster on large files; structure and contents are still checked).
     #[arg(long)]
     no_checksums: bool,
+    /// After the checks, measure the file's perplexity on this UTF-8 text (llama-perplexity's
+    /// method, the same code as athena-eval).
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
+    /// Context length of each perplexity chunk, in tokens.
+    #[arg(long, default_value_t = 512, requires = "text")]
+    ctx: usize,
+    /// Score only the first N chunks of --text (default: all that fit).
+    #[arg(long, value_name = "N", requires = "text")]
+    chunks: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -41,13 +55,38 @@ fn main() -> ExitCode {
     };
     match verify::verify_file(&args.file, options) {
         Ok(report) => {
+            let measured = match &args.text {
+                None => None,
+                Some(path) => {
+                    let text = EvalText {
+                        path: path.clone(),
+                        ctx: args.ctx,
+                        chunks: args.chunks,
+                    };
+                    match perplexity_with_bar(&args.file, &text, Device::Cpu, args.json) {
+                        Ok((ppl, _)) => Some(ppl),
+                        Err(e) => {
+                            eprintln!("athena-verify: the file is valid, but perplexity failed: {e}");
+                            return ExitCode::from(1);
+                        }
+                    }
+                }
+            };
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("report serializes")
-                );
+                let mut value = serde_json::to_value(&report).expect("report serializes");
+                if let Some(p) = &measured {
+                    value["perplexity"] = serde_json::json!({
+                        "text": args.text.as_ref().map(|t| t.display().to_string()),
+                        "ppl": p.ppl, "ppl_error": p.ppl_error,
+                        "chunks": p.chunks, "ctx": p.n_ctx, "scored": p.stats.count,
+                    });
+                }
+                println!("{}", serde_json::to_string_pretty(&value).expect("json"));
             } else {
                 print!("{}", report::render_table(&report));
+                if let Some(p) = &measured {
+                    println!("{}", summary_line(p));
+                }
             }
             ExitCode::SUCCESS
         }

@@ -1,5 +1,6 @@
 //! Measuring a model: perplexity exactly as llama.cpp's `llama-perplexity` computes it.
 
+pub mod file;
 pub mod perplexity;
 
 pub use perplexity::{

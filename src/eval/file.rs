@@ -1,0 +1,168 @@
+//! Perplexity of a model on disk (HF folder or GGUF file, Athena tensors included): the one code
+//! path behind athena-eval, athena-verify --text and athena-convert --eval-text, so the three
+//! report the same figure for the same file and text.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+
+use super::{make_chunks, perplexity, PerplexityProgress, PerplexityReport};
+use crate::checkpoint::gguf_source::GgufSource;
+use crate::checkpoint::vocab::GgufVocab;
+use crate::checkpoint::{HfFolder, TensorSource, Tokenizer};
+use crate::model::Model;
+
+/// What to measure on: a text file cut into `chunks` chunks of `ctx` tokens (all that fit when
+/// `chunks` is None).
+#[derive(Debug, Clone)]
+pub struct EvalText {
+    pub path: PathBuf,
+    pub ctx: usize,
+    pub chunks: Option<usize>,
+}
+
+/// The text's side of a run, for the report line.
+#[derive(Debug, Clone)]
+pub struct TextInfo {
+    pub tokens: usize,
+    pub add_bos: bool,
+}
+
+/// "cpu", or "cuda" / "cuda:N" (the latter needs the `cuda` build feature).
+pub fn parse_device(spec: &str) -> Result<Device, String> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal = s
+                .strip_prefix("cuda:")
+                .map(|n| n.parse::<usize>().map_err(|_| format!("bad device '{s}'")))
+                .transpose()?
+                .unwrap_or(0);
+            Device::new_cuda(ordinal).map_err(|e| format!("device '{s}': {e}"))
+        }
+        s => Err(format!("unknown device '{s}' (use cpu or cuda[:N])")),
+    }
+}
+
+/// An HF folder, or a GGUF file with its tokenizer rebuilt from the GGUF vocabulary.
+pub fn open_model(path: &Path) -> Result<(Box<dyn TensorSource>, Tokenizer), String> {
+    if !path.exists() {
+        return Err(format!(
+            "{}: no such model folder or GGUF file",
+            path.display()
+        ));
+    }
+    if path.is_dir() {
+        let folder = HfFolder::open_validated(path).map_err(|e| e.to_string())?;
+        let tokenizer = Tokenizer::from_dir(path).map_err(|e| e.to_string())?;
+        return Ok((Box::new(folder), tokenizer));
+    }
+    let source = GgufSource::open(path).map_err(|e| e.to_string())?;
+    let in_file = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let vocab = GgufVocab::from_gguf(source.gguf()).map_err(|e| in_file(&e))?;
+    let tokenizer_json = vocab.tokenizer_json().map_err(|e| in_file(&e))?;
+    let config = vocab.tokenizer_config_json().map_err(|e| in_file(&e))?;
+    let tokenizer =
+        Tokenizer::from_json(tokenizer_json.to_string().as_bytes(), &config, path, path)
+            .map_err(|e| e.to_string())?;
+    Ok((Box::new(source), tokenizer))
+}
+
+/// Tokenizes `text` with the model's own tokenizer and measures perplexity like llama-perplexity.
+/// `on_text` hears about the tokenized text before the (long) model run starts.
+pub fn perplexity_of_model(
+    model_path: &Path,
+    text: &EvalText,
+    device: Device,
+    on_text: &mut dyn FnMut(&TextInfo, usize),
+    progress: &mut dyn FnMut(PerplexityProgress),
+) -> Result<PerplexityReport, String> {
+    let (source, tokenizer) = open_model(model_path)?;
+    let raw = std::fs::read_to_string(&text.path)
+        .map_err(|e| format!("{}: {e}", text.path.display()))?;
+    let tokens = tokenizer.encode(&raw, true).map_err(|e| e.to_string())?;
+    let bos = if tokenizer.add_bos_token {
+        tokenizer.bos_token_id
+    } else {
+        None
+    };
+    let chunks = make_chunks(&tokens, text.ctx, text.chunks, bos)
+        .map_err(|e| format!("{}: {e}", text.path.display()))?;
+    on_text(
+        &TextInfo {
+            tokens: tokens.len(),
+            add_bos: bos.is_some(),
+        },
+        chunks.len(),
+    );
+    let model = Model::new(source.as_ref(), device).map_err(|e| e.to_string())?;
+    perplexity(&model, &chunks, progress).map_err(|e| e.to_string())
+}
+
+/// One line: `ppl = P +/- E (C chunks x N tokens, S scored)`.
+pub fn summary_line(report: &PerplexityReport) -> String {
+    format!(
+        "ppl = {:.4} +/- {:.5} ({} chunks x {} tokens, {} scored)",
+        report.ppl, report.ppl_error, report.chunks, report.n_ctx, report.stats.count
+    )
+}
+
+/// [`perplexity_of_model`] behind a progress bar (hidden when `quiet`), the way the command-line
+/// tools run it. Returns the report and the running perplexities as llama.cpp prints them.
+pub fn perplexity_with_bar(
+    model_path: &Path,
+    text: &EvalText,
+    device: Device,
+    quiet: bool,
+) -> Result<(PerplexityReport, String), String> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let start = std::time::Instant::now();
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("perplexity on {}", text.path.display()));
+    let mut running = String::new();
+    let report = perplexity_of_model(
+        model_path,
+        text,
+        device,
+        &mut |info, chunks| {
+            bar.set_length(chunks as u64);
+            if !quiet {
+                bar.suspend(|| {
+                    eprintln!(
+                        "{}: {} tokens, {chunks} chunks of {} (add_bos: {}), tokenized in {:.1}s",
+                        text.path.display(),
+                        info.tokens,
+                        text.ctx,
+                        info.add_bos,
+                        start.elapsed().as_secs_f64()
+                    )
+                });
+            }
+        },
+        &mut |p| match p {
+            PerplexityProgress::Block { layer, layers } => {
+                if layer == 0 {
+                    bar.inc_length(layers as u64);
+                }
+                bar.set_message(format!("perplexity: block {}/{layers}", layer + 1));
+                bar.inc(1);
+            }
+            PerplexityProgress::Chunk { index, running_ppl } => {
+                running.push_str(&format!("[{}]{:.4},", index + 1, running_ppl));
+                bar.set_message(format!("perplexity: chunk {} ppl {running_ppl:.4}", index + 1));
+                bar.inc(1);
+            }
+        },
+    );
+    bar.finish_and_clear();
+    Ok((report?, running))
+}
