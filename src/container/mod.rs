@@ -3,3 +3,4 @@
 pub mod athena;
 pub mod gguf;
 pub mod model_file;
+pub mod temp_files;

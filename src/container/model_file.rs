@@ -59,6 +59,7 @@ impl ModelFileWriter {
                 path: spill_path.clone(),
                 source,
             })?;
+        super::temp_files::register(&spill_path);
         Ok(Self {
             out: out.to_path_buf(),
             spill_path,
@@ -155,5 +156,6 @@ impl ModelFileWriter {
 impl Drop for ModelFileWriter {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.spill_path);
+        super::temp_files::forget(&self.spill_path);
     }
 }

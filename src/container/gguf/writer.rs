@@ -7,7 +7,8 @@
 //! The file is written to `<out>.tmp-<pid>` in the output directory; `finish` flushes, fsyncs and renames
 //! it onto `<out>` (then fsyncs the directory, best effort). A writer dropped before `finish` (an error,
 //! a panic) deletes its temp file, so `<out>` is never created half-written. A process killed by a signal
-//! does not unwind: the temp file may then remain, but `<out>` still never appears.
+//! does not unwind: the command-line tools catch SIGINT/SIGTERM and call `container::temp_files::remove_all`; after
+//! SIGKILL the temp file may remain, but `<out>` still never appears.
 //!
 //! Choices (see format-spec/gguf-container.md): version 3, little-endian; keys and tensors in insertion
 //! order; `general.alignment` is written only when the caller sets it (with [`GgufWriter::set_alignment`]
@@ -220,6 +221,7 @@ impl GgufWriter {
             .open(&self.tmp_path)
             .map_err(|e| GgufError::io("creating", &self.tmp_path, e))?;
         self.tmp_created = true;
+        crate::container::temp_files::register(&self.tmp_path);
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&header)
             .map_err(|e| GgufError::io("writing", &self.tmp_path, e))?;
@@ -350,6 +352,7 @@ impl GgufWriter {
         std::fs::rename(&self.tmp_path, &self.path)
             .map_err(|e| GgufError::io("renaming temp file onto", &self.path, e))?;
         self.finished = true;
+        crate::container::temp_files::forget(&self.tmp_path);
         // Make the rename durable; not every platform can open a directory, so this is best effort.
         if let Some(dir) = self.path.parent() {
             let dir = if dir.as_os_str().is_empty() {
@@ -370,6 +373,7 @@ impl Drop for GgufWriter {
         if !self.finished && self.tmp_created {
             drop(self.out.take());
             let _ = std::fs::remove_file(&self.tmp_path);
+            crate::container::temp_files::forget(&self.tmp_path);
         }
     }
 }
