@@ -33,6 +33,11 @@ fn perplexity(model: &Path) -> f64 {
             "4",
         ],
     );
+    ppl_in(&out)
+}
+
+/// The X of the first `ppl = X +/- Y` line of a tool's output.
+fn ppl_in(out: &str) -> f64 {
     let line = out
         .lines()
         .find(|l| l.starts_with("ppl = "))
@@ -84,10 +89,12 @@ fn smollm2_f16_export_and_athena_3bit_conversion() {
         "f16 ppl {ppl_f16}"
     );
 
-    // Athena at 3 bits per weight, with a short calibration to keep CI fast.
+    // Athena at 3 bits per weight, with a short calibration to keep CI fast; the converter
+    // measures its own result on the same 4 chunks.
     let q = dir.path().join("smollm2-3bit.gguf");
     let calib = cache().join("text/c4.utf8");
-    run(
+    let wiki = cache().join("text/wiki.utf8");
+    let converted = run(
         convert,
         &[
             m,
@@ -100,6 +107,10 @@ fn smollm2_f16_export_and_athena_3bit_conversion() {
             "4096",
             "--kmeans-iters",
             "4",
+            "--eval-text",
+            wiki.to_str().unwrap(),
+            "--eval-chunks",
+            "4",
             "--quiet",
         ],
     );
@@ -108,10 +119,20 @@ fn smollm2_f16_export_and_athena_3bit_conversion() {
     assert!(bpw <= 3.0 && bpw > 2.9, "linear bpw {bpw}");
     assert_eq!(report["summary"]["athena_weights"], 210);
     let ppl_q = perplexity(&q);
+    // One code path behind all three tools: the converter's end-of-run figure, athena-verify
+    // --text and athena-eval agree to the printed digits.
+    let ppl_convert = ppl_in(&converted);
+    let verified = run(
+        env!("CARGO_BIN_EXE_athena-verify"),
+        &[q.to_str().unwrap(), "--text", wiki.to_str().unwrap(), "--chunks", "4"],
+    );
+    let ppl_verify = ppl_in(&verified);
+    assert_eq!(ppl_convert, ppl_q, "convert --eval-text vs athena-eval");
+    assert_eq!(ppl_verify, ppl_q, "athena-verify --text vs athena-eval");
     println!(
         "athena --bits 3 (4096 calibration tokens): linear bpw {bpw:.4}, ppl {ppl_q:.4} (4 chunks)"
     );
-    // Measured 28.8629 with exactly these arguments (release build, this machine); the bound
+    // Measured 28.3990 with exactly these arguments (release build, this machine); the bound
     // leaves 10% for other CPUs' GEMM kernels. f32 is 12.93 on these chunks: see docs/benchmarks.md.
     assert!(
         ppl_q < ATHENA_3BIT_BOUND,
@@ -120,3 +141,46 @@ fn smollm2_f16_export_and_athena_3bit_conversion() {
 }
 
 const ATHENA_3BIT_BOUND: f64 = 31.75;
+
+/// Ctrl-C in the middle of writing: exit status 130, neither OUT nor its temp file left behind.
+#[test]
+fn interrupted_conversion_leaves_no_file() {
+    let Some(model) = std::env::var_os("ATHENA_REAL_MODEL_DIR").map(PathBuf::from) else {
+        println!("SKIP real_convert: set ATHENA_REAL_MODEL_DIR to the materialised SmolLM2 folder");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f32.gguf");
+    // f32 streams 538 MB, so the temp file lives for a while.
+    let child = Command::new(env!("CARGO_BIN_EXE_athena-convert"))
+        .args([model.to_str().unwrap(), out.to_str().unwrap(), "--type", "f32", "--quiet"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The spill file (plain export) or temp file beside OUT.
+    let files = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    let started = std::time::Instant::now();
+    while files().is_empty() {
+        assert!(started.elapsed().as_secs() < 60, "no temp file appeared");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let output = child.wait_with_output().unwrap();
+    if output.status.code() == Some(0) {
+        // The whole file was written before the signal arrived: nothing to check.
+        println!("conversion finished before SIGINT arrived");
+        return;
+    }
+    assert_eq!(output.status.code(), Some(130), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("interrupted"));
+    assert!(files().is_empty(), "left behind: {:?}", files());
+}

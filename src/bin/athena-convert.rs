@@ -6,11 +6,13 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use candle_core::Device;
 
 use athena::checkpoint::gguf_source::GgufSource;
 use athena::checkpoint::hf::HfFolder;
 use athena::checkpoint::TensorSource;
 use athena::convert::{self, report};
+use athena::eval::file::{perplexity_with_bar, summary_line, EvalText};
 use athena::export::{self, ExportError, PlainOptions, PlainType, Progress, TokenizerFiles};
 use athena::quantizer::{CodebookKind, GroupOrder};
 
@@ -56,12 +58,15 @@ Athena quantization (needs an HF folder and the calibration text; see tools/fetc
   # A baseline in the same code, for comparison
   athena-convert MODEL gptq-3bit.gguf --bits 3 --method gptq
 
+  # Measure the result right away (ANCHORS.md's setting: wiki text, context 512, 32 chunks)
+  athena-convert MODEL out.gguf --bits 3 --eval-text ~/.cache/athena/text/wiki.utf8 --eval-chunks 32
+
 The plan (per-layer configuration and bpw) is printed before quantizing; at the end a table gives
 per layer the configuration, bpw and relative layer loss tr(dW H dW^T) / tr(W H W^T), then the
 totals, time and peak memory. Check the result with athena-verify.
 
 Exit status: 0 on success, 1 when the conversion fails (the message names the file or tensor),
-2 for command-line usage errors.";
+2 for command-line usage errors, 130 when interrupted (Ctrl-C or SIGTERM; the temp file is removed).";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum TypeArg {
@@ -127,6 +132,25 @@ struct Cli {
 
     #[command(flatten)]
     athena: AthenaArgs,
+
+    #[command(flatten)]
+    eval: EvalArgs,
+}
+
+/// Measuring the written file (the same code as athena-eval and athena-verify --text).
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Measuring the result")]
+struct EvalArgs {
+    /// After writing OUT, measure its perplexity on this UTF-8 text (llama-perplexity's method:
+    /// chunks of --eval-ctx tokens, second half of each scored).
+    #[arg(long, value_name = "FILE")]
+    eval_text: Option<PathBuf>,
+    /// Context length of each perplexity chunk, in tokens.
+    #[arg(long, value_name = "N", default_value_t = 512, requires = "eval_text")]
+    eval_ctx: usize,
+    /// Score only the first N chunks of --eval-text (default: all that fit; ANCHORS.md uses 32).
+    #[arg(long, value_name = "N", requires = "eval_text")]
+    eval_chunks: Option<usize>,
 }
 
 /// Athena quantization (any of --bits / --vq switches it on).
@@ -135,7 +159,7 @@ struct Cli {
 struct AthenaArgs {
     /// Budget: average bits per weight of the quantized linear weights, every stored byte
     /// counted (indices, codebooks, scales, low-rank factors). Met by a per-layer mixed-precision
-    /// plan from Hessian-trace sensitivities (2 to 4 index bits per weight). Typical: 2 to 4.
+    /// plan (1.5 to 4 index bits per weight; see --sensitivity). Typical: 2 to 4.
     #[arg(long, value_name = "B")]
     bits: Option<f64>,
 
@@ -164,7 +188,8 @@ struct AthenaArgs {
     tiles: TilesArg,
 
     /// What the --bits plan weighs layers by: hessian (APTQ: Hessian trace x weight energy, one
-    /// extra calibration pass) or uniform (every weight alike: bits spread evenly).
+    /// extra calibration pass), uniform (every weight alike: bits spread evenly) or relative
+    /// (every layer alike: the same relative output error, small layers protected first).
     #[arg(long, value_enum, default_value = "uniform")]
     sensitivity: SensitivityArg,
 
@@ -188,6 +213,21 @@ struct AthenaArgs {
     /// Lloyd iterations of k-means per codebook.
     #[arg(long, value_name = "N", default_value_t = 10)]
     kmeans_iters: usize,
+
+    /// Ablation: k-means and assignment in plain Euclidean distance instead of the
+    /// inverse-Hessian metric.
+    #[arg(long)]
+    no_hessian_metric: bool,
+
+    /// Ablation: quantize every column group on its own, without feeding its error to the
+    /// columns not yet quantized.
+    #[arg(long)]
+    no_error_feedback: bool,
+
+    /// Ablation: keep the k-means centroids instead of re-solving each codebook for the least
+    /// layer loss once its indices are fixed.
+    #[arg(long)]
+    no_codebook_update: bool,
 
     /// Seed of k-means seeding: the same seed gives a byte-identical file.
     #[arg(long, default_value_t = 0)]
@@ -222,6 +262,7 @@ enum TilesArg {
 enum SensitivityArg {
     Hessian,
     Uniform,
+    Relative,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -280,12 +321,16 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
         sensitivity: match a.sensitivity {
             SensitivityArg::Hessian => convert::Sensitivity::Hessian,
             SensitivityArg::Uniform => convert::Sensitivity::Uniform,
+            SensitivityArg::Relative => convert::Sensitivity::Relative,
         },
         order: match a.order {
             OrderArg::Hessian => GroupOrder::HessianDiagonal,
             OrderArg::Natural => GroupOrder::Natural,
         },
         kmeans_iters: a.kmeans_iters,
+        hessian_metric: !a.no_hessian_metric,
+        error_feedback: !a.no_error_feedback,
+        codebook_update: !a.no_codebook_update,
         calib: a
             .calib
             .clone()
@@ -357,6 +402,12 @@ fn peak_rss_mib() -> Option<u64> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C / SIGTERM do not unwind, so the writer's own cleanup would not run.
+    let _ = ctrlc::set_handler(|| {
+        athena::container::temp_files::remove_all();
+        eprintln!("\nathena-convert: interrupted; no output file was written");
+        std::process::exit(130);
+    });
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -419,11 +470,27 @@ fn file_stem(p: &Path) -> String {
 
 fn run(cli: &Cli) -> Result<(), String> {
     check_output(cli).map_err(|e| e.to_string())?;
-    if cli.athena.bits.is_some() || cli.athena.vq.is_some() {
-        run_athena(cli)
-    } else {
-        run_plain(cli).map_err(|e| e.to_string())
+    if let Some(text) = &cli.eval.eval_text {
+        // Fail before the conversion, not after it.
+        std::fs::metadata(text).map_err(|e| format!("--eval-text {}: {e}", text.display()))?;
     }
+    if cli.athena.bits.is_some() || cli.athena.vq.is_some() {
+        run_athena(cli)?;
+    } else {
+        run_plain(cli).map_err(|e| e.to_string())?;
+    }
+    if let Some(path) = &cli.eval.eval_text {
+        let text = EvalText {
+            path: path.clone(),
+            ctx: cli.eval.eval_ctx,
+            chunks: cli.eval.eval_chunks,
+        };
+        let (report, _) = perplexity_with_bar(&cli.out, &text, Device::Cpu, cli.quiet)
+            .map_err(|e| format!("{} was written, but perplexity failed: {e}", cli.out.display()))?;
+        // On stdout even with --quiet: it is the result that was asked for.
+        println!("{} on {}", summary_line(&report), path.display());
+    }
+    Ok(())
 }
 
 fn check_output(cli: &Cli) -> Result<(), ExportError> {

@@ -51,6 +51,9 @@ pub enum Sensitivity {
     Hessian,
     /// Every weight counts the same: bits spread as evenly as the menu allows.
     Uniform,
+    /// Every layer counts the same: each layer's relative output error
+    /// tr(dW H dW^T) / tr(W H W^T) weighs alike, so small layers are cheap to protect.
+    Relative,
 }
 
 /// How codebook tiles are shaped.
@@ -78,6 +81,10 @@ pub struct ConvertOptions {
     pub sensitivity: Sensitivity,
     pub order: GroupOrder,
     pub kmeans_iters: usize,
+    /// Ablation switches of the Athena method (all on by default).
+    pub hessian_metric: bool,
+    pub error_feedback: bool,
+    pub codebook_update: bool,
     pub calib: PathBuf,
     pub calib_tokens: usize,
     pub seq_len: usize,
@@ -147,10 +154,15 @@ pub enum Progress<'a> {
 
 fn apply_method(cfg: &mut VqConfig, opts: &ConvertOptions) {
     match opts.method {
-        Method::Athena => {}
+        Method::Athena => {
+            cfg.use_hessian_metric = opts.hessian_metric;
+            cfg.error_feedback = opts.error_feedback;
+            cfg.refine_codebooks = opts.codebook_update;
+        }
         Method::Kmeans => {
             cfg.use_hessian_metric = false;
             cfg.error_feedback = false;
+            cfg.refine_codebooks = false;
         }
         Method::Gptq | Method::Rtn => {
             cfg.uniform_grid = true;
@@ -269,7 +281,10 @@ fn make_plan(
                 }
             } else {
                 for l in &mut layers {
-                    l.sensitivity = (l.rows * l.cols) as f64;
+                    l.sensitivity = match opts.sensitivity {
+                        Sensitivity::Relative => 1.0,
+                        _ => (l.rows * l.cols) as f64,
+                    };
                 }
             }
             let chosen = plan::plan_with(&layers, bits, |l, d, n| {

@@ -25,6 +25,9 @@ pub fn describe(cfg: &VqConfig) -> String {
     if !cfg.error_feedback {
         s.push_str(" no-feedback");
     }
+    if !cfg.refine_codebooks && !cfg.uniform_grid {
+        s.push_str(" no-update");
+    }
     s
 }
 

@@ -10,6 +10,7 @@ pub mod hessian;
 pub mod kmeans;
 pub mod lowrank;
 pub mod plan;
+pub mod refine;
 pub mod rng;
 
 use faer::Mat;
@@ -56,6 +57,9 @@ pub struct VqConfig {
     pub use_hessian_metric: bool,
     /// Feed each group's error to the columns not yet quantized (off: independent groups).
     pub error_feedback: bool,
+    /// After assignment, re-solve each codebook's centroids for the least layer loss
+    /// (`refine`; GPTVQ's codebook update).
+    pub refine_codebooks: bool,
     /// Scalar baselines (d = 1): the codebook is the uniform grid from the tile's minimum to its
     /// maximum instead of k-means centroids (round-to-nearest / GPTQ with a min-max grid).
     pub uniform_grid: bool,
@@ -79,6 +83,7 @@ impl VqConfig {
             kmeans_iters: 10,
             use_hessian_metric: true,
             error_feedback: true,
+            refine_codebooks: true,
             uniform_grid: false,
             order: GroupOrder::HessianDiagonal,
             block_columns: 128,
@@ -173,7 +178,10 @@ pub fn quantize_linear(
     config: &VqConfig,
     seed: u64,
 ) -> Result<QuantizedLinear, QuantError> {
-    let vq = gptvq::quantize(w, rows, cols, h, config, seed)?;
+    let mut vq = gptvq::quantize(w, rows, cols, h, config, seed)?;
+    if config.refine_codebooks && !config.uniform_grid {
+        refine::refine_codebooks(w, &mut vq, h, config);
+    }
     let mut dequantized = vq.dequantized.clone();
     let lowrank = if config.rank > 0 {
         let lr = lowrank::fit(w, &vq.dequantized, rows, cols, h, config.rank, config.damp)?;

@@ -27,8 +27,9 @@ pub struct LayerPlan {
     pub bpw: f64,
 }
 
-/// Index-bit levels of the menu: (d, n). d = 2 keeps k-means cheap; the levels give 2 to 4 bits.
-pub const MENU: [(usize, usize); 5] = [(2, 16), (2, 32), (2, 64), (2, 128), (2, 256)];
+/// Index-bit levels of the menu: (d, n). d = 2 keeps k-means cheap; the levels give 1.5 to 4
+/// bits, so a budget of 2 can be met by mixing 1.5 and 2.
+pub const MENU: [(usize, usize); 6] = [(2, 8), (2, 16), (2, 32), (2, 64), (2, 128), (2, 256)];
 
 /// Codebook overhead the tiles aim at, in bits per weight.
 pub const CODEBOOK_OVERHEAD_BPW: f64 = 0.0625;
@@ -73,7 +74,7 @@ pub fn config_bpw(cfg: &VqConfig, rows: usize, cols: usize) -> f64 {
 /// Errors of planning. Display is one line.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
-    #[error("--bits {budget} is below the smallest configuration the layers allow ({min:.3} bpw at 2 index bits per weight)")]
+    #[error("--bits {budget} is below the smallest configuration the layers allow ({min:.3} bpw at 1.5 index bits per weight)")]
     BudgetTooSmall { budget: f64, min: f64 },
     #[error("layer '{name}' ({rows} x {cols}): {problem}")]
     Layer {
