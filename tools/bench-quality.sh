@@ -4,7 +4,11 @@
 # CHUNKS chunks), conversion time and peak memory. The f32 folder's perplexity is measured in the
 # same run as the reference.
 #
-# Usage: tools/bench-quality.sh [OUT_DIR]   (CHUNKS=32 by default; run tools/fetch-models.sh first)
+# Usage: [SET=budget|ablation|all] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
+# (run tools/fetch-models.sh first; SET=all takes about 80 minutes on 2 cores)
+#
+# Perplexity of each file comes from `athena-verify FILE --text` (the code behind athena-eval and
+# athena-convert --eval-text), so every row is also a verified file.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${ATHENA_CACHE:-$HOME/.cache/athena}"
@@ -16,36 +20,62 @@ mkdir -p "$OUT"
 (cd "$REPO" && cargo build --release --quiet --bin athena-convert --bin athena-eval --bin athena-verify)
 BIN="$REPO/target/release"
 
-# name | athena-convert arguments
-RUNS=(
+# name | athena-convert arguments. The budget rows meet --bits with the mixed-precision plan; the
+# ablation rows switch off one part of the method at one fixed configuration (--vq 2,64,32,576,
+# 3 index bits everywhere) so that each difference is that part's effect alone.
+BUDGET_RUNS=(
+  "f32 export (reference)|--type f32"
+  "athena --bits 2|--bits 2"
+  "athena --bits 2.25|--bits 2.25"
   "athena --bits 2.5|--bits 2.5"
   "athena --bits 3|--bits 3"
-  "athena --bits 3 hessian plan|--bits 3 --sensitivity hessian"
   "athena --bits 4|--bits 4"
-  "athena --vq 2,64,32,576 (3.06)|--vq 2,64,32,576"
-  "no error feedback|--vq 2,64,32,576 --method kmeans"
-  "f16 codebook|--vq 2,64,32,576 --codebook f16"
-  "low-rank auto|--vq 2,64,32,576 --lowrank-rank auto"
-  "natural order|--vq 2,64,32,576 --order natural"
-  "gptq 3-bit/128|--bits 3 --method gptq"
-  "rtn 3-bit/128|--bits 3 --method rtn"
+  "baseline kmeans --bits 3 (no Hessian at all)|--bits 3 --method kmeans"
+  "baseline gptq --bits 3 (scalar, 1x128 grids)|--bits 3 --method gptq"
+  "baseline gptq --bits 4|--bits 4 --method gptq"
+  "baseline rtn --bits 3|--bits 3 --method rtn"
+  "baseline rtn --bits 4|--bits 4 --method rtn"
 )
+ABLATION_RUNS=(
+  "vq 2,64,32,576: full method|--vq 2,64,32,576"
+  "vq: no Hessian metric|--vq 2,64,32,576 --no-hessian-metric"
+  "vq: no error feedback|--vq 2,64,32,576 --no-error-feedback"
+  "vq: no codebook update|--vq 2,64,32,576 --no-codebook-update"
+  "vq: f16 codebook|--vq 2,64,32,576 --codebook f16"
+  "vq: low-rank auto|--vq 2,64,32,576 --lowrank-rank auto"
+  "vq: natural group order|--vq 2,64,32,576 --order natural"
+  "--bits 3: paper tiles (C = d)|--bits 3 --tiles paper"
+  "--bits 3: relative plan|--bits 3 --sensitivity relative"
+  "--bits 3: Hessian-trace plan|--bits 3 --sensitivity hessian"
+)
+case "${SET:-all}" in
+  budget) RUNS=("${BUDGET_RUNS[@]}") ;;
+  ablation) RUNS=("${ABLATION_RUNS[@]}") ;;
+  all) RUNS=("${BUDGET_RUNS[@]}" "${ABLATION_RUNS[@]}") ;;
+  *) echo "SET must be budget, ablation or all" >&2; exit 2 ;;
+esac
 
-ppl() { "$BIN/athena-eval" "$1" --text "$TEXT" --chunks "$CHUNKS" 2>&1 | sed -n 's/^ppl = \([0-9.]*\).*/\1/p'; }
+field() { python3 -c "import json,sys; v=json.load(sys.stdin)$1; print(round(v, 4))"; }
 
-printf '| run | linear bpw | file bpw | size MB | ppl | convert s | peak MB |\n|---|---|---|---|---|---|---|\n'
-printf '| f32 HF folder | 32 | 32 | %s | %s | - | - |\n' "$(du -m "$MODEL/model.safetensors" | cut -f1)" "$(ppl "$MODEL")"
+echo "SmolLM2-135M, ppl on $(basename "$TEXT") (ctx 512, $CHUNKS chunks), $(date -u +%F), $(git -C "$REPO" rev-parse --short HEAD)"
+echo
+printf '| run | linear bpw | file bpw | size MB | ppl | convert time | peak MB |\n|---|---|---|---|---|---|---|\n'
 for run in "${RUNS[@]}"; do
   name="${run%%|*}"; args="${run#*|}"
   file="$OUT/$(echo "$name" | tr -c 'a-zA-Z0-9.' '_').gguf"
   log="$file.log"
   # shellcheck disable=SC2086
-  /usr/bin/time -v "$BIN/athena-convert" "$MODEL" "$file" $args --force --quiet > "$log" 2>&1
+  if ! /usr/bin/time -v "$BIN/athena-convert" "$MODEL" "$file" $args --force --quiet > "$log" 2>&1; then
+    printf '| %s | failed: %s |||||||\n' "$name" "$(grep -m1 'athena-convert' "$log" || tail -n1 "$log")"
+    continue
+  fi
   secs=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$log")
   peak=$(( $(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log") / 1024 ))
-  json=$("$BIN/athena-verify" "$file" --json)
-  lin=$(echo "$json" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["summary"]["linear_bpw"], 4))')
-  fil=$(echo "$json" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["summary"]["file_bpw"], 4))')
+  json=$("$BIN/athena-verify" "$file" --json --text "$TEXT" --chunks "$CHUNKS")
+  lin=$(echo "$json" | field '["summary"]["linear_bpw"]')
+  fil=$(echo "$json" | field '["summary"]["file_bpw"]')
+  [[ "$(echo "$json" | field '["summary"]["athena_weights"]')" == 0 ]] && lin="(plain $args)"
+  ppl=$(echo "$json" | field '["perplexity"]["ppl"]')
   size=$(( $(stat -c %s "$file") / 1000000 ))
-  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$lin" "$fil" "$size" "$(ppl "$file")" "$secs" "$peak"
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$lin" "$fil" "$size" "$ppl" "$secs" "$peak"
 done
