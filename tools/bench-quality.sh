@@ -30,6 +30,7 @@ BUDGET_RUNS=(
   "athena --bits 2.5|--bits 2.5"
   "athena --bits 3|--bits 3"
   "athena --bits 4|--bits 4"
+  "athena --bits 3, 32768 calibration tokens|--bits 3 --calib-tokens 32768"
   "baseline kmeans --bits 3 (no Hessian at all)|--bits 3 --method kmeans"
   "baseline gptq --bits 3 (scalar, 1x128 grids)|--bits 3 --method gptq"
   "baseline gptq --bits 4|--bits 4 --method gptq"
