@@ -169,8 +169,8 @@ fn interrupted_conversion_leaves_no_file() {
         assert!(started.elapsed().as_secs() < 60, "no temp file appeared");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    let kill = Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", child.id())])
         .status()
         .unwrap();
     assert!(kill.success());

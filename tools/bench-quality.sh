@@ -46,8 +46,6 @@ ABLATION_RUNS=(
   "vq: low-rank auto|--vq 2,64,32,576 --lowrank-rank auto"
   "vq: natural group order|--vq 2,64,32,576 --order natural"
   "--bits 3: paper tiles (C = d)|--bits 3 --tiles paper"
-  "--bits 3: relative plan|--bits 3 --sensitivity relative"
-  "--bits 3: Hessian-trace plan|--bits 3 --sensitivity hessian"
 )
 case "${SET:-all}" in
   budget) RUNS=("${BUDGET_RUNS[@]}") ;;

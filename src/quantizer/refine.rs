@@ -45,6 +45,9 @@ pub fn refine_codebooks(w: &[f32], layer: &mut VqLayer, h: &Mat<f64>, cfg: &VqCo
     for tc in 0..tiles_c {
         let (c0, c1) = (tc * tile_c, ((tc + 1) * tile_c).min(cols));
         let width = c1 - c0;
+        let h_tile: Vec<f64> = (0..width * width)
+            .map(|jk| h[(c0 + jk / width, c0 + jk % width)])
+            .collect();
         // Row block results: the new codebook (if it helps) for each tile of this tile column.
         let updates: Vec<Option<codebook::StoredCodebook>> = (0..tiles_r)
             .into_par_iter()
@@ -56,7 +59,8 @@ pub fn refine_codebooks(w: &[f32], layer: &mut VqLayer, h: &Mat<f64>, cfg: &VqCo
                 let grad = residual.as_ref().subrows(r0, r1 - r0)
                     * h.as_ref().subcols(c0, width);
                 let unknowns = n * d;
-                let mut normal = Mat::<f64>::zeros(unknowns, unknowns);
+                // The hot loop (rows x width^2 scattered adds): row-major slices, not Mat indexing.
+                let mut acc = vec![0f64; unknowns * unknowns];
                 let mut rhs = Mat::<f64>::zeros(unknowns, 1);
                 let mut slots = vec![0usize; width];
                 for i in r0..r1 {
@@ -66,12 +70,14 @@ pub fn refine_codebooks(w: &[f32], layer: &mut VqLayer, h: &Mat<f64>, cfg: &VqCo
                     }
                     for (j, &sj) in slots.iter().enumerate() {
                         rhs[(sj, 0)] += grad[(i - r0, j)];
-                        let hrow = h.as_ref().row(c0 + j);
-                        for (k, &sk) in slots.iter().enumerate() {
-                            normal[(sj, sk)] += hrow[c0 + k];
+                        let hrow = &h_tile[j * width..(j + 1) * width];
+                        let arow = &mut acc[sj * unknowns..(sj + 1) * unknowns];
+                        for (&sk, &hv) in slots.iter().zip(hrow) {
+                            arow[sk] += hv;
                         }
                     }
                 }
+                let normal = Mat::<f64>::from_fn(unknowns, unknowns, |a, b| acc[a * unknowns + b]);
                 // A small ridge keeps unused centroids where they are and the solve well posed.
                 let diag_mean = (0..unknowns).map(|s| normal[(s, s)]).sum::<f64>() / unknowns as f64;
                 if diag_mean <= 0.0 {
