@@ -19,7 +19,7 @@ use std::time::Instant;
     version,
     about,
     long_about,
-    after_long_help = "Example (SmolLM2-135M dequantized to f32, llama.cpp reports 12.97 for the same setting):\n  athena-eval ~/.cache/athena/models/SmolLM2-135M-Instruct --text wiki.utf8 --ctx 512 --chunks 32\n  ...\n  ppl = 12.9664 +/- 0.42305 (32 chunks x 512 tokens, 8160 scored, ...)"
+    after_long_help = "Example (SmolLM2-135M dequantized to f32, llama.cpp reports 12.97 for the same setting):\n  athena-eval ~/.cache/athena/models/SmolLM2-135M-Instruct --text wiki.utf8 --ctx 512 --chunks 32\n  ...\n  ppl = 12.9664 +/- 0.42305 (32 chunks x 512 tokens, 8160 scored) 37.1s"
 )]
 struct Args {
     /// HF model folder (config.json, model.safetensors or shards + index, tokenizer.json), or a
