@@ -3,7 +3,7 @@
 //! The pipeline, one module per stage: `checkpoint` (weights in) -> `model` (forward pass) ->
 //! `calibration` (Hessians) -> `quantizer` (the algorithm) -> `container` (GGUF and the Athena
 //! encoding) -> `verify`; `export` writes llama.cpp metadata and plain tensors, `convert` drives
-//! the whole conversion and `eval` measures perplexity.
+//! the whole conversion, `eval` measures perplexity and `progress` draws the tools' progress bars.
 
 pub mod calibration;
 pub mod checkpoint;
@@ -12,5 +12,6 @@ pub mod convert;
 pub mod eval;
 pub mod export;
 pub mod model;
+pub mod progress;
 pub mod quantizer;
 pub mod verify;

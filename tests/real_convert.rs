@@ -64,10 +64,18 @@ fn verify(file: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The materialised SmolLM2 folder, or None (and a SKIP line) when the switch is off.
+fn real_model() -> Option<PathBuf> {
+    let model = std::env::var_os("ATHENA_REAL_MODEL_DIR").map(PathBuf::from);
+    if model.is_none() {
+        println!("SKIP real_convert: set ATHENA_REAL_MODEL_DIR to the materialised SmolLM2 folder");
+    }
+    model
+}
+
 #[test]
 fn smollm2_f16_export_and_athena_3bit_conversion() {
-    let Some(model) = std::env::var_os("ATHENA_REAL_MODEL_DIR").map(PathBuf::from) else {
-        println!("SKIP real_convert: set ATHENA_REAL_MODEL_DIR to the materialised SmolLM2 folder");
+    let Some(model) = real_model() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -124,7 +132,13 @@ fn smollm2_f16_export_and_athena_3bit_conversion() {
     let ppl_convert = ppl_in(&converted);
     let verified = run(
         env!("CARGO_BIN_EXE_athena-verify"),
-        &[q.to_str().unwrap(), "--text", wiki.to_str().unwrap(), "--chunks", "4"],
+        &[
+            q.to_str().unwrap(),
+            "--text",
+            wiki.to_str().unwrap(),
+            "--chunks",
+            "4",
+        ],
     );
     let ppl_verify = ppl_in(&verified);
     assert_eq!(ppl_convert, ppl_q, "convert --eval-text vs athena-eval");
@@ -145,15 +159,20 @@ const ATHENA_3BIT_BOUND: f64 = 31.75;
 /// Ctrl-C in the middle of writing: exit status 130, neither OUT nor its temp file left behind.
 #[test]
 fn interrupted_conversion_leaves_no_file() {
-    let Some(model) = std::env::var_os("ATHENA_REAL_MODEL_DIR").map(PathBuf::from) else {
-        println!("SKIP real_convert: set ATHENA_REAL_MODEL_DIR to the materialised SmolLM2 folder");
+    let Some(model) = real_model() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("f32.gguf");
     // f32 streams 538 MB, so the temp file lives for a while.
     let child = Command::new(env!("CARGO_BIN_EXE_athena-convert"))
-        .args([model.to_str().unwrap(), out.to_str().unwrap(), "--type", "f32", "--quiet"])
+        .args([
+            model.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--type",
+            "f32",
+            "--quiet",
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -4,9 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use candle_core::Device;
+use clap::{Parser, ValueEnum};
 
 use athena::checkpoint::gguf_source::GgufSource;
 use athena::checkpoint::hf::HfFolder;
@@ -14,6 +13,7 @@ use athena::checkpoint::TensorSource;
 use athena::convert::{self, report};
 use athena::eval::file::{perplexity_with_bar, summary_line, EvalText};
 use athena::export::{self, ExportError, PlainOptions, PlainType, Progress, TokenizerFiles};
+use athena::progress;
 use athena::quantizer::{CodebookKind, GroupOrder};
 
 const ABOUT: &str =
@@ -340,16 +340,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
         seed: a.seed,
         embed_type: a.embed_type.into(),
     };
-    let bar = if cli.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = progress::bar(cli.quiet, progress::WITH_ETA);
     let quiet = cli.quiet;
     let mut on_progress = |p: convert::Progress<'_>| match p {
         convert::Progress::Stage(s) => bar.set_message(s.to_string()),
@@ -485,8 +476,12 @@ fn run(cli: &Cli) -> Result<(), String> {
             ctx: cli.eval.eval_ctx,
             chunks: cli.eval.eval_chunks,
         };
-        let (report, _) = perplexity_with_bar(&cli.out, &text, Device::Cpu, cli.quiet)
-            .map_err(|e| format!("{} was written, but perplexity failed: {e}", cli.out.display()))?;
+        let report = perplexity_with_bar(&cli.out, &text, Device::Cpu, cli.quiet).map_err(|e| {
+            format!(
+                "{} was written, but perplexity failed: {e}",
+                cli.out.display()
+            )
+        })?;
         // On stdout even with --quiet: it is the result that was asked for.
         println!("{} on {}", summary_line(&report), path.display());
     }
@@ -528,17 +523,10 @@ fn run_plain(cli: &Cli) -> Result<(), ExportError> {
         ty: cli.ty.into(),
         name: cli.name.clone().unwrap_or(input.name),
     };
-    let bar = if cli.quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} tensors  {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        b
-    };
+    let bar = progress::bar(
+        cli.quiet,
+        "{elapsed:>4} [{bar:30}] {pos}/{len} tensors  {msg}",
+    );
     let mut on_progress = |p: Progress<'_>| match p {
         Progress::Start { tensors } => bar.set_length(tensors as u64),
         Progress::Tensor { name, ty, .. } => {

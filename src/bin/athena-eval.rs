@@ -1,7 +1,7 @@
 //! athena-eval: perplexity of an HF model folder on a text file, computed like llama.cpp's
 //! llama-perplexity so the numbers can be compared directly.
 
-use athena::eval::file::{parse_device, perplexity_with_bar, summary_line, EvalText};
+use athena::eval::file::{parse_device, perplexity_with_bar, running_line, summary_line, EvalText};
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -47,8 +47,8 @@ fn run(args: Args) -> Result<(), String> {
         ctx: args.ctx,
         chunks: args.chunks,
     };
-    let (report, running) = perplexity_with_bar(&args.model, &text, device, false)?;
-    println!("{running}");
+    let report = perplexity_with_bar(&args.model, &text, device, false)?;
+    println!("{}", running_line(&report));
     println!(
         "{} {:.1}s",
         summary_line(&report),

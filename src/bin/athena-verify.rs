@@ -64,9 +64,11 @@ fn main() -> ExitCode {
                         chunks: args.chunks,
                     };
                     match perplexity_with_bar(&args.file, &text, Device::Cpu, args.json) {
-                        Ok((ppl, _)) => Some(ppl),
+                        Ok(ppl) => Some(ppl),
                         Err(e) => {
-                            eprintln!("athena-verify: the file is valid, but perplexity failed: {e}");
+                            eprintln!(
+                                "athena-verify: the file is valid, but perplexity failed: {e}"
+                            );
                             return ExitCode::from(1);
                         }
                     }

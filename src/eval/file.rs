@@ -25,6 +25,7 @@ pub struct EvalText {
 #[derive(Debug, Clone)]
 pub struct TextInfo {
     pub tokens: usize,
+    pub chunks: usize,
     pub add_bos: bool,
 }
 
@@ -74,12 +75,12 @@ pub fn perplexity_of_model(
     model_path: &Path,
     text: &EvalText,
     device: Device,
-    on_text: &mut dyn FnMut(&TextInfo, usize),
+    on_text: &mut dyn FnMut(&TextInfo),
     progress: &mut dyn FnMut(PerplexityProgress),
 ) -> Result<PerplexityReport, String> {
     let (source, tokenizer) = open_model(model_path)?;
-    let raw = std::fs::read_to_string(&text.path)
-        .map_err(|e| format!("{}: {e}", text.path.display()))?;
+    let raw =
+        std::fs::read_to_string(&text.path).map_err(|e| format!("{}: {e}", text.path.display()))?;
     let tokens = tokenizer.encode(&raw, true).map_err(|e| e.to_string())?;
     let bos = if tokenizer.add_bos_token {
         tokenizer.bos_token_id
@@ -88,13 +89,11 @@ pub fn perplexity_of_model(
     };
     let chunks = make_chunks(&tokens, text.ctx, text.chunks, bos)
         .map_err(|e| format!("{}: {e}", text.path.display()))?;
-    on_text(
-        &TextInfo {
-            tokens: tokens.len(),
-            add_bos: bos.is_some(),
-        },
-        chunks.len(),
-    );
+    on_text(&TextInfo {
+        tokens: tokens.len(),
+        chunks: chunks.len(),
+        add_bos: bos.is_some(),
+    });
     let model = Model::new(source.as_ref(), device).map_err(|e| e.to_string())?;
     perplexity(&model, &chunks, progress).map_err(|e| e.to_string())
 }
@@ -108,39 +107,29 @@ pub fn summary_line(report: &PerplexityReport) -> String {
 }
 
 /// [`perplexity_of_model`] behind a progress bar (hidden when `quiet`), the way the command-line
-/// tools run it. Returns the report and the running perplexities as llama.cpp prints them.
+/// tools run it.
 pub fn perplexity_with_bar(
     model_path: &Path,
     text: &EvalText,
     device: Device,
     quiet: bool,
-) -> Result<(PerplexityReport, String), String> {
-    use indicatif::{ProgressBar, ProgressStyle};
+) -> Result<PerplexityReport, String> {
     let start = std::time::Instant::now();
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = crate::progress::bar(quiet, crate::progress::WITH_ETA);
     bar.set_message(format!("perplexity on {}", text.path.display()));
-    let mut running = String::new();
     let report = perplexity_of_model(
         model_path,
         text,
         device,
-        &mut |info, chunks| {
-            bar.set_length(chunks as u64);
+        &mut |info| {
+            bar.set_length(info.chunks as u64);
             if !quiet {
                 bar.suspend(|| {
                     eprintln!(
-                        "{}: {} tokens, {chunks} chunks of {} (add_bos: {}), tokenized in {:.1}s",
+                        "{}: {} tokens, {} chunks of {} (add_bos: {}), tokenized in {:.1}s",
                         text.path.display(),
                         info.tokens,
+                        info.chunks,
                         text.ctx,
                         info.add_bos,
                         start.elapsed().as_secs_f64()
@@ -157,12 +146,24 @@ pub fn perplexity_with_bar(
                 bar.inc(1);
             }
             PerplexityProgress::Chunk { index, running_ppl } => {
-                running.push_str(&format!("[{}]{:.4},", index + 1, running_ppl));
-                bar.set_message(format!("perplexity: chunk {} ppl {running_ppl:.4}", index + 1));
+                bar.set_message(format!(
+                    "perplexity: chunk {} ppl {running_ppl:.4}",
+                    index + 1
+                ));
                 bar.inc(1);
             }
         },
     );
     bar.finish_and_clear();
-    Ok((report?, running))
+    report
+}
+
+/// The running perplexities as llama-perplexity prints them: `[1]p1,[2]p2,...`.
+pub fn running_line(report: &PerplexityReport) -> String {
+    report
+        .running
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("[{}]{p:.4},", i + 1))
+        .collect()
 }

@@ -56,8 +56,7 @@ pub fn refine_codebooks(w: &[f32], layer: &mut VqLayer, h: &Mat<f64>, cfg: &VqCo
                 let t = tr * tiles_c + tc;
                 let old = &layer.codebooks[t];
                 // G = R H[:, c0..c1] for the tile's rows: the gradient of the loss per weight.
-                let grad = residual.as_ref().subrows(r0, r1 - r0)
-                    * h.as_ref().subcols(c0, width);
+                let grad = residual.as_ref().subrows(r0, r1 - r0) * h.as_ref().subcols(c0, width);
                 let unknowns = n * d;
                 // The hot loop (rows x width^2 scattered adds): row-major slices, not Mat indexing.
                 let mut acc = vec![0f64; unknowns * unknowns];
@@ -79,7 +78,8 @@ pub fn refine_codebooks(w: &[f32], layer: &mut VqLayer, h: &Mat<f64>, cfg: &VqCo
                 }
                 let normal = Mat::<f64>::from_fn(unknowns, unknowns, |a, b| acc[a * unknowns + b]);
                 // A small ridge keeps unused centroids where they are and the solve well posed.
-                let diag_mean = (0..unknowns).map(|s| normal[(s, s)]).sum::<f64>() / unknowns as f64;
+                let diag_mean =
+                    (0..unknowns).map(|s| normal[(s, s)]).sum::<f64>() / unknowns as f64;
                 if diag_mean <= 0.0 {
                     return None;
                 }
@@ -131,7 +131,9 @@ mod tests {
         let w: Vec<f32> = (0..rows * cols).map(|_| rng.unit() as f32 - 0.5).collect();
         let tokens = 4 * cols;
         // Correlated inputs, so the cross-group terms of H matter.
-        let base: Vec<f32> = (0..tokens * cols).map(|_| rng.unit() as f32 - 0.5).collect();
+        let base: Vec<f32> = (0..tokens * cols)
+            .map(|_| rng.unit() as f32 - 0.5)
+            .collect();
         let x: Vec<f32> = (0..tokens * cols)
             .map(|k| base[k] + 0.7 * base[k - k % cols])
             .collect();
@@ -154,7 +156,10 @@ mod tests {
                 let before = relative_loss(&w, &layer.dequantized, rows, cols, &hd);
                 let changed = refine_codebooks(&w, &mut layer, &h, &cfg);
                 let after = relative_loss(&w, &layer.dequantized, rows, cols, &hd);
-                assert!(after <= before * (1.0 + 1e-9), "{tile_r}x{tile_c}: {after} > {before}");
+                assert!(
+                    after <= before * (1.0 + 1e-9),
+                    "{tile_r}x{tile_c}: {after} > {before}"
+                );
                 assert!(changed > 0, "{tile_r}x{tile_c} {kind:?}: no tile improved");
                 // The dequantized weights are still exactly the codebook entries the indices name.
                 for i in 0..rows {
