@@ -404,3 +404,60 @@ fn calibration_loop_observes_then_replaces_each_block() {
     assert_eq!(seen, vec![0, 1]);
     assert_eq!(gram.0.len(), 2 * 7);
 }
+
+/// BoA's v_proj input: per kv head, the attention-weighted (causal, so convex over the prefix)
+/// mix of the attention input rows.
+#[test]
+fn value_mix_is_a_causal_convex_mix_of_the_attention_input() {
+    #[derive(Default)]
+    struct Mix {
+        input: BTreeMap<String, Vec<Vec<f32>>>,
+        mixed: BTreeMap<String, Vec<Vec<Vec<f32>>>>,
+    }
+    impl LinearObserver for Mix {
+        fn observe(&mut self, layer: &str, x: &Tensor) -> candle_core::Result<()> {
+            if layer.ends_with("v_proj") {
+                self.input.insert(layer.to_string(), x.to_vec2()?);
+            }
+            Ok(())
+        }
+        fn wants_value_mix(&self) -> bool {
+            true
+        }
+        fn observe_value_mix(&mut self, layer: &str, m: &Tensor) -> candle_core::Result<()> {
+            self.mixed.insert(layer.to_string(), m.to_vec3()?);
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config("llama");
+    write_folder(dir.path(), &config, &random_tensors(&config, 4));
+    let folder = HfFolder::open(dir.path()).unwrap();
+    let model = Model::new(&folder, Device::Cpu).unwrap();
+    let c = model.config().clone();
+    let hidden = model.embed(&[vec![3u32, 1, 4, 1, 5, 9]]).unwrap();
+    let mut mix = Mix::default();
+    model
+        .forward_blocks(hidden, Some(&mut mix), |_, _| Ok(()))
+        .unwrap();
+    assert_eq!(mix.mixed.len(), c.num_hidden_layers);
+    for (layer, heads) in &mix.mixed {
+        let x = &mix.input[layer];
+        assert_eq!(heads.len(), c.num_key_value_heads);
+        for rows in heads {
+            assert_eq!(rows.len(), x.len());
+            // The first query sees only itself.
+            for (a, b) in rows[0].iter().zip(&x[0]) {
+                assert!((a - b).abs() < 1e-5, "{layer}: {a} vs {b}");
+            }
+            for (t, row) in rows.iter().enumerate() {
+                for (j, v) in row.iter().enumerate() {
+                    let prefix = x[..=t].iter().map(|r| r[j]);
+                    let lo = prefix.clone().fold(f32::INFINITY, f32::min);
+                    let hi = prefix.fold(f32::NEG_INFINITY, f32::max);
+                    assert!(*v >= lo - 1e-5 && *v <= hi + 1e-5, "{layer} row {t}");
+                }
+            }
+        }
+    }
+}

@@ -2,7 +2,10 @@
 
 use athena::quantizer::hessian::HessianAccumulator;
 use athena::quantizer::rng::SplitMix64;
-use athena::quantizer::{quantize_linear, CodebookKind, GroupOrder, VqConfig};
+use athena::quantizer::{
+    quantize_linear, quantize_linear_banded, relative_loss_banded, CodebookKind, GroupOrder,
+    VqConfig,
+};
 use faer::Mat;
 
 const ROWS: usize = 48;
@@ -19,18 +22,22 @@ fn layer() -> (Vec<f32>, Mat<f64>) {
     let w: Vec<f32> = (0..ROWS * COLS)
         .map(|_| gaussian(&mut rng) * 0.05)
         .collect();
+    (w, hessian(&mut rng, |j| 1.0 + (j % 7) as f32))
+}
+
+/// H of correlated inputs whose column j is scaled by `scale(j)`.
+fn hessian(rng: &mut SplitMix64, scale: impl Fn(usize) -> f32) -> Mat<f64> {
     let tokens = 512;
     let mut x = vec![0f32; tokens * COLS];
     for t in 0..tokens {
-        let shared = gaussian(&mut rng);
+        let shared = gaussian(rng);
         for j in 0..COLS {
-            let scale = 1.0 + (j % 7) as f32;
-            x[t * COLS + j] = scale * (0.8 * shared + 0.6 * gaussian(&mut rng));
+            x[t * COLS + j] = scale(j) * (0.8 * shared + 0.6 * gaussian(rng));
         }
     }
     let mut acc = HessianAccumulator::new(COLS);
     acc.add(&x, tokens);
-    (w, acc.finish())
+    acc.finish()
 }
 
 fn config() -> VqConfig {
@@ -175,4 +182,43 @@ fn scalar_baselines_gptq_beats_round_to_nearest() {
         gptq.relative_loss,
         rtn.relative_loss
     );
+}
+
+#[test]
+fn row_bands_use_their_own_hessians() {
+    let (w, h1) = layer();
+    // The second band's inputs weigh other columns: BoA's per-kv-head Hessians of v_proj differ
+    // like this.
+    let h2 = hessian(&mut SplitMix64::new(7), |j| {
+        1.0 + ((COLS - j) % 5) as f32 * 2.0
+    });
+    let bands = [h1.clone(), h2];
+    let cfg = VqConfig::new(2, 16, 8, COLS);
+    let banded = quantize_linear_banded(&w, ROWS, COLS, &bands, &cfg, 1).unwrap();
+    let shared = quantize_linear(&w, ROWS, COLS, &h1, &cfg, 1).unwrap();
+    let banded_loss = relative_loss_banded(&w, &banded.dequantized, ROWS, COLS, &bands);
+    let shared_loss = relative_loss_banded(&w, &shared.dequantized, ROWS, COLS, &bands);
+    assert!(
+        (banded.relative_loss - banded_loss).abs() < 1e-9 * banded_loss,
+        "{} vs {banded_loss}",
+        banded.relative_loss
+    );
+    assert!(
+        banded_loss < shared_loss,
+        "per-band {banded_loss} vs one Hessian {shared_loss}"
+    );
+    // Codebooks of the bands concatenate in tile order: tile i / 8 serves row i.
+    let groups = COLS / 2;
+    assert_eq!(banded.vq.codebooks.len(), ROWS / 8);
+    for i in 0..ROWS {
+        for g in 0..groups {
+            let a = banded.vq.indices[i * groups + g] as usize;
+            let cb = &banded.vq.codebooks[i / 8].values;
+            assert_eq!(banded.dequantized[i * COLS + 2 * g], cb[2 * a]);
+        }
+    }
+    // A tile spanning both bands falls back to one mean Hessian, still one codebook per tile.
+    let spanning = VqConfig::new(2, 16, ROWS, COLS);
+    let q = quantize_linear_banded(&w, ROWS, COLS, &bands, &spanning, 1).unwrap();
+    assert_eq!(q.vq.codebooks.len(), 1);
 }

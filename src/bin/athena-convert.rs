@@ -187,6 +187,11 @@ struct AthenaArgs {
     #[arg(long, value_enum, default_value = "wide")]
     tiles: TilesArg,
 
+    /// Largest vector dimension d of the --bits plan: 3 (d = 3 codebooks wherever 3 divides the
+    /// columns, d = 2 elsewhere and at 3.5-4 bits; slower, better) or 2 (d = 2 only).
+    #[arg(long, value_name = "2|3", default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    max_dim: u8,
+
     /// What the --bits plan weighs layers by: hessian (APTQ: Hessian trace x weight energy, one
     /// extra calibration pass), uniform (every weight alike: bits spread evenly) or relative
     /// (every layer alike: the same relative output error, small layers protected first).
@@ -228,6 +233,11 @@ struct AthenaArgs {
     /// layer loss once its indices are fixed.
     #[arg(long)]
     no_codebook_update: bool,
+
+    /// Ablation: quantize v_proj under the plain input Hessian it shares with q/k instead of
+    /// BoA's attention-aware Hessians (one per kv head, from the attention-weighted inputs).
+    #[arg(long)]
+    no_attention_hessians: bool,
 
     /// Seed of k-means seeding: the same seed gives a byte-identical file.
     #[arg(long, default_value_t = 0)]
@@ -314,6 +324,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             CodebookArg::F16 => CodebookKind::F16,
         },
         lowrank: a.lowrank_rank,
+        max_dim: a.max_dim as usize,
         tiles: match a.tiles {
             TilesArg::Wide => convert::TileLayout::Wide,
             TilesArg::Paper => convert::TileLayout::Paper,
@@ -331,6 +342,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
         hessian_metric: !a.no_hessian_metric,
         error_feedback: !a.no_error_feedback,
         codebook_update: !a.no_codebook_update,
+        attention_hessians: !a.no_attention_hessians,
         calib: a
             .calib
             .clone()

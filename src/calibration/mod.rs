@@ -77,6 +77,8 @@ pub struct HessianObserver {
     mode: Accumulate,
     hessians: BTreeMap<String, HessianAccumulator>,
     traces: BTreeMap<String, (f64, u64)>,
+    /// BoA: per v_proj, one Hessian per kv head of the attention-mixed input (None: off).
+    value_heads: Option<BTreeMap<String, Vec<HessianAccumulator>>>,
 }
 
 impl HessianObserver {
@@ -85,7 +87,22 @@ impl HessianObserver {
             mode,
             hessians: BTreeMap::new(),
             traces: BTreeMap::new(),
+            value_heads: None,
         }
+    }
+
+    /// Also accumulates BoA's attention-aware Hessians of v_proj, one per kv head.
+    pub fn with_value_heads(mut self) -> Self {
+        self.value_heads = Some(BTreeMap::new());
+        self
+    }
+
+    /// The per-kv-head Hessians of a v_proj layer (empty unless `with_value_heads`).
+    pub fn value_head_hessians(&self, layer: &str) -> &[HessianAccumulator] {
+        self.value_heads
+            .as_ref()
+            .and_then(|m| m.get(layer))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// The accumulated Hessian of `layer` (its owner's, for layers that share an input).
@@ -102,6 +119,25 @@ impl HessianObserver {
 }
 
 impl LinearObserver for HessianObserver {
+    fn wants_value_mix(&self) -> bool {
+        self.value_heads.is_some()
+    }
+
+    fn observe_value_mix(&mut self, layer: &str, mixed: &Tensor) -> candle_core::Result<()> {
+        let Some(heads) = self.value_heads.as_mut() else {
+            return Ok(());
+        };
+        let (kv_heads, tokens, dim) = mixed.dims3()?;
+        let accs = heads
+            .entry(layer.to_string())
+            .or_insert_with(|| vec![HessianAccumulator::new(dim); kv_heads]);
+        for (g, acc) in accs.iter_mut().enumerate() {
+            let x: Vec<f32> = mixed.get(g)?.flatten_all()?.to_vec1()?;
+            acc.add(&x, tokens);
+        }
+        Ok(())
+    }
+
     fn observe(&mut self, layer: &str, input: &Tensor) -> candle_core::Result<()> {
         if hessian_owner(layer) != layer {
             return Ok(());

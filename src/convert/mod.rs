@@ -78,6 +78,8 @@ pub struct ConvertOptions {
     pub codebook: CodebookKind,
     pub lowrank: LowRankChoice,
     pub tiles: TileLayout,
+    /// Largest vector dimension of the --bits menu (2 or 3).
+    pub max_dim: usize,
     pub sensitivity: Sensitivity,
     pub order: GroupOrder,
     pub kmeans_iters: usize,
@@ -85,6 +87,8 @@ pub struct ConvertOptions {
     pub hessian_metric: bool,
     pub error_feedback: bool,
     pub codebook_update: bool,
+    /// BoA: v_proj under per-kv-head attention-aware Hessians (Athena method only).
+    pub attention_hessians: bool,
     pub calib: PathBuf,
     pub calib_tokens: usize,
     pub seq_len: usize,
@@ -287,7 +291,7 @@ fn make_plan(
                     };
                 }
             }
-            let chosen = plan::plan_with(&layers, bits, |l, d, n| {
+            let chosen = plan::plan_with(&layers, bits, opts.max_dim, |l, d, n| {
                 let mut cfg = match opts.tiles {
                     TileLayout::Wide => plan::menu_config(d, n, l.rows, l.cols, opts.codebook, 0),
                     TileLayout::Paper => VqConfig {
@@ -387,6 +391,7 @@ pub fn convert(
         &sequences,
         &planned,
         opts.seed,
+        opts.attention_hessians && opts.method == Method::Athena,
         |layer, kind| {
             progress(Progress::Layer {
                 layer,

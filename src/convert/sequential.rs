@@ -12,7 +12,7 @@ use crate::calibration::{Accumulate, HessianObserver};
 use crate::checkpoint::names;
 use crate::export;
 use crate::model::{LinearKind, Model, ModelError};
-use crate::quantizer::{quantize_linear, QuantError, QuantizedLinear, VqConfig};
+use crate::quantizer::{quantize_linear_banded, QuantError, QuantizedLinear, VqConfig};
 
 /// Errors of the sequential pass. Display is one line naming the layer.
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +72,15 @@ pub fn hessian_traces(
 
 /// Quantizes every linear layer of `model` with the configuration `plan` gives its weight name,
 /// handing each result (in GGUF row order) to `sink`. `progress(layer, kind)` is called per layer.
+/// With `attention_hessians`, v_proj is quantized per kv head under BoA's attention-aware
+/// Hessians instead of the plain input Hessian it shares with q/k.
+#[allow(clippy::too_many_arguments)]
 pub fn quantize_model(
     model: &Model,
     sequences: &[Vec<u32>],
     plan: &BTreeMap<String, VqConfig>,
     seed: u64,
+    attention_hessians: bool,
     mut progress: impl FnMut(usize, LinearKind),
     mut sink: impl FnMut(&str, &QuantizedLinear) -> Result<(), String>,
 ) -> Result<Vec<LayerOutcome>, SequentialError> {
@@ -86,6 +90,9 @@ pub fn quantize_model(
     for layer in 0..config.num_hidden_layers {
         let mut block = model.load_block(layer)?;
         let mut observer = HessianObserver::new(Accumulate::Hessian);
+        if attention_hessians {
+            observer = observer.with_value_heads();
+        }
         model.run_block(&block, &hidden, Some(&mut observer))?;
         for kind in LinearKind::ALL {
             progress(layer, kind);
@@ -113,17 +120,21 @@ pub fn quantize_model(
             if let Some(n_head) = perm {
                 w = names::permute_qk(&w, rows, cols, n_head).map_err(|e| err(e.to_string()))?;
             }
-            let h = observer
-                .hessian(&module)
-                .ok_or_else(|| err("no calibration input reached this layer".into()))?
-                .finish();
+            let hs: Vec<_> = match observer.value_head_hessians(&module) {
+                [] => vec![observer
+                    .hessian(&module)
+                    .ok_or_else(|| err("no calibration input reached this layer".into()))?
+                    .finish()],
+                heads => heads.iter().map(|h| h.finish()).collect(),
+            };
             let layer_seed = seed ^ fnv1a(name.as_bytes());
-            let q = quantize_linear(&w, rows, cols, &h, cfg, layer_seed).map_err(|source| {
-                SequentialError::Quant {
-                    layer: name.clone(),
-                    source,
-                }
-            })?;
+            let q =
+                quantize_linear_banded(&w, rows, cols, &hs, cfg, layer_seed).map_err(|source| {
+                    SequentialError::Quant {
+                        layer: name.clone(),
+                        source,
+                    }
+                })?;
             sink(&name, &q).map_err(err)?;
             let mut dequantized = q.dequantized.clone();
             if let Some(n_head) = perm {

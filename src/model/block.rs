@@ -161,9 +161,13 @@ impl Block {
         mut observer: Option<&mut dyn LinearObserver>,
     ) -> Result<Tensor> {
         let (seq, _) = x.dims2()?;
-        let mut observe = |kind: LinearKind, input: &Tensor| -> Result<()> {
+        let layer = self.layer;
+        let observe = |observer: &mut Option<&mut dyn LinearObserver>,
+                       kind: LinearKind,
+                       input: &Tensor|
+         -> Result<()> {
             match observer.as_deref_mut() {
-                Some(o) => o.observe(&kind.hf_name(self.layer), input),
+                Some(o) => o.observe(&kind.hf_name(layer), input),
                 None => Ok(()),
             }
         };
@@ -177,7 +181,7 @@ impl Block {
         // Attention.
         let h = rms_norm(x, &self.input_layernorm, eps)?;
         for kind in [LinearKind::Q, LinearKind::K, LinearKind::V] {
-            observe(kind, &h)?;
+            observe(&mut observer, kind, &h)?;
         }
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
             t.reshape((seq, n, hd))?.transpose(0, 1)?.contiguous()
@@ -203,21 +207,30 @@ impl Block {
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
         let scores = scores.broadcast_add(&causal_mask(seq, x.device())?)?;
         let probs = softmax_last(&scores)?;
+        if let Some(o) = observer.as_deref_mut().filter(|o| o.wants_value_mix()) {
+            let mean_probs = probs.reshape((nkv, nh / nkv, seq, seq))?.mean(1)?;
+            let mixed = mean_probs.matmul(
+                &h.unsqueeze(0)?
+                    .broadcast_as((nkv, seq, h.dim(1)?))?
+                    .contiguous()?,
+            )?;
+            o.observe_value_mix(&LinearKind::V.hf_name(self.layer), &mixed)?;
+        }
         let attn = probs
             .matmul(&v.contiguous()?)?
             .transpose(0, 1)?
             .reshape((seq, nh * hd))?;
-        observe(LinearKind::O, &attn)?;
+        observe(&mut observer, LinearKind::O, &attn)?;
         let x = (x + self.linear(LinearKind::O).forward(&attn)?)?;
 
         // MLP.
         let h = rms_norm(&x, &self.post_attention_layernorm, eps)?;
-        observe(LinearKind::Gate, &h)?;
-        observe(LinearKind::Up, &h)?;
+        observe(&mut observer, LinearKind::Gate, &h)?;
+        observe(&mut observer, LinearKind::Up, &h)?;
         let gate = self.linear(LinearKind::Gate).forward(&h)?.silu()?;
         let up = self.linear(LinearKind::Up).forward(&h)?;
         let act = (gate * up)?;
-        observe(LinearKind::Down, &act)?;
+        observe(&mut observer, LinearKind::Down, &act)?;
         x + self.linear(LinearKind::Down).forward(&act)?
     }
 }

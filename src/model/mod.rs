@@ -34,6 +34,20 @@ pub trait LinearObserver {
     /// `layer` is the HF module name (`model.layers.0.self_attn.q_proj`); `input` is
     /// `[tokens, in_features]` for one sequence. q/k/v (and gate/up) receive the same tensor.
     fn observe(&mut self, layer: &str, input: &Tensor) -> candle_core::Result<()>;
+
+    /// Whether [`LinearObserver::observe_value_mix`] should be called (it costs one attention-
+    /// sized matmul per sequence and block, so the forward pass skips it unless asked).
+    fn wants_value_mix(&self) -> bool {
+        false
+    }
+
+    /// BoA's attention-aware input of v_proj (ATHENA-MATH 6): `mixed` is `[kv_heads, tokens,
+    /// in_features]`, per kv head `A X` with `A` the attention probabilities averaged over the
+    /// query heads that share it. An error dW in that head's rows of v_proj reaches the
+    /// attention output as `A X dW^T`, so `(A X)^T (A X)` is the Hessian that matters.
+    fn observe_value_mix(&mut self, _layer: &str, _mixed: &Tensor) -> candle_core::Result<()> {
+        Ok(())
+    }
 }
 
 /// A decoder whose weights stay in the [`TensorSource`] until a block needs them.

@@ -178,19 +178,74 @@ pub fn quantize_linear(
     config: &VqConfig,
     seed: u64,
 ) -> Result<QuantizedLinear, QuantError> {
-    let mut vq = gptvq::quantize(w, rows, cols, h, config, seed)?;
-    if config.refine_codebooks && !config.uniform_grid {
-        refine::refine_codebooks(w, &mut vq, h, config);
+    quantize_linear_banded(w, rows, cols, std::slice::from_ref(h), config, seed)
+}
+
+/// Quantizes W whose equal consecutive row bands each have their own Hessian (BoA's per-kv-head
+/// Hessians of v_proj, ATHENA-MATH 6). Each band runs the GPTQ loop under its own H when the
+/// codebook tiles fit inside a band; when a tile would span bands, the whole layer runs under the
+/// mean of the band Hessians. The low-rank residual is fitted under that mean too.
+pub fn quantize_linear_banded(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    hs: &[Mat<f64>],
+    config: &VqConfig,
+    seed: u64,
+) -> Result<QuantizedLinear, QuantError> {
+    config.validate(rows, cols)?;
+    let bands = hs.len().max(1);
+    let mean = if hs.len() == 1 {
+        hs[0].clone()
+    } else {
+        let mut m = Mat::<f64>::zeros(cols, cols);
+        for h in hs {
+            m += h;
+        }
+        m * faer::Scale(1.0 / bands as f64)
+    };
+    let per_band = rows % bands == 0 && (rows / bands) % config.tile_rows == 0;
+    let (band_hs, band_rows) = if per_band {
+        (hs, rows / bands)
+    } else {
+        (std::slice::from_ref(&mean), rows)
+    };
+    let mut vq = VqLayer {
+        rows,
+        cols,
+        indices: Vec::with_capacity(rows * cols / config.d),
+        codebooks: Vec::new(),
+        dequantized: Vec::with_capacity(rows * cols),
+    };
+    for (b, h) in band_hs.iter().enumerate() {
+        // Bands stack whole tile rows, so their codebooks concatenate in tile order.
+        let wb = &w[b * band_rows * cols..(b + 1) * band_rows * cols];
+        let band_seed = seed ^ (b as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mut part = gptvq::quantize(wb, band_rows, cols, h, config, band_seed)?;
+        if config.refine_codebooks && !config.uniform_grid {
+            refine::refine_codebooks(wb, &mut part, h, config);
+        }
+        vq.indices.extend(part.indices);
+        vq.codebooks.extend(part.codebooks);
+        vq.dequantized.extend(part.dequantized);
     }
     let mut dequantized = vq.dequantized.clone();
     let lowrank = if config.rank > 0 {
-        let lr = lowrank::fit(w, &vq.dequantized, rows, cols, h, config.rank, config.damp)?;
+        let lr = lowrank::fit(
+            w,
+            &vq.dequantized,
+            rows,
+            cols,
+            &mean,
+            config.rank,
+            config.damp,
+        )?;
         lr.apply(&mut dequantized, cols);
         Some(lr)
     } else {
         None
     };
-    let relative_loss = relative_loss(w, &dequantized, rows, cols, h);
+    let relative_loss = relative_loss_banded(w, &dequantized, rows, cols, band_hs);
     Ok(QuantizedLinear {
         config: config.clone(),
         vq,
@@ -202,19 +257,37 @@ pub fn quantize_linear(
 
 /// tr(dW H dW^T) / tr(W H W^T) for dW = W - What.
 pub fn relative_loss(w: &[f32], what: &[f32], rows: usize, cols: usize, h: &Mat<f64>) -> f64 {
-    let wm = Mat::<f64>::from_fn(rows, cols, |i, j| w[i * cols + j] as f64);
-    let dm = Mat::<f64>::from_fn(rows, cols, |i, j| {
-        (w[i * cols + j] - what[i * cols + j]) as f64
-    });
-    let quad = |m: &Mat<f64>| {
-        let mh = m * h;
-        (0..rows)
-            .map(|i| (0..cols).map(|j| mh[(i, j)] * m[(i, j)]).sum::<f64>())
-            .sum::<f64>()
-    };
-    let base = quad(&wm);
+    relative_loss_banded(w, what, rows, cols, std::slice::from_ref(h))
+}
+
+/// The relative loss when equal consecutive row bands have their own Hessians: the sums of
+/// tr(dW_b H_b dW_b^T) and tr(W_b H_b W_b^T) over the bands.
+pub fn relative_loss_banded(
+    w: &[f32],
+    what: &[f32],
+    rows: usize,
+    cols: usize,
+    hs: &[Mat<f64>],
+) -> f64 {
+    let band_rows = rows / hs.len();
+    let (mut loss, mut base) = (0.0, 0.0);
+    for (b, h) in hs.iter().enumerate() {
+        let r0 = b * band_rows;
+        let wm = Mat::<f64>::from_fn(band_rows, cols, |i, j| w[(r0 + i) * cols + j] as f64);
+        let dm = Mat::<f64>::from_fn(band_rows, cols, |i, j| {
+            (w[(r0 + i) * cols + j] - what[(r0 + i) * cols + j]) as f64
+        });
+        let quad = |m: &Mat<f64>| {
+            let mh = m * h;
+            (0..band_rows)
+                .map(|i| (0..cols).map(|j| mh[(i, j)] * m[(i, j)]).sum::<f64>())
+                .sum::<f64>()
+        };
+        base += quad(&wm);
+        loss += quad(&dm);
+    }
     if base > 0.0 {
-        quad(&dm) / base
+        loss / base
     } else {
         0.0
     }
