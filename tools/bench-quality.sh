@@ -5,7 +5,7 @@
 # same run as the reference.
 #
 # Usage: [SET=budget|ablation|all] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
-# (run tools/fetch-models.sh first; SET=all takes about 80 minutes on 2 cores)
+# (run tools/fetch-models.sh first; SET=all takes about two hours on 2 cores)
 #
 # Perplexity of each file comes from `athena-verify FILE --text` (the code behind athena-eval and
 # athena-convert --eval-text), so every row is also a verified file.
@@ -30,7 +30,8 @@ BUDGET_RUNS=(
   "athena --bits 2.5|--bits 2.5"
   "athena --bits 3|--bits 3"
   "athena --bits 4|--bits 4"
-  "athena --bits 3, 32768 calibration tokens|--bits 3 --calib-tokens 32768"
+  "athena --bits 3, 8192 calibration tokens|--bits 3 --calib-tokens 8192"
+  "athena --bits 3, d=2 plan only|--bits 3 --max-dim 2"
   "baseline kmeans --bits 3 (no Hessian at all)|--bits 3 --method kmeans"
   "baseline gptq --bits 3 (scalar, 1x128 grids)|--bits 3 --method gptq"
   "baseline gptq --bits 4|--bits 4 --method gptq"
@@ -45,7 +46,8 @@ ABLATION_RUNS=(
   "vq: f16 codebook|--vq 2,64,32,576 --codebook f16"
   "vq: low-rank auto|--vq 2,64,32,576 --lowrank-rank auto"
   "vq: natural group order|--vq 2,64,32,576 --order natural"
-  "--bits 3: paper tiles (C = d)|--bits 3 --tiles paper"
+  "vq: plain Hessian for v_proj (no BoA)|--vq 2,64,32,576 --no-attention-hessians"
+  "--bits 3: paper tiles (C = d)|--bits 3 --tiles paper --max-dim 2"
 )
 case "${SET:-all}" in
   budget) RUNS=("${BUDGET_RUNS[@]}") ;;

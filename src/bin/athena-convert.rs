@@ -207,8 +207,9 @@ struct AthenaArgs {
     #[arg(long, value_name = "FILE")]
     calib: Option<PathBuf>,
 
-    /// Calibration tokens, cut into sequences of --seq-len.
-    #[arg(long, value_name = "N", default_value_t = 8192)]
+    /// Calibration tokens, cut into sequences of --seq-len (32768 measured 1.0 perplexity better
+    /// than 8192 at --bits 3 on SmolLM2, for 40% more conversion time).
+    #[arg(long, value_name = "N", default_value_t = 32768)]
     calib_tokens: usize,
 
     /// Calibration sequence length in tokens.
