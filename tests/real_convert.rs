@@ -146,7 +146,8 @@ fn smollm2_f16_export_and_athena_3bit_conversion() {
     println!(
         "athena --bits 3 (4096 calibration tokens): linear bpw {bpw:.4}, ppl {ppl_q:.4} (4 chunks)"
     );
-    // Measured 28.3990 with exactly these arguments (release build, this machine); the bound
+    // Measured 21.6661 with exactly these arguments (release build, this machine, d = 3 plan and
+    // BoA v_proj Hessians; 28.3990 with the d = 2 plan before them); the bound
     // leaves 10% for other CPUs' GEMM kernels. f32 is 12.93 on these chunks: see docs/benchmarks.md.
     assert!(
         ppl_q < ATHENA_3BIT_BOUND,
@@ -154,7 +155,7 @@ fn smollm2_f16_export_and_athena_3bit_conversion() {
     );
 }
 
-const ATHENA_3BIT_BOUND: f64 = 31.75;
+const ATHENA_3BIT_BOUND: f64 = 23.85;
 
 /// Ctrl-C in the middle of writing: exit status 130, neither OUT nor its temp file left behind.
 #[test]
