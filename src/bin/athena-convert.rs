@@ -159,7 +159,8 @@ struct EvalArgs {
 struct AthenaArgs {
     /// Budget: average bits per weight of the quantized linear weights, every stored byte
     /// counted (indices, codebooks, scales, low-rank factors). Met by a per-layer mixed-precision
-    /// plan (1.5 to 4 index bits per weight; see --sensitivity). Typical: 2 to 4.
+    /// plan (1.33 to 4 index bits per weight, d = 3 codebooks where 3 divides the columns; see
+    /// --sensitivity and --max-dim). Typical: 2 to 4.
     #[arg(long, value_name = "B")]
     bits: Option<f64>,
 
