@@ -168,3 +168,60 @@ fn bad_arguments_get_one_line_errors_and_no_output() {
         assert!(left.is_empty(), "{args:?} left {left:?}");
     }
 }
+
+/// `athena-verify --reference`: zero error for a lossless export, a bounded nonzero one for a
+/// quantized file, and a one-line error against a model of another shape.
+#[test]
+fn verify_reference_compares_with_the_source_model() {
+    let t = Tiny::new("llama");
+    let reference = |file: &str, model: &Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_athena-verify"))
+            .arg(t.path(file))
+            .arg("--json")
+            .arg("--reference")
+            .arg(model)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            serde_json::from_slice::<serde_json::Value>(&o.stdout).ok(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let model = t.path("tiny");
+    assert_eq!(t.convert("f32.gguf", &["--type", "f32"]).0, 0);
+    let (code, json, err) = reference("f32.gguf", &model);
+    assert_eq!(code, Some(0), "{err}");
+    let c = &json.unwrap()["reference"];
+    assert_eq!(c["matrix_relative_error"], 0.0);
+    assert!(c["tensors"].as_array().unwrap().len() > 10);
+
+    assert_eq!(t.convert("q.gguf", &["--vq", "2,16,8,16"]).0, 0);
+    let (code, json, err) = reference("q.gguf", &model);
+    assert_eq!(code, Some(0), "{err}");
+    let json = json.unwrap();
+    let e = json["reference"]["matrix_relative_error"].as_f64().unwrap();
+    assert!(e > 0.01 && e < 0.6, "2-bit relative error {e}");
+    let q = json["reference"]["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "model.layers.0.self_attn.q_proj.weight")
+        .unwrap()
+        .clone();
+    assert!(q["relative_error"].as_f64().unwrap() > 0.0);
+
+    // A model of another shape: the comparison fails with one line naming the tensor.
+    let other = t.path("other");
+    std::fs::create_dir(&other).unwrap();
+    let mut cfg = common::tiny_config("llama");
+    cfg["intermediate_size"] = serde_json::json!(48);
+    common::write_folder(&other, &cfg, &common::random_tensors(&cfg, 5));
+    common::write_bpe_tokenizer(&other);
+    let (code, _, err) = reference("q.gguf", &other);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("has shape") && err.contains("mlp") && err.lines().count() == 1,
+        "{err}"
+    );
+}

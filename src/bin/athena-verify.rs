@@ -1,11 +1,13 @@
 //! athena-verify: checks a GGUF file against the Athena spec and reports what it holds.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use athena::eval::file::{perplexity_with_bar, summary_line, EvalText};
+use athena::progress;
+use athena::verify::reference::{self, Comparison};
 use athena::verify::{self, report, Options};
 use candle_core::Device;
 
@@ -25,6 +27,8 @@ use candle_core::Device;
 ///   athena-verify model.gguf --json > report.json
 ///   # also measure perplexity (the same figure athena-eval and athena-convert --eval-text give)
 ///   athena-verify model.gguf --text wiki.utf8 --chunks 32
+///   # and how far each tensor is from the model it came from
+///   athena-verify model.gguf --reference ./SmolLM2-135M-Instruct
 #[derive(Parser, Debug)]
 #[command(name = "athena-verify", version, verbatim_doc_comment)]
 struct Args {
@@ -46,6 +50,23 @@ struct Args {
     /// Score only the first N chunks of --text (default: all that fit).
     #[arg(long, value_name = "N", requires = "text")]
     chunks: Option<usize>,
+    /// After the checks, compare every tensor with the model the file was converted from (an HF
+    /// folder or a GGUF file): relative error ||W - W_ref|| / ||W_ref|| and largest absolute
+    /// error per tensor (all of them in --json, the worst five in the table).
+    #[arg(long, value_name = "MODEL")]
+    reference: Option<PathBuf>,
+}
+
+/// [`reference::compare`] behind a progress bar.
+fn compare_with_bar(args: &Args, reference: &Path) -> Result<Comparison, String> {
+    let bar = progress::bar(args.json, progress::WITH_ETA);
+    bar.set_message(format!("comparing with {}", reference.display()));
+    let result = reference::compare(&args.file, reference, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    result
 }
 
 fn main() -> ExitCode {
@@ -74,8 +95,23 @@ fn main() -> ExitCode {
                     }
                 }
             };
+            let compared = match &args.reference {
+                None => None,
+                Some(r) => match compare_with_bar(&args, r) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        eprintln!(
+                            "athena-verify: the file is valid, but the comparison failed: {e}"
+                        );
+                        return ExitCode::from(1);
+                    }
+                },
+            };
             if args.json {
                 let mut value = serde_json::to_value(&report).expect("report serializes");
+                if let Some(c) = &compared {
+                    value["reference"] = serde_json::to_value(c).expect("comparison serializes");
+                }
                 if let Some(p) = &measured {
                     value["perplexity"] = serde_json::json!({
                         "text": args.text.as_ref().map(|t| t.display().to_string()),
@@ -86,6 +122,9 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string_pretty(&value).expect("json"));
             } else {
                 print!("{}", report::render_table(&report));
+                if let Some(c) = &compared {
+                    print!("{}", report::render_comparison(c));
+                }
                 if let Some(p) = &measured {
                     println!("{}", summary_line(p));
                 }

@@ -2,6 +2,7 @@
 //! Athena weight (format-spec/athena-encoding.md section 8, rules 1-8) and the checksums, and a
 //! per-tensor report of encodings and bits per weight.
 
+pub mod reference;
 pub mod report;
 
 use std::path::{Path, PathBuf};

@@ -84,3 +84,24 @@ pub fn render_table(report: &Report) -> String {
     let _ = writeln!(out, "checksums verified:   {}", s.checksums_verified);
     out
 }
+
+/// The `--reference` summary: overall matrix error and the five worst tensors.
+pub fn render_comparison(c: &super::reference::Comparison) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "reference:            {}", c.reference);
+    let _ = writeln!(
+        out,
+        "relative error:       {:.6} over the 2-D weights ({} tensors compared)",
+        c.matrix_relative_error,
+        c.tensors.len()
+    );
+    for (k, t) in c.worst(5).iter().enumerate() {
+        let label = if k == 0 { "worst tensors:" } else { "" };
+        let _ = writeln!(
+            out,
+            "{label:<22}{}  relative {:.6}  max abs {:.6}",
+            t.name, t.relative_error, t.max_abs_error
+        );
+    }
+    out
+}
