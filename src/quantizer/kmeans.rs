@@ -130,7 +130,6 @@ pub fn fit(
             quad(m, &diff, d)
         })
         .collect();
-    let mut diff = vec![0f32; d];
     for _ in 1..n {
         let sum: f64 = dist.iter().map(|&x| x.max(0.0) as f64).sum();
         let pick = if sum > 0.0 {
@@ -148,13 +147,18 @@ pub fn fit(
             rng.below(sample.len() as u64) as usize
         };
         let c: Vec<f32> = point(sample[pick]).1.to_vec();
-        for (s, &k) in sample.iter().enumerate() {
-            let (m, w) = point(k);
-            for e in 0..d {
-                diff[e] = w[e] - c[e];
-            }
-            dist[s] = dist[s].min(quad(m, &diff, d));
-        }
+        // Elementwise, so the parallel update gives the same result as a serial one.
+        dist.par_iter_mut()
+            .zip(&sample)
+            .with_min_len(1024)
+            .for_each(|(dist, &k)| {
+                let (m, w) = point(k);
+                let mut diff = [0f32; 8];
+                for e in 0..d {
+                    diff[e] = w[e] - c[e];
+                }
+                *dist = dist.min(quad(m, &diff[..d], d));
+            });
         centroids.extend_from_slice(&c);
     }
 
