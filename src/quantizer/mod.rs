@@ -195,20 +195,22 @@ pub fn quantize_linear_banded(
 ) -> Result<QuantizedLinear, QuantError> {
     config.validate(rows, cols)?;
     let bands = hs.len().max(1);
-    let mean = if hs.len() == 1 {
-        hs[0].clone()
+    let mean_of_bands;
+    let mean = if let [h] = hs {
+        h
     } else {
         let mut m = Mat::<f64>::zeros(cols, cols);
         for h in hs {
             m += h;
         }
-        m * faer::Scale(1.0 / bands as f64)
+        mean_of_bands = m * faer::Scale(1.0 / bands as f64);
+        &mean_of_bands
     };
     let per_band = rows % bands == 0 && (rows / bands) % config.tile_rows == 0;
     let (band_hs, band_rows) = if per_band {
         (hs, rows / bands)
     } else {
-        (std::slice::from_ref(&mean), rows)
+        (std::slice::from_ref(mean), rows)
     };
     let mut vq = VqLayer {
         rows,
@@ -236,7 +238,7 @@ pub fn quantize_linear_banded(
             &vq.dequantized,
             rows,
             cols,
-            &mean,
+            mean,
             config.rank,
             config.damp,
         )?;
