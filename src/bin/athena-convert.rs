@@ -159,8 +159,8 @@ struct EvalArgs {
 struct AthenaArgs {
     /// Budget: average bits per weight of the quantized linear weights, every stored byte
     /// counted (indices, codebooks, scales, low-rank factors). Met by a per-layer mixed-precision
-    /// plan (1.33 to 4 index bits per weight, d = 3 codebooks where 3 divides the columns; see
-    /// --sensitivity and --max-dim). Typical: 2 to 4.
+    /// plan (1.33 to 4 index bits per weight, d = 4 and 3 codebooks where they divide the columns;
+    /// see --sensitivity and --max-dim). Typical: 2 to 4.
     #[arg(long, value_name = "B")]
     bits: Option<f64>,
 
@@ -188,9 +188,9 @@ struct AthenaArgs {
     #[arg(long, value_enum, default_value = "wide")]
     tiles: TilesArg,
 
-    /// Largest vector dimension d of the --bits plan: 3 (d = 3 codebooks wherever 3 divides the
-    /// columns, d = 2 elsewhere and at 3.5-4 bits; slower, better) or 2 (d = 2 only).
-    #[arg(long, value_name = "2|3", default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    /// Largest vector dimension d of the --bits plan: 4 (d = 4 below 2.5 bits, d = 3 up to 3.33,
+    /// d = 2 above, each where it divides the columns), 3 (no d = 4) or 2 (d = 2 only; fastest).
+    #[arg(long, value_name = "2|3|4", default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=4))]
     max_dim: u8,
 
     /// What the --bits plan weighs layers by: hessian (APTQ: Hessian trace x weight energy, one

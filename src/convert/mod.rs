@@ -78,7 +78,7 @@ pub struct ConvertOptions {
     pub codebook: CodebookKind,
     pub lowrank: LowRankChoice,
     pub tiles: TileLayout,
-    /// Largest vector dimension of the --bits menu (2 or 3).
+    /// Largest vector dimension of the --bits menu (2, 3 or 4).
     pub max_dim: usize,
     pub sensitivity: Sensitivity,
     pub order: GroupOrder,
