@@ -91,6 +91,10 @@ pub fn menu_for(max_dim: usize, cols: usize) -> &'static [(usize, usize)] {
     }
 }
 
+/// Largest codebook overhead (bpw) the cheapest level of a d = 3 or d = 4 menu may cost on a
+/// layer before the layer falls back to a smaller d.
+pub const MAX_LOWEST_OVERHEAD_BPW: f64 = 0.5;
+
 /// Codebook overhead the tiles aim at, in bits per weight.
 pub const CODEBOOK_OVERHEAD_BPW: f64 = 0.0625;
 
@@ -169,8 +173,19 @@ pub fn plan_with(
     // Candidates per layer, in increasing bits.
     let mut menus = Vec::with_capacity(layers.len());
     for l in layers {
+        // Larger-d menus only where their cheapest level's codebooks are affordable on this
+        // layer (tiny layers cannot pay for 64 four-dimensional centroids); d = 2 otherwise.
+        let affordable = |m: &&[(usize, usize)]| {
+            let (d, n) = m[0];
+            let cfg = make(l, d, n);
+            cfg.validate(l.rows, l.cols).is_ok()
+                && config_bpw(&cfg, l.rows, l.cols) - (n as f64).log2() / d as f64
+                    <= MAX_LOWEST_OVERHEAD_BPW
+        };
+        let choices = [menu_for(max_dim, l.cols), menu_for(max_dim.min(3), l.cols)];
+        let level_menu = choices.into_iter().find(affordable).unwrap_or(&MENU_D2);
         let mut menu = Vec::new();
-        for &(d, n) in menu_for(max_dim, l.cols) {
+        for &(d, n) in level_menu {
             let cfg = make(l, d, n);
             if cfg.validate(l.rows, l.cols).is_ok() {
                 let bpw = config_bpw(&cfg, l.rows, l.cols);
@@ -327,6 +342,15 @@ mod tests {
         // With d = 4 allowed, a low budget is met with d = 4 on every layer (4 divides all).
         let low = plan(&layers, 1.6, 4, CodebookKind::Int8, |_| 0).unwrap();
         assert!(low.iter().all(|p| p.config.d == 4), "{low:?}");
+        // A layer too small to pay for d = 4 codebooks gets the d = 2 menu.
+        let tiny = [LayerInfo {
+            name: "tiny".into(),
+            rows: 16,
+            cols: 16,
+            sensitivity: 1.0,
+        }];
+        let p = plan(&tiny, 3.0, 4, CodebookKind::Int8, |_| 0).unwrap();
+        assert_eq!(p[0].config.d, 2, "{p:?}");
     }
 
     #[test]
