@@ -45,8 +45,13 @@ pub fn parse_device(spec: &str) -> Result<Device, String> {
     }
 }
 
-/// An HF folder, or a GGUF file with its tokenizer rebuilt from the GGUF vocabulary.
-pub fn open_model(path: &Path) -> Result<(Box<dyn TensorSource>, Tokenizer), String> {
+/// The weights of an HF folder or a GGUF file.
+enum Weights {
+    Folder(HfFolder),
+    Gguf(GgufSource),
+}
+
+fn open_weights(path: &Path) -> Result<Weights, String> {
     if !path.exists() {
         return Err(format!(
             "{}: no such model folder or GGUF file",
@@ -55,10 +60,30 @@ pub fn open_model(path: &Path) -> Result<(Box<dyn TensorSource>, Tokenizer), Str
     }
     if path.is_dir() {
         let folder = HfFolder::open_validated(path).map_err(|e| e.to_string())?;
-        let tokenizer = Tokenizer::from_dir(path).map_err(|e| e.to_string())?;
-        return Ok((Box::new(folder), tokenizer));
+        return Ok(Weights::Folder(folder));
     }
-    let source = GgufSource::open(path).map_err(|e| e.to_string())?;
+    Ok(Weights::Gguf(
+        GgufSource::open(path).map_err(|e| e.to_string())?,
+    ))
+}
+
+/// The weights of an HF folder or a GGUF file, without its tokenizer (athena-verify --reference).
+pub fn open_source(path: &Path) -> Result<Box<dyn TensorSource>, String> {
+    Ok(match open_weights(path)? {
+        Weights::Folder(folder) => Box::new(folder),
+        Weights::Gguf(source) => Box::new(source),
+    })
+}
+
+/// An HF folder, or a GGUF file with its tokenizer rebuilt from the GGUF vocabulary.
+pub fn open_model(path: &Path) -> Result<(Box<dyn TensorSource>, Tokenizer), String> {
+    let source = match open_weights(path)? {
+        Weights::Folder(folder) => {
+            let tokenizer = Tokenizer::from_dir(path).map_err(|e| e.to_string())?;
+            return Ok((Box::new(folder), tokenizer));
+        }
+        Weights::Gguf(source) => source,
+    };
     let in_file = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let vocab = GgufVocab::from_gguf(source.gguf()).map_err(|e| in_file(&e))?;
     let tokenizer_json = vocab.tokenizer_json().map_err(|e| in_file(&e))?;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::eval::file::open_model;
+use crate::eval::file::open_source;
 
 /// One tensor's reconstruction error.
 #[derive(Debug, Clone, Serialize)]
@@ -46,8 +46,8 @@ pub fn compare(
     reference: &Path,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Comparison, String> {
-    let (ours, _) = open_model(file)?;
-    let (theirs, _) = open_model(reference)?;
+    let ours = open_source(file)?;
+    let theirs = open_source(reference)?;
     let have: std::collections::BTreeSet<String> = ours.tensor_names().into_iter().collect();
     let tied = theirs.config().tie_word_embeddings;
     // A tied output matrix is not stored in a GGUF file: it is the embedding.
