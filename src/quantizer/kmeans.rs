@@ -58,7 +58,10 @@ impl MetricCentroids {
     /// (w M w^T is left out: it is the same for every centroid).
     pub fn nearest(&self, w: &[f32]) -> (u32, f32) {
         let (d, n) = (self.d, self.n);
-        let mut best = (0u32, f32::INFINITY);
+        // Each lane keeps its own best (strict <, so the lowest index among equals) and the lanes
+        // are reduced once at the end: no horizontal minimum per step, so the loop vectorizes.
+        let mut best_score = [f32::INFINITY; LANES];
+        let mut best_index = [0u32; LANES];
         let mut scores = [0f32; LANES];
         for start in (0..n).step_by(LANES) {
             scores.copy_from_slice(&self.cmc[start..start + LANES]);
@@ -69,10 +72,25 @@ impl MetricCentroids {
                     *s -= w2 * mv;
                 }
             }
-            let chunk_min = scores.iter().copied().fold(f32::INFINITY, f32::min);
-            if chunk_min < best.1 {
-                let i = scores.iter().position(|&s| s == chunk_min).unwrap_or(0);
-                best = ((start + i) as u32, chunk_min);
+            for lane in 0..LANES {
+                let better = scores[lane] < best_score[lane];
+                best_score[lane] = if better {
+                    scores[lane]
+                } else {
+                    best_score[lane]
+                };
+                best_index[lane] = if better {
+                    (start + lane) as u32
+                } else {
+                    best_index[lane]
+                };
+            }
+        }
+        let mut best = (0u32, f32::INFINITY);
+        for lane in 0..LANES {
+            let (i, s) = (best_index[lane], best_score[lane]);
+            if s < best.1 || (s == best.1 && i < best.0) {
+                best = (i, s);
             }
         }
         best
@@ -326,6 +344,47 @@ mod tests {
                 .chunks(2)
                 .any(|f| (f[0] - c[0]).abs() < 0.2 && (f[1] - c[1]).abs() < 0.2);
             assert!(near, "no centroid near {c:?}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn nearest_matches_brute_force_and_breaks_ties_low() {
+        let (d, n) = (3, 37);
+        let mut rng = SplitMix64::new(11);
+        let mut unit = || rng.unit() as f32 - 0.5;
+        // A positive definite metric A^T A + I.
+        let a: Vec<f32> = (0..d * d).map(|_| unit()).collect();
+        let metric: Vec<f32> = (0..d * d)
+            .map(|k| {
+                let (r, s) = (k / d, k % d);
+                (0..d).map(|t| a[t * d + r] * a[t * d + s]).sum::<f32>()
+                    + if r == s { 1.0 } else { 0.0 }
+            })
+            .collect();
+        let mut centroids: Vec<f32> = (0..n * d).map(|_| unit()).collect();
+        // Centroid 30 duplicates centroid 5 (different 16-lane chunks): 5 must win its ties.
+        let dup = centroids[5 * d..6 * d].to_vec();
+        centroids[30 * d..31 * d].copy_from_slice(&dup);
+        let scorer = MetricCentroids::new(&metric, &centroids, d);
+        for k in 0..200 {
+            let w: Vec<f32> = if k == 0 {
+                dup.clone()
+            } else {
+                (0..d).map(|_| 2.0 * unit()).collect()
+            };
+            let dist = |c: usize| {
+                let diff: Vec<f32> = (0..d).map(|e| w[e] - centroids[c * d + e]).collect();
+                quad(&metric, &diff, d)
+            };
+            let want = (0..n).min_by(|&x, &y| dist(x).total_cmp(&dist(y))).unwrap();
+            let (got, _) = scorer.nearest(&w);
+            assert!(
+                got as usize == want || (dist(got as usize) - dist(want)).abs() < 1e-5,
+                "point {k}: got {got}, want {want}"
+            );
+            if k == 0 {
+                assert_eq!(got, 5);
+            }
         }
     }
 
