@@ -80,7 +80,7 @@ impl VqConfig {
             tile_cols,
             codebook: CodebookKind::Int8,
             rank: 0,
-            kmeans_iters: 10,
+            kmeans_iters: 20,
             use_hessian_metric: true,
             error_feedback: true,
             refine_codebooks: true,
