@@ -219,7 +219,7 @@ struct AthenaArgs {
 
     /// Lloyd iterations of k-means per codebook (20: 0.5 perplexity better than 10 at --bits 3 for
     /// 19% more time; see docs/benchmarks.md).
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    #[arg(long, value_name = "N", default_value_t = athena::quantizer::DEFAULT_KMEANS_ITERS)]
     kmeans_iters: usize,
 
     /// Ablation: k-means and assignment in plain Euclidean distance instead of the
