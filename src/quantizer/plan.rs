@@ -81,8 +81,8 @@ pub const MENU_D4_D2: [(usize, usize); 8] = [
 /// largest d that divides the columns at each rate (d = 4 below 2.5 bits, d = 3 up to 3.33,
 /// d = 2 above; d = 2 wherever nothing larger divides).
 pub fn menu_for(max_dim: usize, cols: usize) -> &'static [(usize, usize)] {
-    let four = max_dim >= 4 && cols % 4 == 0;
-    let three = max_dim >= 3 && cols % 3 == 0;
+    let four = max_dim >= 4 && cols.is_multiple_of(4);
+    let three = max_dim >= 3 && cols.is_multiple_of(3);
     match (four, three) {
         (true, true) => &MENU_D4_D3,
         (true, false) => &MENU_D4_D2,
