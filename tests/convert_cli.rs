@@ -34,6 +34,13 @@ impl Tiny {
     }
 
     fn convert(&self, out: &str, extra: &[&str]) -> (i32, String) {
+        let mut extra = extra.to_vec();
+        extra.push("--quiet");
+        self.convert_with_report(out, &extra)
+    }
+
+    /// As `convert`, without `--quiet`: stderr holds the plan and the final report.
+    fn convert_with_report(&self, out: &str, extra: &[&str]) -> (i32, String) {
         let mut args: Vec<String> = vec![
             self.path("tiny").display().to_string(),
             self.path(out).display().to_string(),
@@ -44,7 +51,6 @@ impl Tiny {
                 &self.path("calib.txt").display().to_string(),
                 "--seq-len",
                 "16",
-                "--quiet",
             ]
             .map(String::from),
         );
@@ -136,6 +142,56 @@ fn baselines_and_options_all_produce_valid_files() {
         assert_eq!(code, 0, "{out}: {err}");
         verify_json(&t.path(out));
     }
+}
+
+#[test]
+fn block_tuning_lowers_the_block_output_error_and_the_file_stays_valid() {
+    let t = Tiny::new("llama");
+    // Low-rank on, so the tuned codebooks must also compose with the fixed low-rank term.
+    let args = [
+        "--vq",
+        "2,16,8,16",
+        "--lowrank-rank",
+        "auto",
+        "--tune-epochs",
+        "4",
+        "--tune-lr",
+        "1e-2",
+        "--tune-batch",
+        "1",
+    ];
+    let (code, err) = t.convert_with_report("tuned.gguf", &args);
+    assert_eq!(code, 0, "{err}");
+    verify_json(&t.path("tuned.gguf"));
+    // The report's tuning table: "block  before  after  seconds", one row per block.
+    let header = err
+        .lines()
+        .position(|l| l.starts_with("block") && l.contains("after tuning"))
+        .unwrap_or_else(|| panic!("no tuning table in:\n{err}"));
+    let rows: Vec<(f64, f64)> = err
+        .lines()
+        .skip(header + 1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<f64> = l
+                .split_whitespace()
+                .skip(1)
+                .map(|x| x.parse().unwrap())
+                .collect();
+            (f[0], f[1])
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "one row per block of the tiny model:\n{err}");
+    for (before, after) in &rows {
+        assert!(
+            after <= before,
+            "tuning kept a worse block: {before} -> {after}"
+        );
+    }
+    assert!(
+        rows.iter().any(|(before, after)| after < before),
+        "tuning improved no block:\n{err}"
+    );
 }
 
 #[test]

@@ -242,6 +242,25 @@ struct AthenaArgs {
     #[arg(long)]
     no_attention_hessians: bool,
 
+    /// Block-wise tuning: after each block is quantized, its codebook values are tuned with Adam
+    /// for this many passes over the calibration sequences so the block's output matches the
+    /// unquantized block's (indices fixed; 0 turns it off).
+    #[arg(long, default_value_t = 0)]
+    tune_epochs: usize,
+
+    /// Adam learning rate of the block-wise tuning (in weight units).
+    #[arg(long, default_value_t = 1e-4)]
+    tune_lr: f64,
+
+    /// Calibration sequences per Adam step of the block-wise tuning.
+    #[arg(long, default_value_t = 4)]
+    tune_batch: usize,
+
+    /// What the block-wise tuning matches: the unquantized block on the same inputs, or the
+    /// unquantized model's hidden states (which also pays back earlier blocks' error).
+    #[arg(long, value_enum, default_value = "same-inputs")]
+    tune_target: TuneTargetArg,
+
     /// Seed of k-means seeding: the same seed gives a byte-identical file.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -249,6 +268,12 @@ struct AthenaArgs {
     /// Type of the token embedding (and an untied output matrix) in an Athena file.
     #[arg(long, value_enum, default_value = "q8_0")]
     embed_type: TypeArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TuneTargetArg {
+    SameInputs,
+    Reference,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -346,6 +371,15 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
         error_feedback: !a.no_error_feedback,
         codebook_update: !a.no_codebook_update,
         attention_hessians: !a.no_attention_hessians,
+        tune: convert::TuneOptions {
+            epochs: a.tune_epochs,
+            learning_rate: a.tune_lr,
+            batch: a.tune_batch,
+            target: match a.tune_target {
+                TuneTargetArg::SameInputs => convert::TuneTarget::SameInputs,
+                TuneTargetArg::Reference => convert::TuneTarget::Reference,
+            },
+        },
         calib: a
             .calib
             .clone()
@@ -372,13 +406,20 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             bar.set_position(0);
             bar.reset_eta();
         }
-        convert::Progress::Layer {
+        convert::Progress::Block {
             layer,
             layers,
-            kind,
+            step: convert::Step::Quantize(kind),
         } => {
             bar.set_message(format!("block {}/{layers}: {}", layer + 1, kind.suffix()));
             bar.set_position((layer * 7 + kind as usize) as u64);
+        }
+        convert::Progress::Block {
+            layer,
+            layers,
+            step: convert::Step::Tune,
+        } => {
+            bar.set_message(format!("block {}/{layers}: tuning codebooks", layer + 1));
         }
     };
     let result = convert::convert(&opts, &mut on_progress);

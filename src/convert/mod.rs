@@ -3,6 +3,7 @@
 
 pub mod report;
 pub mod sequential;
+pub mod tune;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,8 @@ use crate::model::{LinearKind, Model};
 use crate::quantizer::plan::{self, LayerInfo};
 use crate::quantizer::{CodebookKind, GroupOrder, VqConfig};
 
-pub use sequential::LayerOutcome;
+pub use sequential::{BlockTuning, LayerOutcome, Step};
+pub use tune::{TuneOptions, TuneTarget};
 
 /// The quantization method: Athena, or one of the baselines measured in the same code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +91,8 @@ pub struct ConvertOptions {
     pub codebook_update: bool,
     /// BoA: v_proj under per-kv-head attention-aware Hessians (Athena method only).
     pub attention_hessians: bool,
+    /// Block-wise codebook tuning after each block is quantized (epochs 0: off).
+    pub tune: TuneOptions,
     pub calib: PathBuf,
     pub calib_tokens: usize,
     pub seq_len: usize,
@@ -131,6 +135,8 @@ pub struct PlannedLayer {
 pub struct ConvertReport {
     pub plan: Vec<PlannedLayer>,
     pub layers: Vec<LayerOutcome>,
+    /// Per block, when block-wise tuning ran.
+    pub tuning: Vec<BlockTuning>,
     /// Weighted bpw of the quantized linear weights, from the stored bytes.
     pub linear_bpw: f64,
     pub file_bytes: u64,
@@ -148,11 +154,11 @@ pub enum Progress<'a> {
         layers: usize,
     },
     Plan(&'a [PlannedLayer]),
-    /// Quantizing `kind` of block `layer` of `layers`.
-    Layer {
+    /// Quantizing a layer of (or tuning) block `layer` of `layers`.
+    Block {
         layer: usize,
         layers: usize,
-        kind: LinearKind,
+        step: Step,
     },
 }
 
@@ -386,17 +392,18 @@ pub fn convert(
     let layers_n = config.num_hidden_layers;
     let mut linear_bits = 0u64;
     let mut linear_weights = 0u64;
-    let layers = sequential::quantize_model(
+    let (layers, tuning) = sequential::quantize_model(
         &model,
         &sequences,
         &planned,
         opts.seed,
         opts.attention_hessians && opts.method == Method::Athena,
-        |layer, kind| {
-            progress(Progress::Layer {
+        &opts.tune,
+        |layer, step| {
+            progress(Progress::Block {
                 layer,
                 layers: layers_n,
-                kind,
+                step,
             })
         },
         |name, q| {
@@ -413,6 +420,7 @@ pub fn convert(
     Ok(ConvertReport {
         plan,
         layers,
+        tuning,
         linear_bpw: linear_bits as f64 / linear_weights.max(1) as f64,
         file_bytes,
         file_bpw: 8.0 * file_bytes as f64 / parameters.max(1) as f64,

@@ -88,6 +88,21 @@ pub fn render_report(report: &ConvertReport) -> String {
             l.seconds
         );
     }
+    if !report.tuning.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<5}  {:>13}  {:>13}  {:>7}",
+            "block", "output error", "after tuning", "seconds"
+        );
+        for t in &report.tuning {
+            let _ = writeln!(
+                out,
+                "{:<5}  {:>13.3e}  {:>13.3e}  {:>7.2}",
+                t.layer, t.before, t.after, t.seconds
+            );
+        }
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "linear bpw (stored):  {:.4}", report.linear_bpw);
     let _ = writeln!(out, "file bpw:             {:.4}", report.file_bpw);

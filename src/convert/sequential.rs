@@ -10,9 +10,12 @@ use candle_core::Tensor;
 
 use crate::calibration::{Accumulate, HessianObserver};
 use crate::checkpoint::names;
+use crate::convert::tune::{self, TuneLayer, TuneOptions, TuneTarget};
 use crate::export;
-use crate::model::{LinearKind, Model, ModelError};
-use crate::quantizer::{quantize_linear_banded, QuantError, QuantizedLinear, VqConfig};
+use crate::model::{Block, LinearKind, Model, ModelError};
+use crate::quantizer::{
+    quantize_linear_banded, relative_loss_banded, QuantError, QuantizedLinear, VqConfig,
+};
 
 /// Errors of the sequential pass. Display is one line naming the layer.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,23 @@ pub struct LayerOutcome {
     pub rows: usize,
     pub cols: usize,
     pub relative_loss: f64,
+    pub seconds: f64,
+}
+
+/// What the sequential pass is doing in a block, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Quantize(LinearKind),
+    Tune,
+}
+
+/// One block's tuning: the relative block-output error (mean squared error over the mean
+/// square of the target) before and after, on the calibration sequences.
+#[derive(Debug, Clone)]
+pub struct BlockTuning {
+    pub layer: usize,
+    pub before: f64,
+    pub after: f64,
     pub seconds: f64,
 }
 
@@ -71,9 +91,11 @@ pub fn hessian_traces(
 }
 
 /// Quantizes every linear layer of `model` with the configuration `plan` gives its weight name,
-/// handing each result (in GGUF row order) to `sink`. `progress(layer, kind)` is called per layer.
+/// handing each result (in GGUF row order) to `sink`. `progress(layer, step)` is called per layer
+/// and before a block's tuning.
 /// With `attention_hessians`, v_proj is quantized per kv head under BoA's attention-aware
-/// Hessians instead of the plain input Hessian it shares with q/k.
+/// Hessians instead of the plain input Hessian it shares with q/k. With `tune.epochs > 0`, each
+/// block's codebooks are then tuned on the block output (`tune`) before the block is written.
 #[allow(clippy::too_many_arguments)]
 pub fn quantize_model(
     model: &Model,
@@ -81,21 +103,32 @@ pub fn quantize_model(
     plan: &BTreeMap<String, VqConfig>,
     seed: u64,
     attention_hessians: bool,
-    mut progress: impl FnMut(usize, LinearKind),
+    tune: &TuneOptions,
+    mut progress: impl FnMut(usize, Step),
     mut sink: impl FnMut(&str, &QuantizedLinear) -> Result<(), String>,
-) -> Result<Vec<LayerOutcome>, SequentialError> {
+) -> Result<(Vec<LayerOutcome>, Vec<BlockTuning>), SequentialError> {
     let config = model.config().clone();
     let mut outcomes = Vec::new();
+    let mut tunings = Vec::new();
     let mut hidden = model.embed(sequences)?;
+    let tune_reference = tune.epochs > 0 && tune.target == TuneTarget::Reference;
+    let mut reference = tune_reference.then(|| hidden.clone());
     for layer in 0..config.num_hidden_layers {
         let mut block = model.load_block(layer)?;
         let mut observer = HessianObserver::new(Accumulate::Hessian);
         if attention_hessians {
             observer = observer.with_value_heads();
         }
-        model.run_block(&block, &hidden, Some(&mut observer))?;
+        // The unquantized block's outputs on the quantized model's inputs: the tuning target
+        // unless the reference stream (the unquantized model's hidden states) is.
+        let same_input_outputs = model.run_block(&block, &hidden, Some(&mut observer))?;
+        let targets = match reference.take() {
+            Some(r) => model.run_block(&block, &r, None)?,
+            None => same_input_outputs,
+        };
+        let mut done = Vec::with_capacity(LinearKind::ALL.len());
         for kind in LinearKind::ALL {
-            progress(layer, kind);
+            progress(layer, Step::Quantize(kind));
             let started = Instant::now();
             let module = kind.hf_name(layer);
             let name = format!("{module}.weight");
@@ -135,27 +168,90 @@ pub fn quantize_model(
                         source,
                     }
                 })?;
-            sink(&name, &q).map_err(err)?;
-            let mut dequantized = q.dequantized.clone();
-            if let Some(n_head) = perm {
-                dequantized = names::unpermute_qk(&dequantized, rows, cols, n_head)
-                    .map_err(|e| err(e.to_string()))?;
-            }
-            let t = Tensor::from_vec(dequantized, (rows, cols), model.device())
-                .map_err(ModelError::from)?;
-            block.set_weight(kind, t)?;
-            outcomes.push(LayerOutcome {
+            set_quantized(&mut block, kind, &q, perm, model).map_err(|e| err(e.to_string()))?;
+            done.push(Done {
+                kind,
                 name,
-                rows,
-                cols,
-                relative_loss: q.relative_loss,
+                w,
+                hs,
+                perm,
+                q,
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
         drop(observer);
+        if tune.epochs > 0 {
+            let mut layers: Vec<TuneLayer<'_>> = done
+                .iter_mut()
+                .map(|l| TuneLayer {
+                    kind: l.kind,
+                    quantized: &mut l.q,
+                    qk_heads: l.perm,
+                })
+                .collect();
+            progress(layer, Step::Tune);
+            let started = Instant::now();
+            let o = tune::tune_block(model, &mut block, &mut layers, &hidden, &targets, tune)?;
+            tunings.push(BlockTuning {
+                layer,
+                before: o.before,
+                after: o.after,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        if tune_reference {
+            reference = Some(targets);
+        } else {
+            drop(targets);
+        }
+        for l in done {
+            let err = |message: String| SequentialError::Layer {
+                layer: l.name.clone(),
+                message,
+            };
+            sink(&l.name, &l.q).map_err(err)?;
+            let (rows, cols) = (l.q.vq.rows, l.q.vq.cols);
+            outcomes.push(LayerOutcome {
+                relative_loss: relative_loss_banded(&l.w, &l.q.dequantized, rows, cols, &l.hs),
+                name: l.name,
+                rows,
+                cols,
+                seconds: l.seconds,
+            });
+        }
         hidden = model.run_block(&block, &hidden, None)?;
     }
-    Ok(outcomes)
+    Ok((outcomes, tunings))
+}
+
+/// A quantized layer of the current block, kept until the block is tuned and written.
+struct Done {
+    kind: LinearKind,
+    name: String,
+    /// The original weight and Hessians (stored row order), for the final relative loss.
+    w: Vec<f32>,
+    hs: Vec<faer::Mat<f64>>,
+    perm: Option<usize>,
+    q: QuantizedLinear,
+    seconds: f64,
+}
+
+/// Puts a layer's reconstruction (GGUF row order) into the block (HF row order).
+pub(super) fn set_quantized(
+    block: &mut Block,
+    kind: LinearKind,
+    q: &QuantizedLinear,
+    perm: Option<usize>,
+    model: &Model,
+) -> Result<(), ModelError> {
+    let (rows, cols) = (q.vq.rows, q.vq.cols);
+    let mut w = q.dequantized.clone();
+    if let Some(n_head) = perm {
+        w = names::unpermute_qk(&w, rows, cols, n_head)
+            .map_err(|e| ModelError::Invalid(e.to_string()))?;
+    }
+    let t = Tensor::from_vec(w, (rows, cols), model.device())?;
+    block.set_weight(kind, t)
 }
 
 /// FNV-1a: a stable per-layer seed offset (std's hashers are not stable across releases).

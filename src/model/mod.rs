@@ -137,6 +137,11 @@ impl<'a> Model<'a> {
         Block::load(self.source, layer, &self.device)
     }
 
+    /// RoPE `(cos, sin)` tables for positions `0..seq_len`, as [`Block::forward`] takes them.
+    pub fn rope_tables(&self, seq_len: usize) -> Result<(Tensor, Tensor)> {
+        Ok(self.rope.tables(seq_len, &self.device)?)
+    }
+
     /// Runs every sequence through one block; returns the block outputs in the same order.
     pub fn run_block(
         &self,

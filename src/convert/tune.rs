@@ -1,0 +1,304 @@
+//! Block-wise tuning of the stored codebooks (AQLM's block fine-tuning; ATHENA-MATH stops at the
+//! per-layer objective). Once a block's seven layers are quantized, the float values of every
+//! codebook (indices fixed) are tuned with Adam so that the quantized block's output matches the
+//! unquantized block's output on the same inputs. The per-layer objective cannot see how the
+//! errors of q, k, v, o, gate, up and down combine through attention and the MLP; this step can.
+//! The tuned codebooks are stored (int8 or f16) again, so the file format does not change.
+
+use candle_core::{backprop::GradStore, DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+
+use crate::checkpoint::names;
+use crate::model::{Block, LinearKind, Model, ModelError};
+use crate::quantizer::{codebook, QuantizedLinear};
+
+/// How long and how fast to tune.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TuneOptions {
+    /// Passes over the calibration sequences (0: no tuning).
+    pub epochs: usize,
+    /// Adam learning rate, in the units of the weights.
+    pub learning_rate: f64,
+    /// Sequences per Adam step.
+    pub batch: usize,
+    pub target: TuneTarget,
+}
+
+/// What the quantized block's output is tuned towards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TuneTarget {
+    /// The unquantized block on the same (quantized-model) inputs: GPTQ's objective per block.
+    SameInputs,
+    /// The unquantized model's own hidden states: also pays back the error of earlier blocks.
+    Reference,
+}
+
+/// One quantized layer of the block being tuned.
+pub struct TuneLayer<'a> {
+    pub kind: LinearKind,
+    pub quantized: &'a mut QuantizedLinear,
+    /// Heads of llama's q/k row permutation when the layer is stored in GGUF row order.
+    pub qk_heads: Option<usize>,
+}
+
+/// Mean squared block-output error before and after tuning, relative to the mean square of
+/// the target outputs (`after == before` when tuning did not help and was undone).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TuneOutcome {
+    pub before: f64,
+    pub after: f64,
+}
+
+/// A layer's weight as a differentiable function of its codebooks.
+struct CodebookWeight {
+    kind: LinearKind,
+    /// All tiles' centroids stacked: `[tiles * n, d]`.
+    centroids: Var,
+    /// Row of `centroids` for each (row, group), row-major: `[rows * cols / d]`.
+    index: Tensor,
+    rows: usize,
+    cols: usize,
+    /// HF row r is stored row `to_hf[r]` (q/k only).
+    to_hf: Option<Tensor>,
+    /// The fixed low-rank term, in stored row order.
+    lowrank: Option<Tensor>,
+}
+
+impl CodebookWeight {
+    fn new(layer: &TuneLayer<'_>, device: &Device) -> Result<Self, ModelError> {
+        let q = &*layer.quantized;
+        let cfg = &q.config;
+        let (rows, cols, d, n) = (q.vq.rows, q.vq.cols, cfg.d, cfg.n);
+        let tiles_c = cols.div_ceil(cfg.tile_cols);
+        let groups = cols / d;
+        let index: Vec<u32> = (0..rows * groups)
+            .map(|i| {
+                let (r, g) = (i / groups, i % groups);
+                let tile = (r / cfg.tile_rows) * tiles_c + g * d / cfg.tile_cols;
+                (tile * n) as u32 + q.vq.indices[i]
+            })
+            .collect();
+        let values: Vec<f32> =
+            q.vq.codebooks
+                .iter()
+                .flat_map(|c| c.values.iter().copied())
+                .collect();
+        let tiles = q.vq.codebooks.len();
+        let centroids = Var::from_tensor(&Tensor::from_vec(values, (tiles * n, d), device)?)?;
+        let to_hf = match layer.qk_heads {
+            Some(heads) => {
+                let ids: Vec<f32> = (0..rows).map(|r| r as f32).collect();
+                let src = names::unpermute_qk(&ids, rows, 1, heads)
+                    .map_err(|e| ModelError::Invalid(e.to_string()))?;
+                let src: Vec<u32> = src.into_iter().map(|r| r as u32).collect();
+                Some(Tensor::from_vec(src, rows, device)?)
+            }
+            None => None,
+        };
+        let lowrank = if q.lowrank.is_some() {
+            let diff: Vec<f32> = q
+                .dequantized
+                .iter()
+                .zip(&q.vq.dequantized)
+                .map(|(a, b)| a - b)
+                .collect();
+            Some(Tensor::from_vec(diff, (rows, cols), device)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            kind: layer.kind,
+            centroids,
+            index: Tensor::from_vec(index, rows * groups, device)?,
+            rows,
+            cols,
+            to_hf,
+            lowrank,
+        })
+    }
+
+    /// The weight in HF layout `[rows, cols]`, tracked for backprop.
+    fn weight(&self) -> candle_core::Result<Tensor> {
+        let mut w = self
+            .centroids
+            .as_tensor()
+            .index_select(&self.index, 0)?
+            .reshape((self.rows, self.cols))?;
+        if let Some(lr) = &self.lowrank {
+            w = (w + lr)?;
+        }
+        match &self.to_hf {
+            Some(src) => w.index_select(src, 0),
+            None => Ok(w),
+        }
+    }
+
+    /// Stores the tuned centroids in the layer's codebook kind and rebuilds its reconstruction.
+    fn write_back(&self, q: &mut QuantizedLinear) -> candle_core::Result<()> {
+        let (d, n) = (q.config.d, q.config.n);
+        let values: Vec<f32> = self.centroids.as_tensor().flatten_all()?.to_vec1()?;
+        for (t, stored) in q.vq.codebooks.iter_mut().enumerate() {
+            *stored = codebook::store(&values[t * n * d..(t + 1) * n * d], d, q.config.codebook);
+        }
+        let groups = q.vq.cols / d;
+        let tiles_c = q.vq.cols.div_ceil(q.config.tile_cols);
+        for (i, &idx) in q.vq.indices.iter().enumerate() {
+            let (r, g) = (i / groups, i % groups);
+            let tile = (r / q.config.tile_rows) * tiles_c + g * d / q.config.tile_cols;
+            let c = &q.vq.codebooks[tile].values[idx as usize * d..(idx as usize + 1) * d];
+            q.vq.dequantized[i * d..(i + 1) * d].copy_from_slice(c);
+        }
+        q.dequantized.clone_from(&q.vq.dequantized);
+        if let Some(lr) = &q.lowrank {
+            lr.apply(&mut q.dequantized, q.vq.cols);
+        }
+        Ok(())
+    }
+}
+
+/// Tunes the codebooks of `layers` (the block's quantized layers) so that `block` maps each of
+/// `inputs` to the matching `targets`; writes the stored codebooks and reconstructions back into
+/// `layers` and the tuned weights into `block`. Keeps the original codebooks when tuning does not
+/// lower the block-output error.
+pub fn tune_block(
+    model: &Model,
+    block: &mut Block,
+    layers: &mut [TuneLayer<'_>],
+    inputs: &[Tensor],
+    targets: &[Tensor],
+    opts: &TuneOptions,
+) -> Result<TuneOutcome, ModelError> {
+    let config = model.config();
+    let device = model.device();
+    let params: Vec<CodebookWeight> = layers
+        .iter()
+        .map(|l| CodebookWeight::new(l, device))
+        .collect::<Result<_, _>>()?;
+    let mut seq = 0;
+    for x in inputs {
+        seq = seq.max(x.dim(0)?);
+    }
+    let (cos, sin) = model.rope_tables(seq)?;
+    let target_power = mean_square(targets)?;
+    let loss_of = |block: &Block, x: &Tensor, y: &Tensor| -> candle_core::Result<Tensor> {
+        let out = block.forward(config, x, &cos, &sin, None)?;
+        (out - y)?.sqr()?.mean_all()
+    };
+    let evaluate = |block: &Block| -> candle_core::Result<f64> {
+        let mut sum = 0.0;
+        for (x, y) in inputs.iter().zip(targets) {
+            sum += loss_of(block, x, y)?.to_scalar::<f32>()? as f64;
+        }
+        Ok(sum / inputs.len().max(1) as f64 / target_power)
+    };
+    let install = |block: &mut Block| -> Result<(), ModelError> {
+        for p in &params {
+            block.set_weight(p.kind, p.weight()?)?;
+        }
+        Ok(())
+    };
+    let before = evaluate(block)?;
+    let vars: Vec<Var> = params.iter().map(|p| p.centroids.clone()).collect();
+    let mut adam = AdamW::new(
+        vars.clone(),
+        ParamsAdamW {
+            lr: opts.learning_rate,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let batch = opts.batch.max(1);
+    for _ in 0..opts.epochs {
+        for (xs, ys) in inputs.chunks(batch).zip(targets.chunks(batch)) {
+            install(block)?;
+            let grads = batch_gradients(block, &vars, xs, ys, &loss_of)?;
+            adam.step(&grads)?;
+        }
+    }
+    let originals: Vec<QuantizedLinear> = layers.iter().map(|l| l.quantized.clone()).collect();
+    for (p, l) in params.iter().zip(layers.iter_mut()) {
+        p.write_back(l.quantized)?;
+    }
+    // Measured on the stored (re-quantized) codebooks, which the block runs on from here, as a
+    // decoder will; if tuning did not help, the original codebooks are kept.
+    let stored = |block: &mut Block, layers: &[TuneLayer<'_>]| -> Result<(), ModelError> {
+        for l in layers {
+            super::sequential::set_quantized(block, l.kind, l.quantized, l.qk_heads, model)?;
+        }
+        Ok(())
+    };
+    stored(block, layers)?;
+    let mut after = evaluate(block)?;
+    if after >= before {
+        for (l, original) in layers.iter_mut().zip(originals) {
+            *l.quantized = original;
+        }
+        stored(block, layers)?;
+        after = before;
+    }
+    Ok(TuneOutcome { before, after })
+}
+
+/// The gradient of the batch's mean loss, the sequences split over the CPU threads (candle's
+/// elementwise ops and their backward run on one thread each).
+fn batch_gradients(
+    block: &Block,
+    vars: &[Var],
+    xs: &[Tensor],
+    ys: &[Tensor],
+    loss_of: &(dyn Fn(&Block, &Tensor, &Tensor) -> candle_core::Result<Tensor> + Sync),
+) -> candle_core::Result<GradStore> {
+    let threads = candle_core::utils::get_num_threads().clamp(1, xs.len());
+    let per = xs.len().div_ceil(threads);
+    let scale = 1.0 / xs.len() as f64;
+    let parts: Vec<candle_core::Result<GradStore>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = xs
+            .chunks(per)
+            .zip(ys.chunks(per))
+            .map(|(xs, ys)| {
+                scope.spawn(move || {
+                    let mut total: Option<Tensor> = None;
+                    for (x, y) in xs.iter().zip(ys) {
+                        let l = (loss_of(block, x, y)? * scale)?;
+                        total = Some(match total {
+                            Some(t) => (t + l)?,
+                            None => l,
+                        });
+                    }
+                    total.expect("non-empty chunk").backward()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("tuning worker panicked"))
+            .collect()
+    });
+    let mut parts = parts.into_iter();
+    let mut grads = parts.next().expect("at least one part")?;
+    for part in parts {
+        let part = part?;
+        for v in vars {
+            if let Some(g) = part.get(v.as_tensor()) {
+                let sum = match grads.get(v.as_tensor()) {
+                    Some(acc) => (acc + g)?,
+                    None => g.clone(),
+                };
+                grads.insert(v.as_tensor(), sum);
+            }
+        }
+    }
+    Ok(grads)
+}
+
+fn mean_square(ts: &[Tensor]) -> candle_core::Result<f64> {
+    let mut sum = 0.0;
+    for t in ts {
+        sum += t
+            .to_dtype(DType::F32)?
+            .sqr()?
+            .mean_all()?
+            .to_scalar::<f32>()? as f64;
+    }
+    Ok((sum / ts.len().max(1) as f64).max(f64::MIN_POSITIVE))
+}
