@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use athena::checkpoint::gguf_source::GgufSource;
-use athena::checkpoint::TensorSource;
+use athena::checkpoint::{HfFolder, TensorSource};
 
 struct Tiny {
     dir: tempfile::TempDir,
@@ -192,6 +192,32 @@ fn block_tuning_lowers_the_block_output_error_and_the_file_stays_valid() {
         rows.iter().any(|(before, after)| after < before),
         "tuning improved no block:\n{err}"
     );
+
+    // Tuned norms reach the file; with --no-tune-norms the file keeps the source's norms.
+    let (code, err) = t.convert(
+        "codebooks-only.gguf",
+        &[&args[..], &["--no-tune-norms"]].concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let source = HfFolder::open(t.path("tiny")).unwrap();
+    let tuned = GgufSource::open(t.path("tuned.gguf")).unwrap();
+    let codebooks_only = GgufSource::open(t.path("codebooks-only.gguf")).unwrap();
+    let mut changed = 0;
+    for layer in 0..2 {
+        for norm in ["input_layernorm", "post_attention_layernorm"] {
+            let name = format!("model.layers.{layer}.{norm}.weight");
+            let original = source.load(&name).unwrap();
+            assert_eq!(
+                codebooks_only.load(&name).unwrap().data,
+                original.data,
+                "{name}"
+            );
+            if tuned.load(&name).unwrap().data != original.data {
+                changed += 1;
+            }
+        }
+    }
+    assert!(changed > 0, "no norm weight was tuned");
 }
 
 #[test]

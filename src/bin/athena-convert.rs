@@ -261,6 +261,10 @@ struct AthenaArgs {
     #[arg(long, value_enum, default_value = "same-inputs")]
     tune_target: TuneTargetArg,
 
+    /// Ablation: block-wise tuning leaves the RMSNorm weights alone (codebooks only).
+    #[arg(long)]
+    no_tune_norms: bool,
+
     /// Seed of k-means seeding: the same seed gives a byte-identical file.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -375,6 +379,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             epochs: a.tune_epochs,
             learning_rate: a.tune_lr,
             batch: a.tune_batch,
+            norms: !a.no_tune_norms,
             target: match a.tune_target {
                 TuneTargetArg::SameInputs => convert::TuneTarget::SameInputs,
                 TuneTargetArg::Reference => convert::TuneTarget::Reference,

@@ -5,7 +5,7 @@ pub mod report;
 pub mod sequential;
 pub mod tune;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,7 +21,7 @@ use crate::model::{LinearKind, Model};
 use crate::quantizer::plan::{self, LayerInfo};
 use crate::quantizer::{CodebookKind, GroupOrder, VqConfig};
 
-pub use sequential::{BlockTuning, LayerOutcome, Step};
+pub use sequential::{BlockTensor, BlockTuning, LayerOutcome, Step};
 pub use tune::{TuneOptions, TuneTarget};
 
 /// The quantization method: Athena, or one of the baselines measured in the same code.
@@ -374,19 +374,23 @@ pub fn convert(
         .iter()
         .map(|p| (p.name.clone(), p.config.clone()))
         .collect();
+    // Block norms come from the sequential pass (block-wise tuning may change them).
+    let block_norms: BTreeSet<String> = (0..config.num_hidden_layers)
+        .flat_map(sequential::block_norm_names)
+        .collect();
     let mut parameters = 0u64;
+    let mut deferred = BTreeMap::new();
     for tp in export::plan_tensors(&source)? {
         parameters += tp.hf_shape.iter().product::<usize>() as u64;
         if planned.contains_key(&tp.hf_name) {
             continue;
         }
+        if block_norms.contains(&tp.hf_name) {
+            deferred.insert(tp.hf_name.clone(), tp);
+            continue;
+        }
         let data = export::to_gguf_layout(&tp, source.load(&tp.hf_name)?)?;
-        let ty = plain::tensor_type(opts.embed_type, &tp.gguf_name, &tp.dims);
-        let bytes = plain::encode(ty, &data).map_err(|e| export::ExportError::Tensor {
-            name: tp.hf_name.clone(),
-            message: e.to_string(),
-        })?;
-        writer.add_tensor(&tp.gguf_name, &tp.dims, ty, &bytes)?;
+        write_plain(&mut writer, &tp, opts.embed_type, &data)?;
     }
 
     let layers_n = config.num_hidden_layers;
@@ -406,13 +410,26 @@ pub fn convert(
                 step,
             })
         },
-        |name, q| {
-            let gguf = crate::checkpoint::names::hf_to_gguf(name)
-                .ok_or_else(|| format!("no GGUF name for {name}"))?;
-            let encoded = athena::encode(&gguf, q);
-            linear_bits += 8 * encoded.stored_bytes();
-            linear_weights += (q.vq.rows * q.vq.cols) as u64;
-            writer.add_weight(&encoded).map_err(|e| e.to_string())
+        |name, tensor| match tensor {
+            BlockTensor::Quantized(q) => {
+                let gguf = crate::checkpoint::names::hf_to_gguf(name)
+                    .ok_or_else(|| format!("no GGUF name for {name}"))?;
+                let encoded = athena::encode(&gguf, q);
+                linear_bits += 8 * encoded.stored_bytes();
+                linear_weights += (q.vq.rows * q.vq.cols) as u64;
+                writer.add_weight(&encoded).map_err(|e| e.to_string())
+            }
+            BlockTensor::Norm(data) => {
+                let tp = deferred
+                    .get(name)
+                    .ok_or_else(|| format!("{name} is not a tensor of the model"))?;
+                let dense = crate::checkpoint::DenseTensor {
+                    shape: tp.hf_shape.clone(),
+                    data: data.to_vec(),
+                };
+                let data = export::to_gguf_layout(tp, dense).map_err(|e| e.to_string())?;
+                write_plain(&mut writer, tp, opts.embed_type, &data).map_err(|e| e.to_string())
+            }
         },
     )?;
     progress(Progress::Stage("writing the GGUF file"));
@@ -426,6 +443,22 @@ pub fn convert(
         file_bpw: 8.0 * file_bytes as f64 / parameters.max(1) as f64,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Writes a tensor that is not Athena-quantized, in the type `plain::tensor_type` picks for it.
+fn write_plain(
+    writer: &mut ModelFileWriter,
+    tp: &export::TensorPlan,
+    embed_type: PlainType,
+    data: &[f32],
+) -> Result<(), ConvertError> {
+    let ty = plain::tensor_type(embed_type, &tp.gguf_name, &tp.dims);
+    let bytes = plain::encode(ty, data).map_err(|e| export::ExportError::Tensor {
+        name: tp.hf_name.clone(),
+        message: e.to_string(),
+    })?;
+    writer.add_tensor(&tp.gguf_name, &tp.dims, ty, &bytes)?;
+    Ok(())
 }
 
 /// The default calibration text: the C4 sample that `tools/fetch-models.sh` puts in the cache.

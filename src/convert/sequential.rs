@@ -43,6 +43,23 @@ pub struct LayerOutcome {
     pub seconds: f64,
 }
 
+/// A tensor of a finished block, handed to the sink in block order.
+pub enum BlockTensor<'a> {
+    /// A quantized linear weight, rows in GGUF order.
+    Quantized(&'a QuantizedLinear),
+    /// An RMSNorm weight (tuned when block-wise tuning covers norms), HF layout.
+    Norm(&'a [f32]),
+}
+
+/// The RMSNorm weights of block `layer`, under their HF names: quantize_model hands them to the
+/// sink after the block, so the caller must not write them itself.
+pub fn block_norm_names(layer: usize) -> [String; 2] {
+    [
+        format!("model.layers.{layer}.input_layernorm.weight"),
+        format!("model.layers.{layer}.post_attention_layernorm.weight"),
+    ]
+}
+
 /// What the sequential pass is doing in a block, for progress reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
@@ -91,7 +108,7 @@ pub fn hessian_traces(
 }
 
 /// Quantizes every linear layer of `model` with the configuration `plan` gives its weight name,
-/// handing each result (in GGUF row order) to `sink`. `progress(layer, step)` is called per layer
+/// handing each result (in GGUF row order) and then the block's norm weights to `sink`. `progress(layer, step)` is called per layer
 /// and before a block's tuning.
 /// With `attention_hessians`, v_proj is quantized per kv head under BoA's attention-aware
 /// Hessians instead of the plain input Hessian it shares with q/k. With `tune.epochs > 0`, each
@@ -105,7 +122,7 @@ pub fn quantize_model(
     attention_hessians: bool,
     tune: &TuneOptions,
     mut progress: impl FnMut(usize, Step),
-    mut sink: impl FnMut(&str, &QuantizedLinear) -> Result<(), String>,
+    mut sink: impl FnMut(&str, BlockTensor<'_>) -> Result<(), String>,
 ) -> Result<(Vec<LayerOutcome>, Vec<BlockTuning>), SequentialError> {
     let config = model.config().clone();
     let mut outcomes = Vec::new();
@@ -209,7 +226,7 @@ pub fn quantize_model(
                 layer: l.name.clone(),
                 message,
             };
-            sink(&l.name, &l.q).map_err(err)?;
+            sink(&l.name, BlockTensor::Quantized(&l.q)).map_err(err)?;
             let (rows, cols) = (l.q.vq.rows, l.q.vq.cols);
             outcomes.push(LayerOutcome {
                 relative_loss: relative_loss_banded(&l.w, &l.q.dequantized, rows, cols, &l.hs),
@@ -218,6 +235,17 @@ pub fn quantize_model(
                 cols,
                 seconds: l.seconds,
             });
+        }
+        let [input_norm, post_attention_norm] = block_norm_names(layer);
+        for (name, weight) in [
+            (input_norm, &block.input_layernorm),
+            (post_attention_norm, &block.post_attention_layernorm),
+        ] {
+            let data: Vec<f32> = weight.to_vec1().map_err(ModelError::from)?;
+            sink(&name, BlockTensor::Norm(&data)).map_err(|message| SequentialError::Layer {
+                layer: name,
+                message,
+            })?;
         }
         hidden = model.run_block(&block, &hidden, None)?;
     }

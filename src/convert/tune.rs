@@ -4,6 +4,8 @@
 //! unquantized block's output on the same inputs. The per-layer objective cannot see how the
 //! errors of q, k, v, o, gate, up and down combine through attention and the MLP; this step can.
 //! The tuned codebooks are stored (int8 or f16) again, so the file format does not change.
+//! Optionally the block's two RMSNorm weights are tuned with them: they scale the inputs of
+//! q/k/v and of gate/up per channel, which the fixed indices cannot.
 
 use candle_core::{backprop::GradStore, DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -22,6 +24,8 @@ pub struct TuneOptions {
     /// Sequences per Adam step.
     pub batch: usize,
     pub target: TuneTarget,
+    /// Also tune the block's two RMSNorm weights (stored as plain f32 tensors).
+    pub norms: bool,
 }
 
 /// What the quantized block's output is tuned towards.
@@ -191,14 +195,33 @@ pub fn tune_block(
         }
         Ok(sum / inputs.len().max(1) as f64 / target_power)
     };
+    let before = evaluate(block)?;
+    let original_norms = (
+        block.input_layernorm.clone(),
+        block.post_attention_layernorm.clone(),
+    );
+    let norms = if opts.norms {
+        Some((
+            Var::from_tensor(&block.input_layernorm)?,
+            Var::from_tensor(&block.post_attention_layernorm)?,
+        ))
+    } else {
+        None
+    };
     let install = |block: &mut Block| -> Result<(), ModelError> {
         for p in &params {
             block.set_weight(p.kind, p.weight()?)?;
         }
+        if let Some((a, b)) = &norms {
+            block.input_layernorm = a.as_tensor().clone();
+            block.post_attention_layernorm = b.as_tensor().clone();
+        }
         Ok(())
     };
-    let before = evaluate(block)?;
-    let vars: Vec<Var> = params.iter().map(|p| p.centroids.clone()).collect();
+    let mut vars: Vec<Var> = params.iter().map(|p| p.centroids.clone()).collect();
+    if let Some((a, b)) = &norms {
+        vars.extend([a.clone(), b.clone()]);
+    }
     let mut adam = AdamW::new(
         vars.clone(),
         ParamsAdamW {
@@ -228,12 +251,18 @@ pub fn tune_block(
         Ok(())
     };
     stored(block, layers)?;
+    if let Some((a, b)) = &norms {
+        // Detached copies: the block must not keep the tuning graph alive.
+        block.input_layernorm = a.as_tensor().detach();
+        block.post_attention_layernorm = b.as_tensor().detach();
+    }
     let mut after = evaluate(block)?;
     if after >= before {
         for (l, original) in layers.iter_mut().zip(originals) {
             *l.quantized = original;
         }
         stored(block, layers)?;
+        (block.input_layernorm, block.post_attention_layernorm) = original_norms;
         after = before;
     }
     Ok(TuneOutcome { before, after })
