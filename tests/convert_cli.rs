@@ -193,15 +193,12 @@ fn block_tuning_lowers_the_block_output_error_and_the_file_stays_valid() {
         "tuning improved no block:\n{err}"
     );
 
-    // Tuned norms reach the file; with --no-tune-norms the file keeps the source's norms.
-    let (code, err) = t.convert(
-        "codebooks-only.gguf",
-        &[&args[..], &["--no-tune-norms"]].concat(),
-    );
+    // With --tune-norms the tuned norms reach the file; without, the file keeps the source's.
+    let (code, err) = t.convert("norms.gguf", &[&args[..], &["--tune-norms"]].concat());
     assert_eq!(code, 0, "{err}");
     let source = HfFolder::open(t.path("tiny")).unwrap();
-    let tuned = GgufSource::open(t.path("tuned.gguf")).unwrap();
-    let codebooks_only = GgufSource::open(t.path("codebooks-only.gguf")).unwrap();
+    let tuned = GgufSource::open(t.path("norms.gguf")).unwrap();
+    let codebooks_only = GgufSource::open(t.path("tuned.gguf")).unwrap();
     let mut changed = 0;
     for layer in 0..2 {
         for norm in ["input_layernorm", "post_attention_layernorm"] {

@@ -22,7 +22,7 @@ use crate::quantizer::plan::{self, LayerInfo};
 use crate::quantizer::{CodebookKind, GroupOrder, VqConfig};
 
 pub use sequential::{BlockTensor, BlockTuning, LayerOutcome, Step};
-pub use tune::{TuneOptions, TuneTarget};
+pub use tune::TuneOptions;
 
 /// The quantization method: Athena, or one of the baselines measured in the same code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use candle_core::Tensor;
 
 use crate::calibration::{Accumulate, HessianObserver};
 use crate::checkpoint::names;
-use crate::convert::tune::{self, TuneLayer, TuneOptions, TuneTarget};
+use crate::convert::tune::{self, TuneLayer, TuneOptions};
 use crate::export;
 use crate::model::{Block, LinearKind, Model, ModelError};
 use crate::quantizer::{
@@ -128,21 +128,16 @@ pub fn quantize_model(
     let mut outcomes = Vec::new();
     let mut tunings = Vec::new();
     let mut hidden = model.embed(sequences)?;
-    let tune_reference = tune.epochs > 0 && tune.target == TuneTarget::Reference;
-    let mut reference = tune_reference.then(|| hidden.clone());
     for layer in 0..config.num_hidden_layers {
         let mut block = model.load_block(layer)?;
         let mut observer = HessianObserver::new(Accumulate::Hessian);
         if attention_hessians {
             observer = observer.with_value_heads();
         }
-        // The unquantized block's outputs on the quantized model's inputs: the tuning target
-        // unless the reference stream (the unquantized model's hidden states) is.
-        let same_input_outputs = model.run_block(&block, &hidden, Some(&mut observer))?;
-        let targets = match reference.take() {
-            Some(r) => model.run_block(&block, &r, None)?,
-            None => same_input_outputs,
-        };
+        // The unquantized block's outputs on the quantized model's inputs: the tuning target.
+        // (Tuning towards the unquantized model's own hidden states, which would also pay back
+        // earlier blocks' error, measured worse: 19.05 vs 18.80, docs/benchmarks.md.)
+        let targets = model.run_block(&block, &hidden, Some(&mut observer))?;
         let mut done = Vec::with_capacity(LinearKind::ALL.len());
         for kind in LinearKind::ALL {
             progress(layer, Step::Quantize(kind));
@@ -216,11 +211,7 @@ pub fn quantize_model(
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
-        if tune_reference {
-            reference = Some(targets);
-        } else {
-            drop(targets);
-        }
+        drop(targets);
         for l in done {
             let err = |message: String| SequentialError::Layer {
                 layer: l.name.clone(),

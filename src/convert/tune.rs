@@ -23,18 +23,8 @@ pub struct TuneOptions {
     pub learning_rate: f64,
     /// Sequences per Adam step.
     pub batch: usize,
-    pub target: TuneTarget,
     /// Also tune the block's two RMSNorm weights (stored as plain f32 tensors).
     pub norms: bool,
-}
-
-/// What the quantized block's output is tuned towards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TuneTarget {
-    /// The unquantized block on the same (quantized-model) inputs: GPTQ's objective per block.
-    SameInputs,
-    /// The unquantized model's own hidden states: also pays back the error of earlier blocks.
-    Reference,
 }
 
 /// One quantized layer of the block being tuned.
