@@ -415,7 +415,7 @@ fn decimal(v: Option<&crate::container::gguf::Value>, x: f64) -> f64 {
 pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, String> {
     let block = ty.block_size() as usize;
     let type_size = ty.type_size() as usize;
-    if block == 0 || n % block != 0 {
+    if block == 0 || !n.is_multiple_of(block) {
         return Err(format!(
             "{n} elements are not a whole number of {} blocks of {block}",
             ty.name()
@@ -476,7 +476,7 @@ fn blocks_to_f32<B: CandleBlock>(bytes: &[u8], out: &mut [f32]) {
     let n_blocks = bytes.len() / size;
     debug_assert_eq!(n_blocks * size, bytes.len());
     debug_assert_eq!(n_blocks * B::BLCK_SIZE, out.len());
-    if (bytes.as_ptr() as usize) % std::mem::align_of::<B>() == 0 {
+    if (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>()) {
         // SAFETY: candle's block types are `#[repr(C)]` structs of integers, f16 and f32 (every bit
         // pattern is valid) whose size is the ggml block size; the pointer is aligned for `B` and the
         // slice covers exactly `n_blocks` blocks inside `bytes`.

@@ -130,7 +130,7 @@ impl VqConfig {
                 self.n
             ));
         }
-        if cols % self.d != 0 {
+        if !cols.is_multiple_of(self.d) {
             return fail(format!(
                 "{cols} columns are not a multiple of d = {}",
                 self.d
@@ -142,7 +142,7 @@ impl VqConfig {
                 self.tile_rows
             ));
         }
-        if self.tile_cols % self.d != 0 || self.tile_cols == 0 || self.tile_cols > cols {
+        if !self.tile_cols.is_multiple_of(self.d) || self.tile_cols == 0 || self.tile_cols > cols {
             return fail(format!(
                 "tile columns {} must be a multiple of d = {} in {}..={cols}",
                 self.tile_cols, self.d, self.d
@@ -210,7 +210,7 @@ pub fn quantize_linear_banded(
         mean_of_bands = m * faer::Scale(1.0 / bands as f64);
         &mean_of_bands
     };
-    let per_band = rows % bands == 0 && (rows / bands) % config.tile_rows == 0;
+    let per_band = rows.is_multiple_of(bands) && (rows / bands).is_multiple_of(config.tile_rows);
     let (band_hs, band_rows) = if per_band {
         (hs, rows / bands)
     } else {
