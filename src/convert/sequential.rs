@@ -13,9 +13,7 @@ use crate::checkpoint::names;
 use crate::convert::tune::{self, TuneLayer, TuneOptions};
 use crate::export;
 use crate::model::{Block, LinearKind, Model, ModelError};
-use crate::quantizer::{
-    quantize_linear_banded, relative_loss_banded, QuantError, QuantizedLinear, VqConfig,
-};
+use crate::quantizer::{layer_loss, quantize_linear_banded, QuantError, QuantizedLinear, VqConfig};
 
 /// Errors of the sequential pass. Display is one line naming the layer.
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +106,8 @@ pub fn hessian_traces(
 }
 
 /// Quantizes every linear layer of `model` with the configuration `plan` gives its weight name,
-/// handing each result (in GGUF row order) and then the block's norm weights to `sink`. `progress(layer, step)` is called per layer
-/// and before a block's tuning.
+/// handing each result (in GGUF row order) and then the block's norm weights to `sink`.
+/// `progress(layer, step)` is called per layer and before a block's tuning.
 /// With `attention_hessians`, v_proj is quantized per kv head under BoA's attention-aware
 /// Hessians instead of the plain input Hessian it shares with q/k. With `tune.epochs > 0`, each
 /// block's codebooks are then tuned on the block output (`tune`) before the block is written.
@@ -184,8 +182,7 @@ pub fn quantize_model(
             done.push(Done {
                 kind,
                 name,
-                w,
-                hs,
+                tuned_from: (tune.epochs > 0).then_some((w, hs)),
                 perm,
                 q,
                 seconds: started.elapsed().as_secs_f64(),
@@ -219,8 +216,13 @@ pub fn quantize_model(
             };
             sink(&l.name, BlockTensor::Quantized(&l.q)).map_err(err)?;
             let (rows, cols) = (l.q.vq.rows, l.q.vq.cols);
+            let relative_loss = match &l.tuned_from {
+                // Tuning optimizes the block output, so the layer loss may rise or fall.
+                Some((w, hs)) => layer_loss(w, &l.q.dequantized, rows, cols, hs, &l.q.config),
+                None => l.q.relative_loss,
+            };
             outcomes.push(LayerOutcome {
-                relative_loss: relative_loss_banded(&l.w, &l.q.dequantized, rows, cols, &l.hs),
+                relative_loss,
                 name: l.name,
                 rows,
                 cols,
@@ -247,9 +249,9 @@ pub fn quantize_model(
 struct Done {
     kind: LinearKind,
     name: String,
-    /// The original weight and Hessians (stored row order), for the final relative loss.
-    w: Vec<f32>,
-    hs: Vec<faer::Mat<f64>>,
+    /// With tuning on, the original weight (stored row order) and the Hessians, to measure the
+    /// relative loss of the tuned reconstruction.
+    tuned_from: Option<(Vec<f32>, Vec<faer::Mat<f64>>)>,
     perm: Option<usize>,
     q: QuantizedLinear,
     seconds: f64,

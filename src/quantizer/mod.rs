@@ -251,7 +251,7 @@ pub fn quantize_linear_banded(
     } else {
         None
     };
-    let relative_loss = relative_loss_banded(w, &dequantized, rows, cols, band_hs);
+    let relative_loss = layer_loss(w, &dequantized, rows, cols, hs, config);
     Ok(QuantizedLinear {
         config: config.clone(),
         vq,
@@ -259,6 +259,30 @@ pub fn quantize_linear_banded(
         dequantized,
         relative_loss,
     })
+}
+
+/// The relative loss [`quantize_linear_banded`] reports for a reconstruction `what` of `w`: per
+/// band when the codebook tiles fit inside the bands, else under the mean band Hessian.
+pub fn layer_loss(
+    w: &[f32],
+    what: &[f32],
+    rows: usize,
+    cols: usize,
+    hs: &[Mat<f64>],
+    config: &VqConfig,
+) -> f64 {
+    let bands = hs.len().max(1);
+    if hs.len() <= 1
+        || (rows.is_multiple_of(bands) && (rows / bands).is_multiple_of(config.tile_rows))
+    {
+        return relative_loss_banded(w, what, rows, cols, hs);
+    }
+    let mut mean = Mat::<f64>::zeros(cols, cols);
+    for h in hs {
+        mean += h;
+    }
+    let mean = mean * faer::Scale(1.0 / bands as f64);
+    relative_loss(w, what, rows, cols, &mean)
 }
 
 /// tr(dW H dW^T) / tr(W H W^T) for dW = W - What.
