@@ -234,13 +234,13 @@ pub fn tune_block(
     }
     // Measured on the stored (re-quantized) codebooks, which the block runs on from here, as a
     // decoder will; if tuning did not help, the original codebooks are kept.
-    let stored = |block: &mut Block, layers: &[TuneLayer<'_>]| -> Result<(), ModelError> {
+    let install_stored = |block: &mut Block, layers: &[TuneLayer<'_>]| -> Result<(), ModelError> {
         for l in layers {
             super::sequential::set_quantized(block, l.kind, l.quantized, l.qk_heads, model)?;
         }
         Ok(())
     };
-    stored(block, layers)?;
+    install_stored(block, layers)?;
     if let Some((a, b)) = &norms {
         // Detached copies: the block must not keep the tuning graph alive.
         block.input_layernorm = a.as_tensor().detach();
@@ -251,7 +251,7 @@ pub fn tune_block(
         for (l, original) in layers.iter_mut().zip(originals) {
             *l.quantized = original;
         }
-        stored(block, layers)?;
+        install_stored(block, layers)?;
         (block.input_layernorm, block.post_attention_layernorm) = original_norms;
         after = before;
     }
