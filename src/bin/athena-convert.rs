@@ -244,7 +244,8 @@ struct AthenaArgs {
 
     /// Block-wise tuning: after each block is quantized, its codebook values are tuned with Adam
     /// for this many passes over the calibration sequences so the block's output matches the
-    /// unquantized block's (indices fixed; 0 turns it off).
+    /// unquantized block's (indices fixed; 0 turns it off). Measured with 1 epoch: --bits 2.25
+    /// 33.39 -> 30.45 perplexity, --bits 3 17.78 -> 17.71; each epoch adds ~14 s per block.
     #[arg(long, default_value_t = 0)]
     tune_epochs: usize,
 
