@@ -132,10 +132,12 @@ pub fn quantize_model(
         if attention_hessians {
             observer = observer.with_value_heads();
         }
-        // The unquantized block's outputs on the quantized model's inputs: the tuning target.
-        // (Tuning towards the unquantized model's own hidden states, which would also pay back
-        // earlier blocks' error, measured worse: 19.05 vs 18.80, docs/benchmarks.md.)
-        let targets = model.run_block(&block, &hidden, Some(&mut observer))?;
+        // The unquantized block's outputs on the quantized model's inputs: the tuning target,
+        // kept only when tuning. (Tuning towards the unquantized model's own hidden states,
+        // which would also pay back earlier blocks' error, measured worse: 19.05 vs 18.80,
+        // docs/benchmarks.md.)
+        let outputs = model.run_block(&block, &hidden, Some(&mut observer))?;
+        let targets = (tune.epochs > 0).then_some(outputs);
         let mut done = Vec::with_capacity(LinearKind::ALL.len());
         for kind in LinearKind::ALL {
             progress(layer, Step::Quantize(kind));
@@ -189,7 +191,7 @@ pub fn quantize_model(
             });
         }
         drop(observer);
-        if tune.epochs > 0 {
+        if let Some(targets) = targets {
             let mut layers: Vec<TuneLayer<'_>> = done
                 .iter_mut()
                 .map(|l| TuneLayer {
@@ -208,7 +210,6 @@ pub fn quantize_model(
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
-        drop(targets);
         for l in done {
             let err = |message: String| SequentialError::Layer {
                 layer: l.name.clone(),

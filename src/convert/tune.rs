@@ -7,7 +7,7 @@
 //! Optionally the block's two RMSNorm weights are tuned with them: they scale the inputs of
 //! q/k/v and of gate/up per channel, which the fixed indices cannot.
 
-use candle_core::{backprop::GradStore, DType, Device, Tensor, Var};
+use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 use crate::checkpoint::names;
@@ -63,14 +63,9 @@ impl CodebookWeight {
         let q = &*layer.quantized;
         let cfg = &q.config;
         let (rows, cols, d, n) = (q.vq.rows, q.vq.cols, cfg.d, cfg.n);
-        let tiles_c = cols.div_ceil(cfg.tile_cols);
         let groups = cols / d;
         let index: Vec<u32> = (0..rows * groups)
-            .map(|i| {
-                let (r, g) = (i / groups, i % groups);
-                let tile = (r / cfg.tile_rows) * tiles_c + g * d / cfg.tile_cols;
-                (tile * n) as u32 + q.vq.indices[i]
-            })
+            .map(|i| (cfg.tile_of(cols, i / groups, i % groups) * n) as u32 + q.vq.indices[i])
             .collect();
         let values: Vec<f32> =
             q.vq.codebooks
@@ -135,10 +130,8 @@ impl CodebookWeight {
             *stored = codebook::store(&values[t * n * d..(t + 1) * n * d], d, q.config.codebook);
         }
         let groups = q.vq.cols / d;
-        let tiles_c = q.vq.cols.div_ceil(q.config.tile_cols);
         for (i, &idx) in q.vq.indices.iter().enumerate() {
-            let (r, g) = (i / groups, i % groups);
-            let tile = (r / q.config.tile_rows) * tiles_c + g * d / q.config.tile_cols;
+            let tile = q.config.tile_of(q.vq.cols, i / groups, i % groups);
             let c = &q.vq.codebooks[tile].values[idx as usize * d..(idx as usize + 1) * d];
             q.vq.dequantized[i * d..(i + 1) * d].copy_from_slice(c);
         }
@@ -313,11 +306,7 @@ fn batch_gradients(
 fn mean_square(ts: &[Tensor]) -> candle_core::Result<f64> {
     let mut sum = 0.0;
     for t in ts {
-        sum += t
-            .to_dtype(DType::F32)?
-            .sqr()?
-            .mean_all()?
-            .to_scalar::<f32>()? as f64;
+        sum += t.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
     }
     Ok((sum / ts.len().max(1) as f64).max(f64::MIN_POSITIVE))
 }

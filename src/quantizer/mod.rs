@@ -113,6 +113,12 @@ impl VqConfig {
         }
     }
 
+    /// The tile (index into `VqLayer::codebooks`) holding column group `group` of `row` in a
+    /// layer of `cols` columns: tiles are numbered row-major, partial tiles at the edges count.
+    pub fn tile_of(&self, cols: usize, row: usize, group: usize) -> usize {
+        (row / self.tile_rows) * cols.div_ceil(self.tile_cols) + group * self.d / self.tile_cols
+    }
+
     /// Index bits per d weights.
     pub fn index_bits(&self) -> u32 {
         self.n.trailing_zeros()
@@ -203,14 +209,10 @@ pub fn quantize_linear_banded(
     let mean = if let [h] = hs {
         h
     } else {
-        let mut m = Mat::<f64>::zeros(cols, cols);
-        for h in hs {
-            m += h;
-        }
-        mean_of_bands = m * faer::Scale(1.0 / bands as f64);
+        mean_of_bands = mean_hessian(hs, cols);
         &mean_of_bands
     };
-    let per_band = rows.is_multiple_of(bands) && (rows / bands).is_multiple_of(config.tile_rows);
+    let per_band = tiles_fit_bands(rows, bands, config);
     let (band_hs, band_rows) = if per_band {
         (hs, rows / bands)
     } else {
@@ -251,7 +253,7 @@ pub fn quantize_linear_banded(
     } else {
         None
     };
-    let relative_loss = layer_loss(w, &dequantized, rows, cols, hs, config);
+    let relative_loss = relative_loss_banded(w, &dequantized, rows, cols, band_hs);
     Ok(QuantizedLinear {
         config: config.clone(),
         vq,
@@ -271,18 +273,26 @@ pub fn layer_loss(
     hs: &[Mat<f64>],
     config: &VqConfig,
 ) -> f64 {
-    let bands = hs.len().max(1);
-    if hs.len() <= 1
-        || (rows.is_multiple_of(bands) && (rows / bands).is_multiple_of(config.tile_rows))
-    {
-        return relative_loss_banded(w, what, rows, cols, hs);
+    if hs.len() <= 1 || tiles_fit_bands(rows, hs.len(), config) {
+        relative_loss_banded(w, what, rows, cols, hs)
+    } else {
+        relative_loss(w, what, rows, cols, &mean_hessian(hs, cols))
     }
-    let mut mean = Mat::<f64>::zeros(cols, cols);
+}
+
+/// Whether `bands` equal row bands each hold whole codebook tiles, so each band can run under
+/// its own Hessian.
+fn tiles_fit_bands(rows: usize, bands: usize, config: &VqConfig) -> bool {
+    rows.is_multiple_of(bands) && (rows / bands).is_multiple_of(config.tile_rows)
+}
+
+/// The mean of the band Hessians (`cols x cols`).
+fn mean_hessian(hs: &[Mat<f64>], cols: usize) -> Mat<f64> {
+    let mut m = Mat::<f64>::zeros(cols, cols);
     for h in hs {
-        mean += h;
+        m += h;
     }
-    let mean = mean * faer::Scale(1.0 / bands as f64);
-    relative_loss(w, what, rows, cols, &mean)
+    m * faer::Scale(1.0 / hs.len().max(1) as f64)
 }
 
 /// tr(dW H dW^T) / tr(W H W^T) for dW = W - What.
