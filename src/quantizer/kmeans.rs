@@ -121,10 +121,6 @@ pub fn fit(
         .enumerate()
         .flat_map(|(g, gp)| (0..gp.vectors.len() / d).map(move |i| (g, i)))
         .collect();
-    let point = |k: usize| {
-        let (g, i) = index[k];
-        (&groups[g].metric[..], &groups[g].vectors[i * d..i * d + d])
-    };
     let total = index.len();
     if total == 0 {
         return vec![0.0; n * d];
@@ -137,48 +133,7 @@ pub fn fit(
         let step = total as f64 / (64 * n) as f64;
         (0..64 * n).map(|k| (k as f64 * step) as usize).collect()
     };
-    let mut centroids = Vec::with_capacity(n * d);
-    let first = sample[rng.below(sample.len() as u64) as usize];
-    centroids.extend_from_slice(point(first).1);
-    let mut dist: Vec<f32> = sample
-        .iter()
-        .map(|&k| {
-            let (m, w) = point(k);
-            let diff: Vec<f32> = w.iter().zip(&centroids[..d]).map(|(a, b)| a - b).collect();
-            quad(m, &diff, d)
-        })
-        .collect();
-    for _ in 1..n {
-        let sum: f64 = dist.iter().map(|&x| x.max(0.0) as f64).sum();
-        let pick = if sum > 0.0 {
-            let mut target = rng.unit() * sum;
-            let mut chosen = sample.len() - 1;
-            for (s, &x) in dist.iter().enumerate() {
-                target -= x.max(0.0) as f64;
-                if target <= 0.0 {
-                    chosen = s;
-                    break;
-                }
-            }
-            chosen
-        } else {
-            rng.below(sample.len() as u64) as usize
-        };
-        let c: Vec<f32> = point(sample[pick]).1.to_vec();
-        // Elementwise, so the parallel update gives the same result as a serial one.
-        dist.par_iter_mut()
-            .zip(&sample)
-            .with_min_len(1024)
-            .for_each(|(dist, &k)| {
-                let (m, w) = point(k);
-                let mut diff = [0f32; 8];
-                for e in 0..d {
-                    diff[e] = w[e] - c[e];
-                }
-                *dist = dist.min(quad(m, &diff[..d], d));
-            });
-        centroids.extend_from_slice(&c);
-    }
+    let mut centroids = seed_plus_plus(groups, &index, &sample, d, n, rng);
 
     // Lloyd iterations with the per-group metric.
     let mut assignment = vec![u32::MAX; total];
@@ -201,6 +156,111 @@ pub fn fit(
         update_centroids(groups, &index, &assignment, d, n, &mut centroids);
     }
     centroids
+}
+
+/// k-means++ seeding under the per-group metric on the `sample` points (indices into `index`,
+/// sorted by group): each next centroid is drawn with probability proportional to its distance
+/// to the nearest centroid so far.
+///
+/// The distance update runs once per centroid over the whole sample, so it is written in the
+/// expanded form w M w - 2 w (M c) + c M c with w M w cached per point and M c, c M c formed once
+/// per group: d multiply-adds per point instead of d^2 + d (221184 synthetic 4-d points, 4096
+/// centroids: 6.3 s -> 1.1 s with the chunked sums below).
+fn seed_plus_plus(
+    groups: &[GroupPoints],
+    index: &[(usize, usize)],
+    sample: &[usize],
+    d: usize,
+    n: usize,
+    rng: &mut SplitMix64,
+) -> Vec<f32> {
+    let vector = |k: usize| {
+        let (g, i) = index[k];
+        &groups[g].vectors[i * d..i * d + d]
+    };
+    let m = sample.len();
+    let group_of: Vec<usize> = sample.iter().map(|&k| index[k].0).collect();
+    let points: Vec<f32> = sample.iter().flat_map(|&k| vector(k).to_vec()).collect();
+    let self_term: Vec<f32> = (0..m)
+        .map(|s| quad(&groups[group_of[s]].metric, &points[s * d..s * d + d], d))
+        .collect();
+
+    // Fixed chunks, summed in order: the draw is the same whatever rayon's scheduling.
+    const CHUNK: usize = 4096;
+    let mut centroids = Vec::with_capacity(n * d);
+    let mut dist = vec![f32::INFINITY; m];
+    let mut pick = rng.below(m as u64) as usize;
+    loop {
+        let c = &points[pick * d..pick * d + d];
+        centroids.extend_from_slice(c);
+        if centroids.len() == n * d {
+            return centroids;
+        }
+        let terms: Vec<([f32; 8], f32)> = groups
+            .iter()
+            .map(|gp| {
+                let mut mc = [0f32; 8];
+                for (r, m) in mc.iter_mut().enumerate().take(d) {
+                    *m = (0..d).map(|s| gp.metric[r * d + s] * c[s]).sum();
+                }
+                (mc, c.iter().zip(&mc).map(|(a, b)| a * b).sum())
+            })
+            .collect();
+        let sums: Vec<f64> = dist
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .map(|(chunk, dists)| {
+                for (j, dist) in dists.iter_mut().enumerate() {
+                    let s = chunk * CHUNK + j;
+                    let (mc, cmc) = &terms[group_of[s]];
+                    let w = &points[s * d..s * d + d];
+                    let dot: f32 = w.iter().zip(mc).map(|(a, b)| a * b).sum();
+                    *dist = dist.min((self_term[s] - 2.0 * dot + cmc).max(0.0));
+                }
+                chunk_sum(dists)
+            })
+            .collect();
+        let sum: f64 = sums.iter().sum();
+        pick = if sum > 0.0 {
+            // Find the chunk by its sum, then the point inside it.
+            let mut target = rng.unit() * sum;
+            let mut chunk = sums.len() - 1;
+            for (c, &s) in sums.iter().enumerate() {
+                if target <= s {
+                    chunk = c;
+                    break;
+                }
+                target -= s;
+            }
+            let start = chunk * CHUNK;
+            let dists = &dist[start..(start + CHUNK).min(m)];
+            let mut chosen = start + dists.len() - 1;
+            for (j, &x) in dists.iter().enumerate() {
+                target -= x as f64;
+                if target <= 0.0 {
+                    chosen = start + j;
+                    break;
+                }
+            }
+            chosen
+        } else {
+            rng.below(m as u64) as usize
+        };
+    }
+}
+
+/// Sum in f64 with eight independent accumulators (a single running sum is a chain of
+/// dependent additions that k-means++ would wait on once per centroid), combined in a fixed order.
+fn chunk_sum(values: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut lanes = values.chunks_exact(8);
+    for lane in &mut lanes {
+        for (a, &x) in acc.iter_mut().zip(lane) {
+            *a += x as f64;
+        }
+    }
+    let tail: f64 = lanes.remainder().iter().map(|&x| x as f64).sum();
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Centroid a = (sum over members of M_g)^-1 (sum over members of M_g w); an empty centroid
