@@ -80,8 +80,8 @@ pub struct ConvertOptions {
     pub codebook: CodebookKind,
     pub lowrank: LowRankChoice,
     pub tiles: TileLayout,
-    /// Largest vector dimension of the --bits menu (2, 3 or 4).
-    pub max_dim: usize,
+    /// Which (d, n) levels the --bits plan may use.
+    pub levels: plan::LevelLimits,
     pub sensitivity: Sensitivity,
     pub order: GroupOrder,
     pub kmeans_iters: usize,
@@ -297,7 +297,7 @@ fn make_plan(
                     };
                 }
             }
-            let chosen = plan::plan_with(&layers, bits, opts.max_dim, |l, d, n| {
+            let chosen = plan::plan_with(&layers, bits, opts.levels, |l, d, n| {
                 let mut cfg = match opts.tiles {
                     TileLayout::Wide => plan::menu_config(d, n, l.rows, l.cols, opts.codebook, 0),
                     TileLayout::Paper => VqConfig {

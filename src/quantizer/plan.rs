@@ -2,8 +2,9 @@
 //! that the average bits per weight of all quantized weights lands at or just below the budget,
 //! spending bits where the Hessian says the layer is sensitive.
 //!
-//! Predicted loss of a layer under a configuration: sensitivity * 2^(-2 * index bits per weight)
-//! (the rate-distortion slope of a quantizer with that many bits), with sensitivity =
+//! Predicted loss of a layer under a configuration: sensitivity * s(d) * 2^(-2 * index bits per
+//! weight) (the rate-distortion slope of a quantizer with that many bits; s(d) the measured
+//! advantage of larger vectors at the same rate), with sensitivity =
 //! tr(H) * ||W||_F^2 / M: the expected tr(dW H dW^T) of a relative error spread over the layer.
 //! The knapsack is solved greedily by marginal loss reduction per added bit.
 
@@ -27,15 +28,20 @@ pub struct LayerPlan {
     pub bpw: f64,
 }
 
-/// Index-bit levels of the d = 2 menu: (d, n), 1.5 to 4 bits per weight, so a budget of 2 can
-/// be met by mixing 1.5 and 2.
-pub const MENU_D2: [(usize, usize); 6] = [(2, 8), (2, 16), (2, 32), (2, 64), (2, 128), (2, 256)];
-
-/// The d = 3 menu, 1.33 to 3.33 index bits, topped with the d = 2 levels at 3.5 and 4 bits
-/// (d = 3 there would need 2048 or 4096 centroids: k-means cost grows with n). At equal rate
-/// three-dimensional codebooks fit the weights better: --vq 3,512,192,576 (3.11 bpw) measured
-/// wiki perplexity 18.10 on SmolLM2-135M against 21.23 for --vq 2,64,32,576 (3.06 bpw).
-pub const MENU_D3: [(usize, usize); 9] = [
+/// The (d, n) levels a layer may get, 1.33 to 4 index bits per weight. d = 2 from 1.5 to 4 bits
+/// (so a budget of 2 can be met by mixing 1.5 and 2); d = 3 from 1.33 to 3.33 bits; d = 4 from
+/// 1.5 to 3 bits. d = 3 stops at 1024 centroids (2048 and 4096 would serve 3.67 and 4 bits,
+/// where d = 2 is nearly as good and k-means is much cheaper). Levels above
+/// [`LevelLimits::max_centroids`] are left out: k-means time grows with n, and d = 4 with 2048
+/// or 4096 centroids on the MLP layers at --bits 3 measured 2-5% lower layer loss for 2.7x the
+/// conversion time (docs/benchmarks.md, session 7).
+pub const LEVELS: [(usize, usize); 20] = [
+    (2, 8),
+    (2, 16),
+    (2, 32),
+    (2, 64),
+    (2, 128),
+    (2, 256),
     (3, 16),
     (3, 32),
     (3, 64),
@@ -43,57 +49,81 @@ pub const MENU_D3: [(usize, usize); 9] = [
     (3, 256),
     (3, 512),
     (3, 1024),
-    (2, 128),
-    (2, 256),
+    (4, 64),
+    (4, 128),
+    (4, 256),
+    (4, 512),
+    (4, 1024),
+    (4, 2048),
+    (4, 4096),
 ];
 
-/// The low-rate d = 4 levels (1.5 to 2.25 index bits). At 2 bits d = 4 beats d = 3 by a wide
-/// margin: --vq 4,256,192,576 (2.078 bpw) measured 53.98 against 66.33 for --vq 3,64,48,576
-/// (2.06 bpw), SmolLM2-135M, 8192 calibration tokens.
-const D4_LOW: [(usize, usize); 4] = [(4, 64), (4, 128), (4, 256), (4, 512)];
+/// Which [`LEVELS`] a plan may use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LevelLimits {
+    /// Largest vector dimension d (2, 3 or 4).
+    pub max_dim: usize,
+    /// Largest codebook (centroids per tile).
+    pub max_centroids: usize,
+}
 
-/// d = 4 below 2.5 bits, then the d = 3 menu from 2.67 bits (columns divisible by 12).
-pub const MENU_D4_D3: [(usize, usize); 9] = [
-    D4_LOW[0],
-    D4_LOW[1],
-    D4_LOW[2],
-    D4_LOW[3],
-    (3, 256),
-    (3, 512),
-    (3, 1024),
-    (2, 128),
-    (2, 256),
-];
-
-/// d = 4 below 2.5 bits, then d = 2 (columns divisible by 4 but not 3, e.g. Qwen2.5's 896).
-pub const MENU_D4_D2: [(usize, usize); 8] = [
-    D4_LOW[0],
-    D4_LOW[1],
-    D4_LOW[2],
-    D4_LOW[3],
-    (2, 32),
-    (2, 64),
-    (2, 128),
-    (2, 256),
-];
-
-/// The menu a layer with `cols` columns gets when vectors of up to `max_dim` are allowed: the
-/// largest d that divides the columns at each rate (d = 4 below 2.5 bits, d = 3 up to 3.33,
-/// d = 2 above; d = 2 wherever nothing larger divides).
-pub fn menu_for(max_dim: usize, cols: usize) -> &'static [(usize, usize)] {
-    let four = max_dim >= 4 && cols.is_multiple_of(4);
-    let three = max_dim >= 3 && cols.is_multiple_of(3);
-    match (four, three) {
-        (true, true) => &MENU_D4_D3,
-        (true, false) => &MENU_D4_D2,
-        (false, true) => &MENU_D3,
-        (false, false) => &MENU_D2,
+impl Default for LevelLimits {
+    fn default() -> Self {
+        Self {
+            max_dim: 4,
+            max_centroids: 1024,
+        }
     }
 }
 
-/// Largest codebook overhead (bpw) the cheapest level of a d = 3 or d = 4 menu may cost on a
-/// layer before the layer falls back to a smaller d.
-pub const MAX_LOWEST_OVERHEAD_BPW: f64 = 0.5;
+impl LevelLimits {
+    fn allow(&self, d: usize, n: usize) -> bool {
+        d <= self.max_dim && n <= self.max_centroids
+    }
+}
+
+/// Distortion of d-dimensional codebooks relative to d = 3 at the same index rate: plain k-means
+/// on SmolLM2-135M weights (layers 5 and 12; relative squared error at 2, 2.5 and 3 bits) gave
+/// 1.07-1.15 for d = 2 and 0.87-0.94 for d = 4. Whole conversions agree in direction:
+/// --vq 3,512,192,576 (3.11 bpw) gave wiki perplexity 18.10 against 21.23 for --vq 2,64,32,576
+/// (3.06 bpw), and --vq 4,256,192,576 (2.08 bpw) 53.98 against 66.33 for --vq 3,64,48,576.
+fn shape_factor(d: usize) -> f64 {
+    match d {
+        2 => 1.1,
+        4 => 0.9,
+        _ => 1.0,
+    }
+}
+
+/// Predicted loss of `(d, n)` on a layer of the given sensitivity (module docs).
+fn predicted_loss(sensitivity: f64, d: usize, n: usize) -> f64 {
+    sensitivity * shape_factor(d) * (-2.0 * (n as f64).log2() / d as f64).exp2()
+}
+
+/// Keeps the candidates (sorted by bpw) on the lower convex hull of (bpw, loss): each kept step
+/// up buys less loss per bit than the one before, so the greedy below is never stuck behind a
+/// poor step, and no kept candidate costs more bits for more loss.
+fn convex_frontier(sorted: Vec<(VqConfig, f64, f64)>) -> Vec<(VqConfig, f64, f64)> {
+    let mut hull: Vec<(VqConfig, f64, f64)> = Vec::with_capacity(sorted.len());
+    for c in sorted {
+        if hull.last().is_some_and(|h| c.2 >= h.2) {
+            continue;
+        }
+        while hull.len() >= 2 {
+            let (a, b) = (&hull[hull.len() - 2], &hull[hull.len() - 1]);
+            // b is above the chord from a to c: not on the hull.
+            let slope_ab = (b.2 - a.2) / (b.1 - a.1);
+            let slope_ac = (c.2 - a.2) / (c.1 - a.1);
+            if slope_ab >= slope_ac {
+                hull.pop();
+            } else {
+                break;
+            }
+        }
+        hull.push(c);
+    }
+    hull
+}
 
 /// Codebook overhead the tiles aim at, in bits per weight.
 pub const CODEBOOK_OVERHEAD_BPW: f64 = 0.0625;
@@ -149,16 +179,16 @@ pub enum PlanError {
     },
 }
 
-/// Chooses one configuration per layer from its [`menu_for`] with [`menu_config`] tiles so that the
-/// weighted average bpw is <= `budget`.
+/// Chooses one configuration per layer from the [`LEVELS`] that `limits` allow, with [`menu_config`]
+/// tiles so that the weighted average bpw is <= `budget`.
 pub fn plan(
     layers: &[LayerInfo],
     budget: f64,
-    max_dim: usize,
+    limits: LevelLimits,
     codebook: CodebookKind,
     rank_of: impl Fn(&LayerInfo) -> usize,
 ) -> Result<Vec<LayerPlan>, PlanError> {
-    plan_with(layers, budget, max_dim, |l, d, n| {
+    plan_with(layers, budget, limits, |l, d, n| {
         menu_config(d, n, l.rows, l.cols, codebook, rank_of(l))
     })
 }
@@ -167,30 +197,21 @@ pub fn plan(
 pub fn plan_with(
     layers: &[LayerInfo],
     budget: f64,
-    max_dim: usize,
+    limits: LevelLimits,
     make: impl Fn(&LayerInfo, usize, usize) -> VqConfig,
 ) -> Result<Vec<LayerPlan>, PlanError> {
-    // Candidates per layer, in increasing bits.
+    // Candidates per layer: every level whose d divides the columns, on the convex frontier.
     let mut menus = Vec::with_capacity(layers.len());
     for l in layers {
-        // Larger-d menus only where their cheapest level's codebooks are affordable on this
-        // layer (tiny layers cannot pay for 64 four-dimensional centroids); d = 2 otherwise.
-        let affordable = |m: &&[(usize, usize)]| {
-            let (d, n) = m[0];
-            let cfg = make(l, d, n);
-            cfg.validate(l.rows, l.cols).is_ok()
-                && config_bpw(&cfg, l.rows, l.cols) - (n as f64).log2() / d as f64
-                    <= MAX_LOWEST_OVERHEAD_BPW
-        };
-        let choices = [menu_for(max_dim, l.cols), menu_for(max_dim.min(3), l.cols)];
-        let level_menu = choices.into_iter().find(affordable).unwrap_or(&MENU_D2);
         let mut menu = Vec::new();
-        for &(d, n) in level_menu {
+        for &(d, n) in LEVELS
+            .iter()
+            .filter(|&&(d, n)| limits.allow(d, n) && l.cols.is_multiple_of(d))
+        {
             let cfg = make(l, d, n);
             if cfg.validate(l.rows, l.cols).is_ok() {
                 let bpw = config_bpw(&cfg, l.rows, l.cols);
-                let loss = l.sensitivity * (-2.0 * (n as f64).log2() / d as f64).exp2();
-                menu.push((cfg, bpw, loss));
+                menu.push((cfg, bpw, predicted_loss(l.sensitivity, d, n)));
             }
         }
         if menu.is_empty() {
@@ -201,8 +222,8 @@ pub fn plan_with(
                 problem: "no configuration of the menu fits this shape".into(),
             });
         }
-        menu.sort_by(|a, b| a.1.total_cmp(&b.1));
-        menus.push(menu);
+        menu.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)));
+        menus.push(convex_frontier(menu));
     }
     let weights: Vec<f64> = layers.iter().map(|l| (l.rows * l.cols) as f64).collect();
     let total_weights: f64 = weights.iter().sum();
@@ -265,6 +286,13 @@ pub fn average_bpw(plans: &[LayerPlan], layers: &[LayerInfo]) -> f64 {
 mod tests {
     use super::*;
 
+    fn dims(max_dim: usize) -> LevelLimits {
+        LevelLimits {
+            max_dim,
+            ..LevelLimits::default()
+        }
+    }
+
     fn layers() -> Vec<LayerInfo> {
         let shapes = [
             ("q", 576, 576, 4.0),
@@ -287,7 +315,7 @@ mod tests {
     fn average_lands_at_or_below_the_budget_and_close_to_it() {
         let layers = layers();
         for budget in [2.2, 2.5, 3.0, 3.5, 4.0] {
-            let p = plan(&layers, budget, 3, CodebookKind::Int8, |_| 0).unwrap();
+            let p = plan(&layers, budget, dims(3), CodebookKind::Int8, |_| 0).unwrap();
             let avg = average_bpw(&p, &layers);
             assert!(avg <= budget + 1e-12, "budget {budget}: {avg}");
             assert!(avg > budget - 0.6, "budget {budget}: only {avg} used");
@@ -297,7 +325,7 @@ mod tests {
     #[test]
     fn sensitive_layers_get_more_bits() {
         let layers = layers();
-        let p = plan(&layers, 3.0, 3, CodebookKind::Int8, |_| 0).unwrap();
+        let p = plan(&layers, 3.0, dims(3), CodebookKind::Int8, |_| 0).unwrap();
         let bits = |name: &str| {
             let c = &p.iter().find(|x| x.name == name).unwrap().config;
             c.index_bits() as f64 / c.d as f64
@@ -307,7 +335,7 @@ mod tests {
 
     #[test]
     fn budget_below_every_configuration_is_an_error() {
-        let err = plan(&layers(), 1.3, 3, CodebookKind::Int8, |_| 0).unwrap_err();
+        let err = plan(&layers(), 1.3, dims(3), CodebookKind::Int8, |_| 0).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("--bits 1.3 is below the smallest configuration"),
@@ -316,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn three_dimensional_vectors_where_the_columns_allow() {
+    fn vector_dimension_divides_the_columns_and_respects_max_dim() {
         let mut layers = layers();
         layers.push(LayerInfo {
             name: "odd".into(),
@@ -324,32 +352,26 @@ mod tests {
             cols: 896,
             sensitivity: 1.0,
         });
-        let configs = |max_dim| {
-            plan(&layers, 2.5, max_dim, CodebookKind::Int8, |_| 0)
-                .unwrap()
-                .into_iter()
-                .map(|p| (p.config.d, p.config.n))
-                .collect::<Vec<_>>()
-        };
-        let with_3 = configs(3);
-        // Below 3.5 bits the layers whose columns 3 divides use d = 3; the 896-wide one d = 2.
-        for &(d, n) in &with_3[..4] {
-            assert!(d == 3 || n >= 128, "{with_3:?}");
+        for budget in [1.6, 2.5, 3.0, 4.0] {
+            for max_dim in [2, 3, 4] {
+                let p = plan(&layers, budget, dims(max_dim), CodebookKind::Int8, |_| 0).unwrap();
+                for (pl, l) in p.iter().zip(&layers) {
+                    let d = pl.config.d;
+                    assert!(
+                        d <= max_dim && l.cols % d == 0,
+                        "{budget} {max_dim}: {pl:?}"
+                    );
+                }
+            }
         }
-        assert!(with_3[..4].iter().any(|&(d, _)| d == 3), "{with_3:?}");
-        assert_eq!(with_3[4].0, 2);
-        assert!(configs(2).iter().all(|&(d, _)| d == 2));
-        // With d = 4 allowed, a low budget is met with d = 4 on every layer (4 divides all).
-        let low = plan(&layers, 1.6, 4, CodebookKind::Int8, |_| 0).unwrap();
-        assert!(low.iter().all(|p| p.config.d == 4), "{low:?}");
-        // A layer too small to pay for d = 4 codebooks gets the d = 2 menu.
+        // A layer too small to pay for d = 3 or d = 4 codebooks gets d = 2.
         let tiny = [LayerInfo {
             name: "tiny".into(),
             rows: 16,
             cols: 16,
             sensitivity: 1.0,
         }];
-        let p = plan(&tiny, 3.0, 4, CodebookKind::Int8, |_| 0).unwrap();
+        let p = plan(&tiny, 3.0, dims(4), CodebookKind::Int8, |_| 0).unwrap();
         assert_eq!(p[0].config.d, 2, "{p:?}");
     }
 
@@ -361,5 +383,52 @@ mod tests {
             bpw > 3.0 && bpw < 3.0 + 2.0 * CODEBOOK_OVERHEAD_BPW,
             "{bpw} with {cfg:?}"
         );
+    }
+
+    #[test]
+    fn frontier_keeps_the_lower_convex_hull() {
+        let cfg = VqConfig::new(2, 8, 1, 2);
+        let points = [
+            (1.0, 10.0),
+            (2.0, 4.0),
+            (2.5, 3.9),
+            (3.0, 5.0),
+            (4.0, 1.0),
+            (5.0, 0.5),
+        ];
+        let sorted = points.iter().map(|&(b, l)| (cfg.clone(), b, l)).collect();
+        let kept: Vec<(f64, f64)> = convex_frontier(sorted)
+            .into_iter()
+            .map(|(_, b, l)| (b, l))
+            .collect();
+        // (3, 5) costs more bits for more loss; (2.5, 3.9) lies above the chord from (2, 4) to
+        // (4, 1).
+        assert_eq!(kept, [(1.0, 10.0), (2.0, 4.0), (4.0, 1.0), (5.0, 0.5)]);
+    }
+
+    #[test]
+    fn four_dimensional_codebooks_where_the_layer_pays_for_them() {
+        // With up to 4096 centroids, at 3 bits the 1536 x 576 layer can afford d = 4 (4096
+        // centroids cost it 0.15 bpw); on the 192 x 576 one they would cost 1.2 bpw, so it never
+        // gets them. The default limit keeps every codebook at 1024 centroids or fewer.
+        let mut layers = layers();
+        for l in &mut layers {
+            l.sensitivity = (l.rows * l.cols) as f64;
+        }
+        let limits = LevelLimits {
+            max_centroids: 4096,
+            ..LevelLimits::default()
+        };
+        let p = plan(&layers, 3.0, limits, CodebookKind::Int8, |_| 0).unwrap();
+        let config = |name: &str| {
+            let c = &p.iter().find(|x| x.name == name).unwrap().config;
+            (c.d, c.n)
+        };
+        assert_eq!(config("up").0, 4, "{p:?}");
+        assert_ne!(config("k").0, 4, "{p:?}");
+        for budget in [2.0, 3.0, 4.0] {
+            let p = plan(&layers, budget, dims(4), CodebookKind::Int8, |_| 0).unwrap();
+            assert!(p.iter().all(|x| x.config.n <= 1024), "{p:?}");
+        }
     }
 }
