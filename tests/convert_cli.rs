@@ -218,6 +218,22 @@ fn block_tuning_lowers_the_block_output_error_and_the_file_stays_valid() {
 }
 
 #[test]
+fn tuning_is_on_by_default_only_below_3_bits() {
+    let t = Tiny::new("llama");
+    let tuned = |args: &[&str]| {
+        let args = [args, &["--force"]].concat();
+        let (code, err) = t.convert_with_report("t.gguf", &args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        err.lines()
+            .any(|l| l.starts_with("block") && l.contains("after tuning"))
+    };
+    assert!(tuned(&["--bits", "2.9"]));
+    assert!(!tuned(&["--bits", "2.9", "--tune-epochs", "0"]));
+    assert!(!tuned(&["--bits", "3"]));
+    assert!(tuned(&["--bits", "3", "--tune-epochs", "1"]));
+}
+
+#[test]
 fn bad_arguments_get_one_line_errors_and_no_output() {
     let t = Tiny::new("llama");
     let cases: [(&[&str], &str); 6] = [

@@ -5,7 +5,8 @@
 # same run as the reference.
 #
 # Usage: [SET=budget|ablation|all] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
-# (run tools/fetch-models.sh first; SET=all takes about two hours on 2 cores)
+# (run tools/fetch-models.sh first; SET=all took about two hours on 2 cores before block tuning
+# became the default below 3 bits, which adds ~7 minutes to each of the --bits 2, 2.25, 2.5 rows)
 #
 # Perplexity of each file comes from `athena-verify FILE --text` (the code behind athena-eval and
 # athena-convert --eval-text), so every row is also a verified file.
