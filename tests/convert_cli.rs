@@ -231,6 +231,16 @@ fn tuning_is_on_by_default_only_below_3_bits() {
     assert!(!tuned(&["--bits", "2.9", "--tune-epochs", "0"]));
     assert!(!tuned(&["--bits", "3"]));
     assert!(tuned(&["--bits", "3", "--tune-epochs", "1"]));
+    // Baselines stay baselines unless asked.
+    assert!(!tuned(&["--bits", "2.9", "--method", "kmeans"]));
+    assert!(tuned(&[
+        "--bits",
+        "2.9",
+        "--method",
+        "kmeans",
+        "--tune-epochs",
+        "1"
+    ]));
 }
 
 #[test]

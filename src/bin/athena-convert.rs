@@ -251,8 +251,8 @@ struct AthenaArgs {
 
     /// Block-wise tuning: after each block is quantized, its codebook values are tuned with Adam
     /// for this many passes over the calibration sequences so the block's output matches the
-    /// unquantized block's (indices fixed; 0 turns it off). Default: 1 for --bits below 3, else
-    /// 0. Measured with 1 epoch on SmolLM2-135M: --bits 2.25 33.39 -> 30.45 and 32.25 -> 29.80
+    /// unquantized block's (indices fixed; 0 turns it off). Default: 1 for --bits below 3 (with
+    /// --method athena), else 0. Measured with 1 epoch on SmolLM2-135M: --bits 2.25 33.39 -> 30.45 and 32.25 -> 29.80
     /// perplexity (two runs), --bits 3 17.78 -> 17.71; each epoch adds ~14 s per block.
     #[arg(long, value_name = "N")]
     tune_epochs: Option<usize>,
@@ -339,10 +339,10 @@ fn parse_lowrank(s: &str) -> Result<convert::LowRankChoice, String> {
 }
 
 /// Tuning pays below 3 bits (2.5-2.9 perplexity at --bits 2.25, two runs) and not measurably at
-/// 3 (0.07), where it would double the conversion time.
-fn default_tune_epochs(bits: Option<f64>) -> usize {
+/// 3 (0.07), where it would double the conversion time. The baselines stay untuned by default.
+fn default_tune_epochs(bits: Option<f64>, method: MethodArg) -> usize {
     match bits {
-        Some(b) if b < 3.0 => 1,
+        Some(b) if b < 3.0 && method == MethodArg::Athena => 1,
         _ => 0,
     }
 }
@@ -395,7 +395,9 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
         codebook_update: !a.no_codebook_update,
         attention_hessians: !a.no_attention_hessians,
         tune: convert::TuneOptions {
-            epochs: a.tune_epochs.unwrap_or(default_tune_epochs(a.bits)),
+            epochs: a
+                .tune_epochs
+                .unwrap_or(default_tune_epochs(a.bits, a.method)),
             learning_rate: a.tune_lr,
             batch: a.tune_batch,
             norms: a.tune_norms,
