@@ -158,9 +158,9 @@ pub fn fit(
     centroids
 }
 
-/// k-means++ seeding under the per-group metric on the `sample` points (indices into `index`,
-/// sorted by group): each next centroid is drawn with probability proportional to its distance
-/// to the nearest centroid so far.
+/// k-means++ seeding under the per-group metric on the `sample` points (indices into `index`):
+/// each next centroid is drawn with probability proportional to its distance to the nearest
+/// centroid so far.
 ///
 /// The distance update runs once per centroid over the whole sample, so it is written in the
 /// expanded form w M w - 2 w (M c) + c M c with w M w cached per point and M c, c M c formed once
