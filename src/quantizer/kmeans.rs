@@ -37,12 +37,9 @@ impl MetricCentroids {
         // Padding centroids never win: their constant term is +inf.
         let mut cmc = vec![f32::INFINITY; padded];
         for a in 0..n {
-            let c = &centroids[a * d..a * d + d];
-            let mut q = 0f32;
-            for r in 0..d {
-                let v: f32 = (0..d).map(|s| metric[r * d + s] * c[s]).sum();
+            let (m, q) = metric_terms(metric, &centroids[a * d..a * d + d], d);
+            for (r, &v) in m.iter().enumerate().take(d) {
                 mc[r * padded + a] = v;
-                q += c[r] * v;
             }
             cmc[a] = q;
         }
@@ -95,6 +92,19 @@ impl MetricCentroids {
         }
         best
     }
+}
+
+/// M c (first d entries) and c M c: the per-centroid terms of the expanded distance
+/// w M w - 2 w M c + c M c.
+fn metric_terms(metric: &[f32], c: &[f32], d: usize) -> ([f32; 8], f32) {
+    let mut mc = [0f32; 8];
+    let mut q = 0f32;
+    for r in 0..d {
+        let v: f32 = (0..d).map(|s| metric[r * d + s] * c[s]).sum();
+        mc[r] = v;
+        q += c[r] * v;
+    }
+    (mc, q)
 }
 
 fn quad(metric: &[f32], x: &[f32], d: usize) -> f32 {
@@ -198,13 +208,7 @@ fn seed_plus_plus(
         }
         let terms: Vec<([f32; 8], f32)> = groups
             .iter()
-            .map(|gp| {
-                let mut mc = [0f32; 8];
-                for (r, m) in mc.iter_mut().enumerate().take(d) {
-                    *m = (0..d).map(|s| gp.metric[r * d + s] * c[s]).sum();
-                }
-                (mc, c.iter().zip(&mc).map(|(a, b)| a * b).sum())
-            })
+            .map(|gp| metric_terms(&gp.metric, c, d))
             .collect();
         let sums: Vec<f64> = dist
             .par_chunks_mut(CHUNK)
