@@ -192,12 +192,12 @@ struct AthenaArgs {
     /// Largest vector dimension d of the --bits plan: 4, 3 or 2 (d = 2 only; fastest). Each layer
     /// gets the d (dividing its columns) and centroid count that the plan predicts best for its
     /// bits: d = 4 at low rates and, with up to 4096 centroids, at 3 bits on the large layers.
-    #[arg(long, value_name = "2|3|4", default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=4))]
+    #[arg(long, value_name = "2|3|4", default_value_t = LevelLimits::default().max_dim as u8, value_parser = clap::value_parser!(u8).range(2..=4))]
     max_dim: u8,
 
     /// Largest codebook of the --bits plan (centroids per tile). 4096 lets the large layers use
     /// d = 4 at 3 bits: on SmolLM2-135M 2-5% lower MLP layer loss for 2.7x the conversion time.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = parse_max_centroids)]
+    #[arg(long, value_name = "N", default_value_t = LevelLimits::default().max_centroids, value_parser = parse_max_centroids)]
     max_centroids: usize,
 
     /// What the --bits plan weighs layers by: hessian (APTQ: Hessian trace x weight energy, one

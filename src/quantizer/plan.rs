@@ -200,14 +200,12 @@ pub fn plan_with(
     limits: LevelLimits,
     make: impl Fn(&LayerInfo, usize, usize) -> VqConfig,
 ) -> Result<Vec<LayerPlan>, PlanError> {
-    // Candidates per layer: every level whose d divides the columns, on the convex frontier.
+    // Candidates per layer: every allowed level that is valid on the layer's shape (d divides
+    // the columns, the tile fits), cut to the convex frontier.
     let mut menus = Vec::with_capacity(layers.len());
     for l in layers {
         let mut menu = Vec::new();
-        for &(d, n) in LEVELS
-            .iter()
-            .filter(|&&(d, n)| limits.allow(d, n) && l.cols.is_multiple_of(d))
-        {
+        for &(d, n) in LEVELS.iter().filter(|&&(d, n)| limits.allow(d, n)) {
             let cfg = make(l, d, n);
             if cfg.validate(l.rows, l.cols).is_ok() {
                 let bpw = config_bpw(&cfg, l.rows, l.cols);
@@ -227,20 +225,13 @@ pub fn plan_with(
     }
     let weights: Vec<f64> = layers.iter().map(|l| (l.rows * l.cols) as f64).collect();
     let total_weights: f64 = weights.iter().sum();
+    // Start every layer at its cheapest candidate.
     let mut choice = vec![0usize; layers.len()];
-    let bits = |choice: &[usize]| {
-        menus
-            .iter()
-            .zip(choice)
-            .zip(&weights)
-            .map(|((m, &c), w)| m[c].1 * w)
-            .sum::<f64>()
-    };
-    let min = bits(&choice) / total_weights;
+    let mut used: f64 = menus.iter().zip(&weights).map(|(m, w)| m[0].1 * w).sum();
+    let min = used / total_weights;
     if min > budget {
         return Err(PlanError::BudgetTooSmall { budget, min });
     }
-    let mut used = bits(&choice);
     loop {
         // The upgrade with the best loss reduction per added bit that still fits.
         let mut best: Option<(usize, f64)> = None;
