@@ -218,6 +218,57 @@ fn block_tuning_lowers_the_block_output_error_and_the_file_stays_valid() {
 }
 
 #[test]
+fn end_to_end_tuning_lowers_the_kl_divergence_and_reaches_the_file() {
+    let t = Tiny::new("llama");
+    let args = [
+        "--vq",
+        "2,16,8,16",
+        "--lowrank-rank",
+        "auto",
+        "--tune-epochs",
+        "0",
+        "--finetune-epochs",
+        "4",
+        "--finetune-lr",
+        "1e-3",
+        "--finetune-batch",
+        "1",
+    ];
+    let (code, err) = t.convert_with_report("e2e.gguf", &args);
+    assert_eq!(code, 0, "{err}");
+    verify_json(&t.path("e2e.gguf"));
+    // "end-to-end tuning:    KL 0.1234 -> 0.0987 nats/token (16 steps, 0.5 s)"
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("end-to-end tuning:"))
+        .unwrap_or_else(|| panic!("no end-to-end line in:\n{err}"));
+    let kl: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(kl[1] < kl[0], "KL did not drop: {line}");
+
+    // The tuned norms (every block's two and the final one) reach the file; the untuned
+    // conversion keeps the source's.
+    let (code, err) = t.convert("plain.gguf", &args[..6]);
+    assert_eq!(code, 0, "{err}");
+    let source = HfFolder::open(t.path("tiny")).unwrap();
+    let tuned = GgufSource::open(t.path("e2e.gguf")).unwrap();
+    let untuned = GgufSource::open(t.path("plain.gguf")).unwrap();
+    let mut names = vec!["model.norm.weight".to_string()];
+    for layer in 0..2 {
+        for norm in ["input_layernorm", "post_attention_layernorm"] {
+            names.push(format!("model.layers.{layer}.{norm}.weight"));
+        }
+    }
+    for name in &names {
+        let original = source.load(name).unwrap().data;
+        assert_eq!(untuned.load(name).unwrap().data, original, "{name}");
+        assert_ne!(tuned.load(name).unwrap().data, original, "{name} not tuned");
+    }
+}
+
+#[test]
 fn tuning_is_on_by_default_only_below_3_bits() {
     let t = Tiny::new("llama");
     let tuned = |args: &[&str]| {

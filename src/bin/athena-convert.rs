@@ -271,6 +271,21 @@ struct AthenaArgs {
     #[arg(long)]
     tune_norms: bool,
 
+    /// End-to-end tuning: after the last block is quantized, every codebook (indices fixed) and
+    /// every RMSNorm weight is tuned with Adam for this many passes over the calibration
+    /// sequences so the quantized model's next-token distribution matches the unquantized
+    /// model's (KL divergence; 0 turns it off).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    finetune_epochs: usize,
+
+    /// Adam learning rate of the end-to-end tuning (in weight units).
+    #[arg(long, default_value_t = 1e-4)]
+    finetune_lr: f64,
+
+    /// Calibration sequences per Adam step of the end-to-end tuning.
+    #[arg(long, default_value_t = 4)]
+    finetune_batch: usize,
+
     /// Seed of k-means seeding: the same seed gives a byte-identical file.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -402,6 +417,11 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             batch: a.tune_batch,
             norms: a.tune_norms,
         },
+        finetune: convert::FinetuneOptions {
+            epochs: a.finetune_epochs,
+            learning_rate: a.finetune_lr,
+            batch: a.finetune_batch,
+        },
         calib: a
             .calib
             .clone()
@@ -442,6 +462,17 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             step: convert::Step::Tune,
         } => {
             bar.set_message(format!("block {}/{layers}: tuning codebooks", layer + 1));
+        }
+        convert::Progress::Block {
+            step: convert::Step::Finetune { step, steps },
+            ..
+        } => {
+            if step == 0 {
+                bar.set_length(steps as u64);
+                bar.reset_eta();
+            }
+            bar.set_position(step as u64);
+            bar.set_message(format!("end-to-end tuning: step {}/{steps}", step + 1));
         }
     };
     let result = convert::convert(&opts, &mut on_progress);

@@ -1,6 +1,7 @@
 //! The conversion driver behind `athena-convert --bits/--vq`: checkpoint -> calibration ->
 //! plan -> sequential quantization -> extended GGUF file, with a report of what each layer cost.
 
+pub mod finetune;
 pub mod report;
 pub mod sequential;
 pub mod tune;
@@ -21,6 +22,7 @@ use crate::model::{LinearKind, Model};
 use crate::quantizer::plan::{self, LayerInfo};
 use crate::quantizer::{CodebookKind, GroupOrder, VqConfig};
 
+pub use finetune::{FinetuneOptions, FinetuneOutcome};
 pub use sequential::{BlockTensor, BlockTuning, LayerOutcome, Step};
 pub use tune::TuneOptions;
 
@@ -93,6 +95,8 @@ pub struct ConvertOptions {
     pub attention_hessians: bool,
     /// Block-wise codebook tuning after each block is quantized (epochs 0: off).
     pub tune: TuneOptions,
+    /// End-to-end tuning of every codebook and norm after the last block (epochs 0: off).
+    pub finetune: FinetuneOptions,
     pub calib: PathBuf,
     pub calib_tokens: usize,
     pub seq_len: usize,
@@ -137,6 +141,8 @@ pub struct ConvertReport {
     pub layers: Vec<LayerOutcome>,
     /// Per block, when block-wise tuning ran.
     pub tuning: Vec<BlockTuning>,
+    /// When end-to-end tuning ran.
+    pub finetune: Option<FinetuneOutcome>,
     /// Weighted bpw of the quantized linear weights, from the stored bytes.
     pub linear_bpw: f64,
     pub file_bytes: u64,
@@ -375,9 +381,12 @@ pub fn convert(
         .map(|p| (p.name.clone(), p.config.clone()))
         .collect();
     // Block norms come from the sequential pass (block-wise tuning may change them).
-    let block_norms: BTreeSet<String> = (0..config.num_hidden_layers)
+    let mut block_norms: BTreeSet<String> = (0..config.num_hidden_layers)
         .flat_map(sequential::block_norm_names)
         .collect();
+    if opts.finetune.epochs > 0 {
+        block_norms.insert(sequential::FINAL_NORM_NAME.to_string());
+    }
     let mut parameters = 0u64;
     let mut deferred = BTreeMap::new();
     for tp in export::plan_tensors(&source)? {
@@ -396,13 +405,14 @@ pub fn convert(
     let layers_n = config.num_hidden_layers;
     let mut linear_bits = 0u64;
     let mut linear_weights = 0u64;
-    let (layers, tuning) = sequential::quantize_model(
+    let outcome = sequential::quantize_model(
         &model,
         &sequences,
         &planned,
         opts.seed,
         opts.attention_hessians && opts.method == Method::Athena,
         &opts.tune,
+        &opts.finetune,
         |layer, step| {
             progress(Progress::Block {
                 layer,
@@ -436,8 +446,9 @@ pub fn convert(
     let file_bytes = writer.finish()?;
     Ok(ConvertReport {
         plan,
-        layers,
-        tuning,
+        layers: outcome.layers,
+        tuning: outcome.tuning,
+        finetune: outcome.finetune,
         linear_bpw: linear_bits as f64 / linear_weights.max(1) as f64,
         file_bytes,
         file_bpw: 8.0 * file_bytes as f64 / parameters.max(1) as f64,

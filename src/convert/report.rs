@@ -103,6 +103,18 @@ pub fn render_report(report: &ConvertReport) -> String {
             );
         }
     }
+    if let Some(f) = &report.finetune {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "end-to-end tuning:    KL {:.4} -> {:.4} nats/token ({} steps, {:.1} s{})",
+            f.before,
+            f.after,
+            f.steps,
+            f.seconds,
+            if f.after == f.before { ", undone" } else { "" }
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "linear bpw (stored):  {:.4}", report.linear_bpw);
     let _ = writeln!(out, "file bpw:             {:.4}", report.file_bpw);

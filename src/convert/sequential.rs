@@ -10,6 +10,7 @@ use candle_core::Tensor;
 
 use crate::calibration::{Accumulate, HessianObserver};
 use crate::checkpoint::names;
+use crate::convert::finetune::{self, FinetuneBlock, FinetuneOptions, FinetuneOutcome};
 use crate::convert::tune::{self, TuneLayer, TuneOptions};
 use crate::export;
 use crate::model::{Block, LinearKind, Model, ModelError};
@@ -58,11 +59,30 @@ pub fn block_norm_names(layer: usize) -> [String; 2] {
     ]
 }
 
+/// The final RMSNorm weight: end-to-end tuning changes it, so quantize_model hands it to the
+/// sink at the end when that tuning runs (and only then).
+pub const FINAL_NORM_NAME: &str = "model.norm.weight";
+
 /// What the sequential pass is doing in a block, for progress reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Quantize(LinearKind),
     Tune,
+    /// End-to-end tuning after the last block: Adam step `step` of `steps`.
+    Finetune {
+        step: usize,
+        steps: usize,
+    },
+}
+
+/// Everything the sequential pass measured.
+#[derive(Debug, Clone)]
+pub struct SequentialOutcome {
+    pub layers: Vec<LayerOutcome>,
+    /// Per block, when block-wise tuning ran.
+    pub tuning: Vec<BlockTuning>,
+    /// When end-to-end tuning ran.
+    pub finetune: Option<FinetuneOutcome>,
 }
 
 /// One block's tuning: the relative block-output error (mean squared error over the mean
@@ -111,6 +131,9 @@ pub fn hessian_traces(
 /// With `attention_hessians`, v_proj is quantized per kv head under BoA's attention-aware
 /// Hessians instead of the plain input Hessian it shares with q/k. With `tune.epochs > 0`, each
 /// block's codebooks are then tuned on the block output (`tune`) before the block is written.
+/// With `finetune.epochs > 0`, the blocks are kept until the last one is quantized, every
+/// codebook and norm is tuned end to end (`finetune`), and then all are written, followed by the
+/// final norm ([`FINAL_NORM_NAME`]).
 #[allow(clippy::too_many_arguments)]
 pub fn quantize_model(
     model: &Model,
@@ -119,15 +142,23 @@ pub fn quantize_model(
     seed: u64,
     attention_hessians: bool,
     tune: &TuneOptions,
+    finetune: &FinetuneOptions,
     mut progress: impl FnMut(usize, Step),
     mut sink: impl FnMut(&str, BlockTensor<'_>) -> Result<(), String>,
-) -> Result<(Vec<LayerOutcome>, Vec<BlockTuning>), SequentialError> {
+) -> Result<SequentialOutcome, SequentialError> {
     let config = model.config().clone();
     let mut outcomes = Vec::new();
     let mut tunings = Vec::new();
     let mut hidden = model.embed(sequences)?;
+    let finetuning = finetune.epochs > 0;
+    // End-to-end tuning's target: the unquantized model's last hidden states.
+    let mut teacher = finetuning.then(|| hidden.clone());
+    let mut pending = Vec::new();
     for layer in 0..config.num_hidden_layers {
         let mut block = model.load_block(layer)?;
+        if let Some(t) = teacher.as_mut() {
+            *t = model.run_block(&block, t, None)?;
+        }
         let mut observer = HessianObserver::new(Accumulate::Hessian);
         if attention_hessians {
             observer = observer.with_value_heads();
@@ -184,7 +215,7 @@ pub fn quantize_model(
             done.push(Done {
                 kind,
                 name,
-                tuned_from: (tune.epochs > 0).then_some((w, hs)),
+                tuned_from: (tune.epochs > 0 || finetuning).then_some((w, hs)),
                 perm,
                 q,
                 seconds: started.elapsed().as_secs_f64(),
@@ -210,40 +241,103 @@ pub fn quantize_model(
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
-        for l in done {
-            let err = |message: String| SequentialError::Layer {
-                layer: l.name.clone(),
-                message,
-            };
-            sink(&l.name, BlockTensor::Quantized(&l.q)).map_err(err)?;
-            let (rows, cols) = (l.q.vq.rows, l.q.vq.cols);
-            let relative_loss = match &l.tuned_from {
-                // Tuning optimizes the block output, so the layer loss may rise or fall.
-                Some((w, hs)) => layer_loss(w, &l.q.dequantized, rows, cols, hs, &l.q.config),
-                None => l.q.relative_loss,
-            };
-            outcomes.push(LayerOutcome {
-                relative_loss,
-                name: l.name,
-                rows,
-                cols,
-                seconds: l.seconds,
-            });
-        }
-        let [input_norm, post_attention_norm] = block_norm_names(layer);
-        for (name, weight) in [
-            (input_norm, &block.input_layernorm),
-            (post_attention_norm, &block.post_attention_layernorm),
-        ] {
-            let data: Vec<f32> = weight.to_vec1().map_err(ModelError::from)?;
-            sink(&name, BlockTensor::Norm(&data)).map_err(|message| SequentialError::Layer {
-                layer: name,
-                message,
-            })?;
-        }
         hidden = model.run_block(&block, &hidden, None)?;
+        if finetuning {
+            pending.push((block, done));
+        } else {
+            write_block(layer, &block, done, &mut outcomes, &mut sink)?;
+        }
     }
-    Ok((outcomes, tunings))
+    let mut finetuned = None;
+    if let Some(teacher) = teacher {
+        let last = config.num_hidden_layers.saturating_sub(1);
+        let mut head = model.load_head()?;
+        let (mut blocks, mut dones): (Vec<Block>, Vec<Vec<Done>>) = pending.into_iter().unzip();
+        let mut parts: Vec<FinetuneBlock<'_>> = blocks
+            .iter_mut()
+            .zip(dones.iter_mut())
+            .map(|(block, done)| FinetuneBlock {
+                block,
+                layers: done
+                    .iter_mut()
+                    .map(|l| TuneLayer {
+                        kind: l.kind,
+                        quantized: &mut l.q,
+                        qk_heads: l.perm,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let inputs = model.embed(sequences)?;
+        finetuned = Some(finetune::finetune_model(
+            model,
+            &mut parts,
+            &mut head,
+            &inputs,
+            &teacher,
+            finetune,
+            &mut |step, steps| progress(last, Step::Finetune { step, steps }),
+        )?);
+        drop(parts);
+        for (layer, (block, done)) in blocks.iter().zip(dones).enumerate() {
+            write_block(layer, block, done, &mut outcomes, &mut sink)?;
+        }
+        let data: Vec<f32> = head.norm.to_vec1().map_err(ModelError::from)?;
+        sink(FINAL_NORM_NAME, BlockTensor::Norm(&data)).map_err(|message| {
+            SequentialError::Layer {
+                layer: FINAL_NORM_NAME.into(),
+                message,
+            }
+        })?;
+    }
+    Ok(SequentialOutcome {
+        layers: outcomes,
+        tuning: tunings,
+        finetune: finetuned,
+    })
+}
+
+/// Hands a finished block's quantized layers and norms to the sink and records the layers'
+/// outcomes.
+fn write_block(
+    layer: usize,
+    block: &Block,
+    done: Vec<Done>,
+    outcomes: &mut Vec<LayerOutcome>,
+    sink: &mut dyn FnMut(&str, BlockTensor<'_>) -> Result<(), String>,
+) -> Result<(), SequentialError> {
+    for l in done {
+        let err = |message: String| SequentialError::Layer {
+            layer: l.name.clone(),
+            message,
+        };
+        sink(&l.name, BlockTensor::Quantized(&l.q)).map_err(err)?;
+        let (rows, cols) = (l.q.vq.rows, l.q.vq.cols);
+        let relative_loss = match &l.tuned_from {
+            // Tuning optimizes the block output, so the layer loss may rise or fall.
+            Some((w, hs)) => layer_loss(w, &l.q.dequantized, rows, cols, hs, &l.q.config),
+            None => l.q.relative_loss,
+        };
+        outcomes.push(LayerOutcome {
+            relative_loss,
+            name: l.name,
+            rows,
+            cols,
+            seconds: l.seconds,
+        });
+    }
+    let [input_norm, post_attention_norm] = block_norm_names(layer);
+    for (name, weight) in [
+        (input_norm, &block.input_layernorm),
+        (post_attention_norm, &block.post_attention_layernorm),
+    ] {
+        let data: Vec<f32> = weight.to_vec1().map_err(ModelError::from)?;
+        sink(&name, BlockTensor::Norm(&data)).map_err(|message| SequentialError::Layer {
+            layer: name,
+            message,
+        })?;
+    }
+    Ok(())
 }
 
 /// A quantized layer of the current block, kept until the block is tuned and written.

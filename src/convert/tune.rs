@@ -44,10 +44,10 @@ pub struct TuneOutcome {
 }
 
 /// A layer's weight as a differentiable function of its codebooks.
-struct CodebookWeight {
-    kind: LinearKind,
+pub(super) struct CodebookWeight {
+    pub(super) kind: LinearKind,
     /// All tiles' centroids stacked: `[tiles * n, d]`.
-    centroids: Var,
+    pub(super) centroids: Var,
     /// Row of `centroids` for each (row, group), row-major: `[rows * cols / d]`.
     index: Tensor,
     rows: usize,
@@ -59,7 +59,7 @@ struct CodebookWeight {
 }
 
 impl CodebookWeight {
-    fn new(layer: &TuneLayer<'_>, device: &Device) -> Result<Self, ModelError> {
+    pub(super) fn new(layer: &TuneLayer<'_>, device: &Device) -> Result<Self, ModelError> {
         let q = &*layer.quantized;
         let cfg = &q.config;
         let (rows, cols, d, n) = (q.vq.rows, q.vq.cols, cfg.d, cfg.n);
@@ -107,7 +107,7 @@ impl CodebookWeight {
     }
 
     /// The weight in HF layout `[rows, cols]`, tracked for backprop.
-    fn weight(&self) -> candle_core::Result<Tensor> {
+    pub(super) fn weight(&self) -> candle_core::Result<Tensor> {
         let mut w = self
             .centroids
             .as_tensor()
@@ -123,7 +123,7 @@ impl CodebookWeight {
     }
 
     /// Stores the tuned centroids in the layer's codebook kind and rebuilds its reconstruction.
-    fn write_back(&self, q: &mut QuantizedLinear) -> candle_core::Result<()> {
+    pub(super) fn write_back(&self, q: &mut QuantizedLinear) -> candle_core::Result<()> {
         let (d, n) = (q.config.d, q.config.n);
         let values: Vec<f32> = self.centroids.as_tensor().flatten_all()?.to_vec1()?;
         for (t, stored) in q.vq.codebooks.iter_mut().enumerate() {
@@ -217,7 +217,8 @@ pub fn tune_block(
     for _ in 0..opts.epochs {
         for (xs, ys) in inputs.chunks(batch).zip(targets.chunks(batch)) {
             install(block)?;
-            let grads = batch_gradients(block, &vars, xs, ys, &loss_of)?;
+            let pairs: Vec<(&Tensor, &Tensor)> = xs.iter().zip(ys).collect();
+            let grads = parallel_gradients(&vars, &pairs, &|(x, y)| loss_of(block, x, y))?;
             adam.step(&grads)?;
         }
     }
@@ -251,33 +252,43 @@ pub fn tune_block(
     Ok(TuneOutcome { before, after })
 }
 
-/// The gradient of the batch's mean loss, the sequences split over the CPU threads (candle's
-/// elementwise ops and their backward run on one thread each).
-fn batch_gradients(
-    block: &Block,
+/// The gradient of the mean of `loss_of` over `items`, the items split over the CPU threads
+/// (candle's elementwise ops and their backward run on one thread each). Each item's graph is
+/// freed after its backward pass, so memory holds one graph per thread.
+pub(super) fn parallel_gradients<T: Sync>(
     vars: &[Var],
-    xs: &[Tensor],
-    ys: &[Tensor],
-    loss_of: &(dyn Fn(&Block, &Tensor, &Tensor) -> candle_core::Result<Tensor> + Sync),
+    items: &[T],
+    loss_of: &(dyn Fn(&T) -> candle_core::Result<Tensor> + Sync),
 ) -> candle_core::Result<GradStore> {
-    let threads = candle_core::utils::get_num_threads().clamp(1, xs.len());
-    let per = xs.len().div_ceil(threads);
-    let scale = 1.0 / xs.len() as f64;
-    let parts: Vec<candle_core::Result<GradStore>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = xs
+    let threads = candle_core::utils::get_num_threads().clamp(1, items.len().max(1));
+    let per = items.len().div_ceil(threads).max(1);
+    let scale = 1.0 / items.len().max(1) as f64;
+    // Adds `part`'s gradients of `vars` into `into` (a store of those alone: `part` also holds
+    // the gradient of every intermediate tensor, which must not outlive this call).
+    let accumulate = |into: &mut Option<GradStore>, part: GradStore| -> candle_core::Result<()> {
+        let acc = into.get_or_insert_with(GradStore::default);
+        for v in vars {
+            if let Some(g) = part.get(v.as_tensor()) {
+                let sum = match acc.get(v.as_tensor()) {
+                    Some(a) => (a + g)?,
+                    None => g.clone(),
+                };
+                acc.insert(v.as_tensor(), sum);
+            }
+        }
+        Ok(())
+    };
+    let parts: Vec<candle_core::Result<Option<GradStore>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = items
             .chunks(per)
-            .zip(ys.chunks(per))
-            .map(|(xs, ys)| {
+            .map(|part| {
                 scope.spawn(move || {
-                    let mut total: Option<Tensor> = None;
-                    for (x, y) in xs.iter().zip(ys) {
-                        let l = (loss_of(block, x, y)? * scale)?;
-                        total = Some(match total {
-                            Some(t) => (t + l)?,
-                            None => l,
-                        });
+                    let mut grads = None;
+                    for item in part {
+                        let g = (loss_of(item)? * scale)?.backward()?;
+                        accumulate(&mut grads, g)?;
                     }
-                    total.expect("non-empty chunk").backward()
+                    Ok(grads)
                 })
             })
             .collect();
@@ -286,21 +297,13 @@ fn batch_gradients(
             .map(|h| h.join().expect("tuning worker panicked"))
             .collect()
     });
-    let mut parts = parts.into_iter();
-    let mut grads = parts.next().expect("at least one part")?;
+    let mut grads = None;
     for part in parts {
-        let part = part?;
-        for v in vars {
-            if let Some(g) = part.get(v.as_tensor()) {
-                let sum = match grads.get(v.as_tensor()) {
-                    Some(acc) => (acc + g)?,
-                    None => g.clone(),
-                };
-                grads.insert(v.as_tensor(), sum);
-            }
+        if let Some(part) = part? {
+            accumulate(&mut grads, part)?;
         }
     }
-    Ok(grads)
+    Ok(grads.unwrap_or_default())
 }
 
 fn mean_square(ts: &[Tensor]) -> candle_core::Result<f64> {

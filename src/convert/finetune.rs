@@ -1,0 +1,218 @@
+//! End-to-end tuning after the last block is quantized (AQLM's global fine-tuning, with
+//! Norm-Tweaking's observation that RMSNorm weights are worth tuning at low bit rates): the
+//! codebook values of every layer (indices fixed) and every RMSNorm weight are tuned with Adam so
+//! that the quantized model's next-token distribution matches the unquantized model's, i.e. the
+//! KL divergence on the calibration sequences. The block-wise step (`tune`) matches one block's
+//! output, an MSE dominated by a few massive-activation channels; this objective is the one
+//! perplexity measures, and it can pay back errors that earlier blocks passed on.
+//! Codebooks are stored (int8 or f16) again afterwards and the norms as f32, so the file format
+//! does not change.
+
+use std::time::Instant;
+
+use candle_core::{Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+
+use super::tune::{parallel_gradients, CodebookWeight, TuneLayer};
+use crate::model::{Block, Head, Model, ModelError};
+use crate::quantizer::QuantizedLinear;
+
+/// How long and how fast to tune end to end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinetuneOptions {
+    /// Passes over the calibration sequences (0: off).
+    pub epochs: usize,
+    /// Adam learning rate, in the units of the weights.
+    pub learning_rate: f64,
+    /// Sequences per Adam step.
+    pub batch: usize,
+}
+
+/// One quantized block and its quantized layers.
+pub struct FinetuneBlock<'a> {
+    pub block: &'a mut Block,
+    pub layers: Vec<TuneLayer<'a>>,
+}
+
+/// Mean KL divergence per token (nats) from the unquantized model's next-token distribution,
+/// on the calibration sequences, before and after (`after == before` when tuning did not help
+/// and was undone).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FinetuneOutcome {
+    pub before: f64,
+    pub after: f64,
+    pub steps: usize,
+    pub seconds: f64,
+}
+
+/// Tunes every block's codebooks and norms and the final norm of `head` so that the quantized
+/// model maps `inputs` (embedded sequences) to the next-token distributions the unquantized model
+/// gives from `teacher` (its last block's outputs). Writes the stored codebooks back into the
+/// layers, the reconstructions and norms into the blocks, the final norm into `head`; keeps
+/// everything as it was when the KL divergence did not drop. `progress(step, steps)` per step.
+pub fn finetune_model(
+    model: &Model,
+    blocks: &mut [FinetuneBlock<'_>],
+    head: &mut Head,
+    inputs: &[Tensor],
+    teacher: &[Tensor],
+    opts: &FinetuneOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<FinetuneOutcome, ModelError> {
+    let started = Instant::now();
+    let config = model.config();
+    let device = model.device();
+    let mut seq = 0;
+    for x in inputs {
+        seq = seq.max(x.dim(0)?);
+    }
+    let (cos, sin) = model.rope_tables(seq)?;
+    let teacher_head = head.clone();
+    let items: Vec<(&Tensor, &Tensor)> = inputs.iter().zip(teacher).collect();
+    let loss_of = |blocks: &[&Block], head: &Head, x: &Tensor, t: &Tensor| {
+        let mut h = x.clone();
+        for b in blocks {
+            h = b.forward(config, &h, &cos, &sin, None)?;
+        }
+        let student = candle_nn::ops::log_softmax(&head.logits(&h)?, D::Minus1)?;
+        let target = candle_nn::ops::log_softmax(&teacher_head.logits(t)?, D::Minus1)?;
+        (target.exp()? * (target - student)?)?
+            .sum(D::Minus1)?
+            .mean_all()
+    };
+    let evaluate = |blocks: &[FinetuneBlock<'_>], head: &Head| -> candle_core::Result<f64> {
+        let refs: Vec<&Block> = blocks.iter().map(|b| &*b.block).collect();
+        let per_item = parallel_map(&items, &|(x, t)| {
+            loss_of(&refs, head, x, t)?
+                .to_scalar::<f32>()
+                .map(f64::from)
+        })?;
+        Ok(per_item.iter().sum::<f64>() / per_item.len().max(1) as f64)
+    };
+    let before = evaluate(blocks, head)?;
+
+    let params: Vec<Vec<CodebookWeight>> = blocks
+        .iter()
+        .map(|b| {
+            b.layers
+                .iter()
+                .map(|l| CodebookWeight::new(l, device))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<_, _>>()?;
+    let norms: Vec<[Var; 2]> = blocks
+        .iter()
+        .map(|b| {
+            Ok([
+                Var::from_tensor(&b.block.input_layernorm)?,
+                Var::from_tensor(&b.block.post_attention_layernorm)?,
+            ])
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let final_norm = Var::from_tensor(&head.norm)?;
+    let originals: Vec<(Vec<QuantizedLinear>, [Tensor; 2])> = blocks
+        .iter()
+        .map(|b| {
+            (
+                b.layers.iter().map(|l| l.quantized.clone()).collect(),
+                [
+                    b.block.input_layernorm.clone(),
+                    b.block.post_attention_layernorm.clone(),
+                ],
+            )
+        })
+        .collect();
+    let original_final_norm = head.norm.clone();
+
+    let mut vars: Vec<Var> = params
+        .iter()
+        .flatten()
+        .map(|p| p.centroids.clone())
+        .collect();
+    vars.extend(norms.iter().flatten().cloned());
+    vars.push(final_norm.clone());
+    let mut adam = AdamW::new(
+        vars.clone(),
+        ParamsAdamW {
+            lr: opts.learning_rate,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let batch = opts.batch.max(1);
+    let steps = opts.epochs * items.len().div_ceil(batch);
+    let mut step = 0;
+    for _ in 0..opts.epochs {
+        for chunk in items.chunks(batch) {
+            progress(step, steps);
+            for ((b, ps), [a, m]) in blocks.iter_mut().zip(&params).zip(&norms) {
+                for p in ps {
+                    b.block.set_weight(p.kind, p.weight()?)?;
+                }
+                b.block.input_layernorm = a.as_tensor().clone();
+                b.block.post_attention_layernorm = m.as_tensor().clone();
+            }
+            head.norm = final_norm.as_tensor().clone();
+            let refs: Vec<&Block> = blocks.iter().map(|b| &*b.block).collect();
+            let grads = parallel_gradients(&vars, chunk, &|(x, t)| loss_of(&refs, head, x, t))?;
+            adam.step(&grads)?;
+            step += 1;
+        }
+    }
+    progress(steps, steps);
+
+    // Store the tuned codebooks as the file will hold them, install the stored reconstructions
+    // and detached norms (the blocks must not keep the tuning graph alive), and measure again.
+    for ((b, ps), [a, m]) in blocks.iter_mut().zip(&params).zip(&norms) {
+        for (p, l) in ps.iter().zip(b.layers.iter_mut()) {
+            p.write_back(l.quantized)?;
+            super::sequential::set_quantized(b.block, l.kind, l.quantized, l.qk_heads, model)?;
+        }
+        b.block.input_layernorm = a.as_tensor().detach();
+        b.block.post_attention_layernorm = m.as_tensor().detach();
+    }
+    head.norm = final_norm.as_tensor().detach();
+    let mut after = evaluate(blocks, head)?;
+    if after >= before {
+        for (b, (layers, [a, m])) in blocks.iter_mut().zip(originals) {
+            for (l, original) in b.layers.iter_mut().zip(layers) {
+                *l.quantized = original;
+                super::sequential::set_quantized(b.block, l.kind, l.quantized, l.qk_heads, model)?;
+            }
+            b.block.input_layernorm = a;
+            b.block.post_attention_layernorm = m;
+        }
+        head.norm = original_final_norm;
+        after = before;
+    }
+    Ok(FinetuneOutcome {
+        before,
+        after,
+        steps,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `f` of every item, the items split over the CPU threads; results in item order.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    f: &(dyn Fn(&T) -> candle_core::Result<R> + Sync),
+) -> candle_core::Result<Vec<R>> {
+    let threads = candle_core::utils::get_num_threads().clamp(1, items.len().max(1));
+    let per = items.len().div_ceil(threads).max(1);
+    let parts: Vec<candle_core::Result<Vec<R>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(per)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("evaluation worker panicked"))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(items.len());
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
+}
