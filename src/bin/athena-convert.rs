@@ -274,12 +274,16 @@ struct AthenaArgs {
     /// End-to-end tuning: after the last block is quantized, every codebook (indices fixed) and
     /// every RMSNorm weight is tuned with Adam for this many passes over the calibration
     /// sequences so the quantized model's next-token distribution matches the unquantized
-    /// model's (KL divergence; 0 turns it off).
+    /// model's (KL divergence; 0 turns it off). Measured on SmolLM2-135M at --bits 3 with 1
+    /// epoch: 17.86 -> 16.99 perplexity. Each step is a forward and backward pass of the whole
+    /// model per sequence (~7 GB of memory per sequence in flight, two at a time), so one epoch
+    /// over the default calibration takes longer than the quantization itself.
     #[arg(long, value_name = "N", default_value_t = 0)]
     finetune_epochs: usize,
 
-    /// Adam learning rate of the end-to-end tuning (in weight units).
-    #[arg(long, default_value_t = 1e-4)]
+    /// Adam learning rate of the end-to-end tuning (in weight units; only 1e-3 was measured on
+    /// the real model).
+    #[arg(long, default_value_t = 1e-3)]
     finetune_lr: f64,
 
     /// Calibration sequences per Adam step of the end-to-end tuning.
