@@ -1,7 +1,8 @@
 //! Sequential (GPTQ-style) quantization of a whole model: block by block, each block's Hessians
 //! are gathered on the outputs of the already-quantized blocks before it, its seven linear layers
 //! are quantized, and the block is re-run with the quantized weights to feed the next one.
-//! Memory: one block plus the calibration activations.
+//! Memory: one block plus the calibration activations (all blocks with end-to-end tuning,
+//! which needs every quantized layer at once).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -223,14 +224,7 @@ pub fn quantize_model(
         }
         drop(observer);
         if let Some(targets) = targets {
-            let mut layers: Vec<TuneLayer<'_>> = done
-                .iter_mut()
-                .map(|l| TuneLayer {
-                    kind: l.kind,
-                    quantized: &mut l.q,
-                    qk_heads: l.perm,
-                })
-                .collect();
+            let mut layers: Vec<TuneLayer<'_>> = done.iter_mut().map(Done::tune_layer).collect();
             progress(layer, Step::Tune);
             let started = Instant::now();
             let o = tune::tune_block(model, &mut block, &mut layers, &hidden, &targets, tune)?;
@@ -258,14 +252,7 @@ pub fn quantize_model(
             .zip(dones.iter_mut())
             .map(|(block, done)| FinetuneBlock {
                 block,
-                layers: done
-                    .iter_mut()
-                    .map(|l| TuneLayer {
-                        kind: l.kind,
-                        quantized: &mut l.q,
-                        qk_heads: l.perm,
-                    })
-                    .collect(),
+                layers: done.iter_mut().map(Done::tune_layer).collect(),
             })
             .collect();
         let inputs = model.embed(sequences)?;
@@ -314,7 +301,7 @@ fn write_block(
         sink(&l.name, BlockTensor::Quantized(&l.q)).map_err(err)?;
         let (rows, cols) = (l.q.vq.rows, l.q.vq.cols);
         let relative_loss = match &l.tuned_from {
-            // Tuning optimizes the block output, so the layer loss may rise or fall.
+            // Tuning optimizes the block or model output, so the layer loss may rise or fall.
             Some((w, hs)) => layer_loss(w, &l.q.dequantized, rows, cols, hs, &l.q.config),
             None => l.q.relative_loss,
         };
@@ -350,6 +337,16 @@ struct Done {
     perm: Option<usize>,
     q: QuantizedLinear,
     seconds: f64,
+}
+
+impl Done {
+    fn tune_layer(&mut self) -> TuneLayer<'_> {
+        TuneLayer {
+            kind: self.kind,
+            quantized: &mut self.q,
+            qk_heads: self.perm,
+        }
+    }
 }
 
 /// Puts a layer's reconstruction (GGUF row order) into the block (HF row order).
