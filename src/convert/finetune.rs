@@ -11,9 +11,9 @@
 use std::time::Instant;
 
 use candle_core::{Tensor, Var, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::Optimizer;
 
-use super::tune::{parallel_gradients, CodebookWeight, TuneLayer};
+use super::tune::{adam, parallel_gradients, per_thread, CodebookWeight, TuneLayer};
 use crate::model::{Block, Head, Model, ModelError};
 use crate::quantizer::QuantizedLinear;
 
@@ -82,11 +82,16 @@ pub fn finetune_model(
     };
     let evaluate = |blocks: &[FinetuneBlock<'_>], head: &Head| -> candle_core::Result<f64> {
         let refs: Vec<&Block> = blocks.iter().map(|b| &*b.block).collect();
-        let per_item = parallel_map(&items, &|(x, t)| {
-            loss_of(&refs, head, x, t)?
-                .to_scalar::<f32>()
-                .map(f64::from)
-        })?;
+        let per_item: Vec<f64> = per_thread(&items, &|part| {
+            part.iter()
+                .map(|(x, t)| {
+                    loss_of(&refs, head, x, t)?
+                        .to_scalar::<f32>()
+                        .map(f64::from)
+                })
+                .collect::<candle_core::Result<Vec<f64>>>()
+        })?
+        .concat();
         Ok(per_item.iter().sum::<f64>() / per_item.len().max(1) as f64)
     };
     let before = evaluate(blocks, head)?;
@@ -131,14 +136,7 @@ pub fn finetune_model(
         .collect();
     vars.extend(norms.iter().flatten().cloned());
     vars.push(final_norm.clone());
-    let mut adam = AdamW::new(
-        vars.clone(),
-        ParamsAdamW {
-            lr: opts.learning_rate,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut adam = adam(vars.clone(), opts.learning_rate)?;
     let batch = opts.batch.max(1);
     let steps = opts.epochs * items.len().div_ceil(batch);
     let mut step = 0;
@@ -191,28 +189,4 @@ pub fn finetune_model(
         steps,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-/// `f` of every item, the items split over the CPU threads; results in item order.
-fn parallel_map<T: Sync, R: Send>(
-    items: &[T],
-    f: &(dyn Fn(&T) -> candle_core::Result<R> + Sync),
-) -> candle_core::Result<Vec<R>> {
-    let threads = candle_core::utils::get_num_threads().clamp(1, items.len().max(1));
-    let per = items.len().div_ceil(threads).max(1);
-    let parts: Vec<candle_core::Result<Vec<R>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(per)
-            .map(|part| scope.spawn(move || part.iter().map(f).collect()))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("evaluation worker panicked"))
-            .collect()
-    });
-    let mut out = Vec::with_capacity(items.len());
-    for part in parts {
-        out.extend(part?);
-    }
-    Ok(out)
 }

@@ -205,14 +205,7 @@ pub fn tune_block(
     if let Some((a, b)) = &norms {
         vars.extend([a.clone(), b.clone()]);
     }
-    let mut adam = AdamW::new(
-        vars.clone(),
-        ParamsAdamW {
-            lr: opts.learning_rate,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut adam = adam(vars.clone(), opts.learning_rate)?;
     let batch = opts.batch.max(1);
     for _ in 0..opts.epochs {
         for (xs, ys) in inputs.chunks(batch).zip(targets.chunks(batch)) {
@@ -260,8 +253,6 @@ pub(super) fn parallel_gradients<T: Sync>(
     items: &[T],
     loss_of: &(dyn Fn(&T) -> candle_core::Result<Tensor> + Sync),
 ) -> candle_core::Result<GradStore> {
-    let threads = candle_core::utils::get_num_threads().clamp(1, items.len().max(1));
-    let per = items.len().div_ceil(threads).max(1);
     let scale = 1.0 / items.len().max(1) as f64;
     // Adds `part`'s gradients of `vars` into `into` (a store of those alone: `part` also holds
     // the gradient of every intermediate tensor, which must not outlive this call).
@@ -278,32 +269,51 @@ pub(super) fn parallel_gradients<T: Sync>(
         }
         Ok(())
     };
-    let parts: Vec<candle_core::Result<Option<GradStore>>> = std::thread::scope(|scope| {
+    let parts = per_thread(items, &|part| {
+        let mut grads = None;
+        for item in part {
+            let g = (loss_of(item)? * scale)?.backward()?;
+            accumulate(&mut grads, g)?;
+        }
+        Ok(grads)
+    })?;
+    let mut grads = None;
+    for part in parts.into_iter().flatten() {
+        accumulate(&mut grads, part)?;
+    }
+    Ok(grads.unwrap_or_default())
+}
+
+/// `f` of each of up to one contiguous part of `items` per CPU thread, run on those threads;
+/// results in item order.
+pub(super) fn per_thread<T: Sync, R: Send>(
+    items: &[T],
+    f: &(dyn Fn(&[T]) -> candle_core::Result<R> + Sync),
+) -> candle_core::Result<Vec<R>> {
+    let threads = candle_core::utils::get_num_threads().clamp(1, items.len().max(1));
+    let per = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
         let handles: Vec<_> = items
             .chunks(per)
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut grads = None;
-                    for item in part {
-                        let g = (loss_of(item)? * scale)?.backward()?;
-                        accumulate(&mut grads, g)?;
-                    }
-                    Ok(grads)
-                })
-            })
+            .map(|part| scope.spawn(move || f(part)))
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("tuning worker panicked"))
             .collect()
-    });
-    let mut grads = None;
-    for part in parts {
-        if let Some(part) = part? {
-            accumulate(&mut grads, part)?;
-        }
-    }
-    Ok(grads.unwrap_or_default())
+    })
+}
+
+/// Adam without weight decay over `vars` (both tunings).
+pub(super) fn adam(vars: Vec<Var>, learning_rate: f64) -> candle_core::Result<AdamW> {
+    AdamW::new(
+        vars,
+        ParamsAdamW {
+            lr: learning_rate,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
 }
 
 fn mean_square(ts: &[Tensor]) -> candle_core::Result<f64> {
