@@ -9,6 +9,7 @@ use std::process::Command;
 
 use athena::checkpoint::gguf_source::GgufSource;
 use athena::checkpoint::{HfFolder, TensorSource};
+use athena::container::gguf::reader::GgufFile;
 
 struct Tiny {
     dir: tempfile::TempDir,
@@ -266,6 +267,66 @@ fn end_to_end_tuning_lowers_the_kl_divergence_and_reaches_the_file() {
         assert_eq!(untuned.load(name).unwrap().data, original, "{name}");
         assert_ne!(tuned.load(name).unwrap().data, original, "{name} not tuned");
     }
+}
+
+#[test]
+fn the_discrete_step_changes_codes_and_the_file_verifies() {
+    let t = Tiny::new("llama");
+    let args = [
+        "--vq",
+        "2,16,8,16",
+        "--tune-epochs",
+        "0",
+        "--finetune-epochs",
+        "4",
+        "--finetune-batch",
+        "1",
+        "--finetune-codes",
+        "0.05",
+        "--finetune-code-step",
+        "0.03",
+    ];
+    let (code, err) = t.convert_with_report("codes.gguf", &args);
+    assert_eq!(code, 0, "{err}");
+    verify_json(&t.path("codes.gguf"));
+    // "end-to-end tuning:    KL 0.1234 -> 0.0987 nats/token (16 steps, 70 codes changed, 0.5 s)"
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("end-to-end tuning:"))
+        .unwrap_or_else(|| panic!("no end-to-end line in:\n{err}"));
+    let numbers: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|w| w.trim_start_matches('(').parse().ok())
+        .collect();
+    assert!(numbers[1] < numbers[0], "KL did not drop: {line}");
+    assert!(numbers[3] > 0.0, "no code changed: {line}");
+
+    // The file holds other indices than the run with fixed indices.
+    let (code, err) = t.convert("fixed.gguf", &args[..8]);
+    assert_eq!(code, 0, "{err}");
+    let moved = GgufFile::open(&t.path("codes.gguf")).unwrap();
+    let fixed = GgufFile::open(&t.path("fixed.gguf")).unwrap();
+    let indices = |f: &GgufFile| -> Vec<u8> {
+        let mut all = Vec::new();
+        for layer in 0..2 {
+            for w in [
+                "attn_q",
+                "attn_k",
+                "attn_v",
+                "attn_output",
+                "ffn_gate",
+                "ffn_up",
+                "ffn_down",
+            ] {
+                let info = f
+                    .tensor(&format!("blk.{layer}.{w}.weight.athena_idx"))
+                    .unwrap();
+                all.extend_from_slice(f.tensor_data(info));
+            }
+        }
+        all
+    };
+    assert_ne!(indices(&moved), indices(&fixed), "no stored index changed");
 }
 
 #[test]

@@ -290,6 +290,18 @@ struct AthenaArgs {
     #[arg(long, default_value_t = 4)]
     finetune_batch: usize,
 
+    /// End-to-end tuning also changes codes (PV-tuning's discrete step): after every Adam step,
+    /// up to this fraction of each layer's vectors move to the neighbouring centroid that the
+    /// gradient predicts lowers the KL divergence most (0: indices fixed).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = parse_fraction)]
+    finetune_codes: f64,
+
+    /// Step length of the discrete step, in weight units: a vector moves to a neighbouring
+    /// centroid only where Adam's quadratic model of the loss for a step this long predicts a
+    /// decrease (longer: more moves).
+    #[arg(long, value_name = "STEP", default_value_t = 1e-2)]
+    finetune_code_step: f64,
+
     /// Seed of k-means seeding: the same seed gives a byte-identical file.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -366,6 +378,13 @@ fn default_tune_epochs(bits: Option<f64>, method: MethodArg) -> usize {
     }
 }
 
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("'{s}' is not a fraction from 0 to 1")),
+    }
+}
+
 fn parse_max_centroids(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n.is_power_of_two() && (16..=4096).contains(&n) => Ok(n),
@@ -425,6 +444,8 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             epochs: a.finetune_epochs,
             learning_rate: a.finetune_lr,
             batch: a.finetune_batch,
+            code_fraction: a.finetune_codes,
+            code_step: a.finetune_code_step,
         },
         calib: a
             .calib

@@ -10,9 +10,10 @@
 
 use std::time::Instant;
 
-use candle_core::{Tensor, Var, D};
+use candle_core::{DType, Tensor, Var, D};
 use candle_nn::Optimizer;
 
+use super::recode::{recode_layer, Moments};
 use super::tune::{adam, parallel_gradients, per_thread, CodebookWeight, TuneLayer};
 use crate::model::{Block, Head, Model, ModelError};
 use crate::quantizer::QuantizedLinear;
@@ -26,6 +27,11 @@ pub struct FinetuneOptions {
     pub learning_rate: f64,
     /// Sequences per Adam step.
     pub batch: usize,
+    /// Fraction of each layer's codes the discrete step may change after every Adam step
+    /// (`recode`; 0: indices fixed).
+    pub code_fraction: f64,
+    /// The step (in weight units) of the quadratic model the discrete step judges moves by.
+    pub code_step: f64,
 }
 
 /// One quantized block and its quantized layers.
@@ -42,6 +48,8 @@ pub struct FinetuneOutcome {
     pub before: f64,
     pub after: f64,
     pub steps: usize,
+    /// Codes the discrete step changed (a code changed twice counts twice).
+    pub recoded: usize,
     pub seconds: f64,
 }
 
@@ -96,7 +104,7 @@ pub fn finetune_model(
     };
     let before = evaluate(blocks, head)?;
 
-    let params: Vec<Vec<CodebookWeight>> = blocks
+    let mut params: Vec<Vec<CodebookWeight>> = blocks
         .iter()
         .map(|b| {
             b.layers
@@ -136,24 +144,68 @@ pub fn finetune_model(
         .collect();
     vars.extend(norms.iter().flatten().cloned());
     vars.push(final_norm.clone());
-    let mut adam = adam(vars.clone(), opts.learning_rate)?;
+    // Gradients with respect to the stored vectors, for the discrete step: candle keeps the
+    // gradients of variables only, so each layer's vectors get a zero variable added.
+    let probes: Vec<Var> = if opts.code_fraction > 0.0 {
+        params
+            .iter()
+            .flatten()
+            .map(|p| Var::zeros(p.shape(), DType::F32, device))
+            .collect::<candle_core::Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    let mut moments: Vec<Moments> = params
+        .iter()
+        .flatten()
+        .take(probes.len())
+        .map(|p| Moments::new(p.shape().0 * p.shape().1))
+        .collect();
+    let mut keep: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    keep.extend(probes.iter().map(|z| z.as_tensor().clone()));
+    let mut adam = adam(vars, opts.learning_rate)?;
     let batch = opts.batch.max(1);
     let steps = opts.epochs * items.len().div_ceil(batch);
     let mut step = 0;
+    let mut recoded = 0;
     for _ in 0..opts.epochs {
         for chunk in items.chunks(batch) {
             progress(step, steps);
+            let mut layer = 0;
             for ((b, ps), [a, m]) in blocks.iter_mut().zip(&params).zip(&norms) {
                 for p in ps {
-                    b.block.set_weight(p.kind, p.weight()?)?;
+                    let mut w = p.gathered()?;
+                    if let Some(z) = probes.get(layer) {
+                        w = (w + z.as_tensor())?;
+                    }
+                    b.block.set_weight(p.kind, p.weight_from(&w)?)?;
+                    layer += 1;
                 }
                 b.block.input_layernorm = a.as_tensor().clone();
                 b.block.post_attention_layernorm = m.as_tensor().clone();
             }
             head.norm = final_norm.as_tensor().clone();
             let refs: Vec<&Block> = blocks.iter().map(|b| &*b.block).collect();
-            let grads = parallel_gradients(&vars, chunk, &|(x, t)| loss_of(&refs, head, x, t))?;
+            let grads = parallel_gradients(&keep, chunk, &|(x, t)| loss_of(&refs, head, x, t))?;
             adam.step(&grads)?;
+            for ((p, z), moments) in params.iter_mut().flatten().zip(&probes).zip(&mut moments) {
+                let Some(grad) = grads.get(z.as_tensor()) else {
+                    continue;
+                };
+                moments.update(&grad.flatten_all()?.to_vec1()?);
+                let centroids: Vec<f32> = p.centroids.as_tensor().flatten_all()?.to_vec1()?;
+                let mut codes = p.codes.clone();
+                recoded += recode_layer(
+                    &centroids,
+                    p.d,
+                    p.n,
+                    &mut codes,
+                    moments,
+                    opts.code_step as f32,
+                    opts.code_fraction,
+                );
+                p.set_codes(codes)?;
+            }
             step += 1;
         }
     }
@@ -187,6 +239,7 @@ pub fn finetune_model(
         before,
         after,
         steps,
+        recoded,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

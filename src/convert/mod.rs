@@ -2,6 +2,7 @@
 //! plan -> sequential quantization -> extended GGUF file, with a report of what each layer cost.
 
 pub mod finetune;
+pub mod recode;
 pub mod report;
 pub mod sequential;
 pub mod tune;

@@ -107,10 +107,11 @@ pub fn render_report(report: &ConvertReport) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "end-to-end tuning:    KL {:.4} -> {:.4} nats/token ({} steps, {:.1} s{})",
+            "end-to-end tuning:    KL {:.4} -> {:.4} nats/token ({} steps, {} codes changed, {:.1} s{})",
             f.before,
             f.after,
             f.steps,
+            f.recoded,
             f.seconds,
             if f.after == f.before { ", undone" } else { "" }
         );

@@ -50,6 +50,11 @@ pub(super) struct CodebookWeight {
     pub(super) centroids: Var,
     /// Row of `centroids` for each (row, group), row-major: `[rows * cols / d]`.
     index: Tensor,
+    /// The same rows on the CPU (what end-to-end tuning's code step changes).
+    pub(super) codes: Vec<u32>,
+    /// Centroids per tile and their dimension.
+    pub(super) n: usize,
+    pub(super) d: usize,
     rows: usize,
     cols: usize,
     /// HF row r is stored row `to_hf[r]` (q/k only).
@@ -98,7 +103,10 @@ impl CodebookWeight {
         Ok(Self {
             kind: layer.kind,
             centroids,
-            index: Tensor::from_vec(index, rows * groups, device)?,
+            index: Tensor::from_vec(index.clone(), rows * groups, device)?,
+            codes: index,
+            n,
+            d,
             rows,
             cols,
             to_hf,
@@ -108,31 +116,55 @@ impl CodebookWeight {
 
     /// The weight in HF layout `[rows, cols]`, tracked for backprop.
     pub(super) fn weight(&self) -> candle_core::Result<Tensor> {
-        let mut w = self
-            .centroids
+        self.weight_from(&self.gathered()?)
+    }
+
+    /// The codebook part of the weight in stored row order, `[rows, cols]`.
+    pub(super) fn gathered(&self) -> candle_core::Result<Tensor> {
+        self.centroids
             .as_tensor()
             .index_select(&self.index, 0)?
-            .reshape((self.rows, self.cols))?;
-        if let Some(lr) = &self.lowrank {
-            w = (w + lr)?;
-        }
+            .reshape((self.rows, self.cols))
+    }
+
+    /// `[rows, cols]`.
+    pub(super) fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// The weight in HF layout from `gathered()`'s output.
+    pub(super) fn weight_from(&self, gathered: &Tensor) -> candle_core::Result<Tensor> {
+        let w = match &self.lowrank {
+            Some(lr) => (gathered + lr)?,
+            None => gathered.clone(),
+        };
         match &self.to_hf {
             Some(src) => w.index_select(src, 0),
             None => Ok(w),
         }
     }
 
-    /// Stores the tuned centroids in the layer's codebook kind and rebuilds its reconstruction.
+    /// Replaces the codes (rows of `centroids`, as in `codes`).
+    pub(super) fn set_codes(&mut self, codes: Vec<u32>) -> candle_core::Result<()> {
+        self.index = Tensor::from_vec(codes.clone(), codes.len(), self.index.device())?;
+        self.codes = codes;
+        Ok(())
+    }
+
+    /// Stores the tuned centroids in the layer's codebook kind, and the codes, and rebuilds its
+    /// reconstruction.
     pub(super) fn write_back(&self, q: &mut QuantizedLinear) -> candle_core::Result<()> {
         let (d, n) = (q.config.d, q.config.n);
         let values: Vec<f32> = self.centroids.as_tensor().flatten_all()?.to_vec1()?;
         for (t, stored) in q.vq.codebooks.iter_mut().enumerate() {
             *stored = codebook::store(&values[t * n * d..(t + 1) * n * d], d, q.config.codebook);
         }
-        let groups = q.vq.cols / d;
-        for (i, &idx) in q.vq.indices.iter().enumerate() {
-            let tile = q.config.tile_of(q.vq.cols, i / groups, i % groups);
-            let c = &q.vq.codebooks[tile].values[idx as usize * d..(idx as usize + 1) * d];
+        for (stored, &code) in q.vq.indices.iter_mut().zip(&self.codes) {
+            *stored = code % n as u32;
+        }
+        for (i, &code) in self.codes.iter().enumerate() {
+            let (tile, idx) = (code as usize / n, code as usize % n);
+            let c = &q.vq.codebooks[tile].values[idx * d..(idx + 1) * d];
             q.vq.dequantized[i * d..(i + 1) * d].copy_from_slice(c);
         }
         q.dequantized.clone_from(&q.vq.dequantized);
@@ -205,13 +237,14 @@ pub fn tune_block(
     if let Some((a, b)) = &norms {
         vars.extend([a.clone(), b.clone()]);
     }
-    let mut adam = adam(vars.clone(), opts.learning_rate)?;
+    let keep: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let mut adam = adam(vars, opts.learning_rate)?;
     let batch = opts.batch.max(1);
     for _ in 0..opts.epochs {
         for (xs, ys) in inputs.chunks(batch).zip(targets.chunks(batch)) {
             install(block)?;
             let pairs: Vec<(&Tensor, &Tensor)> = xs.iter().zip(ys).collect();
-            let grads = parallel_gradients(&vars, &pairs, &|(x, y)| loss_of(block, x, y))?;
+            let grads = parallel_gradients(&keep, &pairs, &|(x, y)| loss_of(block, x, y))?;
             adam.step(&grads)?;
         }
     }
@@ -245,26 +278,27 @@ pub fn tune_block(
     Ok(TuneOutcome { before, after })
 }
 
-/// The gradient of the mean of `loss_of` over `items`, the items split over the CPU threads
+/// The gradient of the mean of `loss_of` over `items` with respect to the tensors in `keep`
+/// (variables or intermediate tensors of the graph), the items split over the CPU threads
 /// (candle's elementwise ops and their backward run on one thread each). Each item's graph is
 /// freed after its backward pass, so memory holds one graph per thread.
 pub(super) fn parallel_gradients<T: Sync>(
-    vars: &[Var],
+    keep: &[Tensor],
     items: &[T],
     loss_of: &(dyn Fn(&T) -> candle_core::Result<Tensor> + Sync),
 ) -> candle_core::Result<GradStore> {
     let scale = 1.0 / items.len().max(1) as f64;
-    // Adds `part`'s gradients of `vars` into `into` (a store of those alone: `part` also holds
-    // the gradient of every intermediate tensor, which must not outlive this call).
+    // Adds `part`'s gradients of `keep` into `into` (a store of those alone: `part` also holds
+    // the gradient of every other intermediate tensor, which must not outlive this call).
     let accumulate = |into: &mut Option<GradStore>, part: GradStore| -> candle_core::Result<()> {
         let acc = into.get_or_insert_with(GradStore::default);
-        for v in vars {
-            if let Some(g) = part.get(v.as_tensor()) {
-                let sum = match acc.get(v.as_tensor()) {
+        for t in keep {
+            if let Some(g) = part.get(t) {
+                let sum = match acc.get(t) {
                     Some(a) => (a + g)?,
                     None => g.clone(),
                 };
-                acc.insert(v.as_tensor(), sum);
+                acc.insert(t, sum);
             }
         }
         Ok(())
