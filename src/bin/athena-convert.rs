@@ -290,8 +290,8 @@ struct AthenaArgs {
     #[arg(long, default_value_t = 4)]
     finetune_batch: usize,
 
-    /// End-to-end tuning also changes codes (PV-tuning's discrete step): after every Adam step,
-    /// up to this fraction of each layer's vectors move to the neighbouring centroid that the
+    /// End-to-end tuning also changes codes (PV-tuning's discrete step): after every Adam step
+    /// from the third on, up to this fraction of each layer's vectors move to the neighbouring centroid that the
     /// gradient predicts lowers the KL divergence most (0: indices fixed).
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = parse_fraction)]
     finetune_codes: f64,

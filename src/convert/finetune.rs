@@ -13,7 +13,7 @@ use std::time::Instant;
 use candle_core::{DType, Tensor, Var, D};
 use candle_nn::Optimizer;
 
-use super::recode::{recode_layer, Moments};
+use super::recode::{recode_layer, Moments, RECODE_WARMUP};
 use super::tune::{adam, parallel_gradients, per_thread, CodebookWeight, TuneLayer};
 use crate::model::{Block, Head, Model, ModelError};
 use crate::quantizer::QuantizedLinear;
@@ -193,6 +193,9 @@ pub fn finetune_model(
                     continue;
                 };
                 moments.update(&grad.flatten_all()?.to_vec1()?);
+                if step + 1 < RECODE_WARMUP {
+                    continue;
+                }
                 let centroids: Vec<f32> = p.centroids.as_tensor().flatten_all()?.to_vec1()?;
                 let mut codes = p.codes.clone();
                 recoded += recode_layer(

@@ -11,6 +11,10 @@ use rayon::prelude::*;
 /// Neighbouring centroids each vector may move to.
 pub const NEIGHBOURS: usize = 8;
 
+/// Steps whose gradients the moments average before the first move: after one step,
+/// m / sqrt(v) is +-1 for every weight, and the moves would follow one batch's noise.
+pub const RECODE_WARMUP: usize = 3;
+
 /// Adam's moment estimates of the gradient with respect to one layer's stored weights, which
 /// turn each step's noisy gradient into the direction and curvature a move is judged by.
 pub struct Moments {
