@@ -218,6 +218,20 @@ fn block_tuning_lowers_the_block_output_error_and_the_file_stays_valid() {
     assert!(changed > 0, "no norm weight was tuned");
 }
 
+/// The report's end-to-end line and its numbers: KL before, after, steps, codes changed, seconds
+/// ("end-to-end tuning:    KL 0.1234 -> 0.0987 nats/token (16 steps, 70 codes changed, 0.5 s)").
+fn end_to_end_numbers(err: &str) -> (&str, Vec<f64>) {
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("end-to-end tuning:"))
+        .unwrap_or_else(|| panic!("no end-to-end line in:\n{err}"));
+    let numbers = line
+        .split_whitespace()
+        .filter_map(|w| w.trim_start_matches('(').parse().ok())
+        .collect();
+    (line, numbers)
+}
+
 #[test]
 fn end_to_end_tuning_lowers_the_kl_divergence_and_reaches_the_file() {
     let t = Tiny::new("llama");
@@ -238,15 +252,7 @@ fn end_to_end_tuning_lowers_the_kl_divergence_and_reaches_the_file() {
     let (code, err) = t.convert_with_report("e2e.gguf", &args);
     assert_eq!(code, 0, "{err}");
     verify_json(&t.path("e2e.gguf"));
-    // "end-to-end tuning:    KL 0.1234 -> 0.0987 nats/token (16 steps, 0.5 s)"
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("end-to-end tuning:"))
-        .unwrap_or_else(|| panic!("no end-to-end line in:\n{err}"));
-    let kl: Vec<f64> = line
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let (line, kl) = end_to_end_numbers(&err);
     assert!(kl[1] < kl[0], "KL did not drop: {line}");
 
     // The tuned norms (every block's two and the final one) reach the file; the untuned
@@ -289,15 +295,7 @@ fn the_discrete_step_changes_codes_and_the_file_verifies() {
     let (code, err) = t.convert_with_report("codes.gguf", &args);
     assert_eq!(code, 0, "{err}");
     verify_json(&t.path("codes.gguf"));
-    // "end-to-end tuning:    KL 0.1234 -> 0.0987 nats/token (16 steps, 70 codes changed, 0.5 s)"
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("end-to-end tuning:"))
-        .unwrap_or_else(|| panic!("no end-to-end line in:\n{err}"));
-    let numbers: Vec<f64> = line
-        .split_whitespace()
-        .filter_map(|w| w.trim_start_matches('(').parse().ok())
-        .collect();
+    let (line, numbers) = end_to_end_numbers(&err);
     assert!(numbers[1] < numbers[0], "KL did not drop: {line}");
     assert!(numbers[3] > 0.0, "no code changed: {line}");
 
