@@ -461,3 +461,66 @@ fn value_mix_is_a_causal_convex_mix_of_the_attention_input() {
         }
     }
 }
+
+/// Mean next-token cross-entropy of the f64 reference model on `tokens`.
+fn reference_loss(c: &ModelConfig, t: &Weights, tokens: &[u32]) -> f64 {
+    let logits = reference_logits(c, t, tokens);
+    let n = tokens.len() - 1;
+    (0..n)
+        .map(|i| {
+            let max = logits[i].iter().cloned().fold(f64::MIN, f64::max);
+            let log_z = max + logits[i].iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+            log_z - logits[i][tokens[i + 1] as usize]
+        })
+        .sum::<f64>()
+        / n as f64
+}
+
+#[test]
+fn fisher_traces_match_finite_differences_and_add_over_sequences() {
+    let config = tiny_config("llama");
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = random_tensors(&config, 13);
+    write_folder(dir.path(), &config, &tensors);
+    let folder = HfFolder::open_validated(dir.path()).unwrap();
+    let model = Model::new(&folder, Device::Cpu).unwrap();
+    let seqs = vec![
+        vec![3u32, 17, 4, 49, 0, 8, 8, 21, 5],
+        vec![1u32, 2, 3, 30, 31],
+    ];
+    let fisher = athena::convert::fisher::fisher_traces;
+    let first = fisher(&model, &seqs[..1], &mut |_, _| {}).unwrap();
+    let second = fisher(&model, &seqs[1..], &mut |_, _| {}).unwrap();
+    let both = fisher(&model, &seqs, &mut |_, _| {}).unwrap();
+    assert_eq!(both.len(), 2 * LinearKind::ALL.len());
+    for (name, &b) in &both {
+        let sum = first[name] + second[name];
+        assert!(
+            b > 0.0 && (b - sum).abs() <= 1e-4 * sum,
+            "{name}: {b} vs {sum}"
+        );
+    }
+    // The squared gradient norm of one layer, by central differences on the f64 reference.
+    for name in [
+        "model.layers.0.mlp.down_proj.weight",
+        "model.layers.1.self_attn.k_proj.weight",
+    ] {
+        let eps = 1e-3f32;
+        let mut squares = 0.0;
+        for i in 0..tensors[name].1.len() {
+            let w0 = tensors[name].1[i];
+            let (hi, lo) = (w0 + eps, w0 - eps);
+            let mut t = tensors.clone();
+            t.get_mut(name).unwrap().1[i] = hi;
+            let up = reference_loss(folder.config(), &t, &seqs[0]);
+            t.get_mut(name).unwrap().1[i] = lo;
+            let down = reference_loss(folder.config(), &t, &seqs[0]);
+            squares += ((up - down) / (hi as f64 - lo as f64)).powi(2);
+        }
+        let got = first[name];
+        assert!(
+            (got - squares).abs() < 0.02 * squares,
+            "{name}: fisher {got} vs finite differences {squares}"
+        );
+    }
+}

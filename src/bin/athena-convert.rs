@@ -200,9 +200,12 @@ struct AthenaArgs {
     #[arg(long, value_name = "N", default_value_t = LevelLimits::default().max_centroids, value_parser = parse_max_centroids)]
     max_centroids: usize,
 
-    /// What the --bits plan weighs layers by: hessian (APTQ: Hessian trace x weight energy, one
-    /// extra calibration pass), uniform (every weight alike: bits spread evenly) or relative
-    /// (every layer alike: the same relative output error, small layers protected first).
+    /// What the --bits plan weighs layers by: hessian (APTQ: the layer's input Hessian trace x
+    /// weight energy, one extra calibration pass), fisher (the model loss's Fisher trace for the
+    /// layer's weights x weight energy: a forward and backward pass of the whole model on 16
+    /// calibration sequences, a few GB per CPU thread), uniform (every weight alike: bits spread
+    /// evenly) or relative (every layer alike: the same relative output error, small layers
+    /// protected first).
     #[arg(long, value_enum, default_value = "uniform")]
     sensitivity: SensitivityArg,
 
@@ -335,6 +338,7 @@ enum TilesArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SensitivityArg {
     Hessian,
+    Fisher,
     Uniform,
     Relative,
 }
@@ -421,6 +425,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
         },
         sensitivity: match a.sensitivity {
             SensitivityArg::Hessian => convert::Sensitivity::Hessian,
+            SensitivityArg::Fisher => convert::Sensitivity::Fisher,
             SensitivityArg::Uniform => convert::Sensitivity::Uniform,
             SensitivityArg::Relative => convert::Sensitivity::Relative,
         },
@@ -461,10 +466,10 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
     let quiet = cli.quiet;
     let mut on_progress = |p: convert::Progress<'_>| match p {
         convert::Progress::Stage(s) => bar.set_message(s.to_string()),
-        convert::Progress::Traces { layer, layers } => {
-            bar.set_length(layers as u64);
-            bar.set_position(layer as u64);
-            bar.set_message("blocks: sensitivity pass");
+        convert::Progress::Sensitivity { done, total, unit } => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(format!("{unit}: sensitivity pass"));
         }
         convert::Progress::Plan(plan) => {
             if !quiet {

@@ -2,6 +2,7 @@
 //! plan -> sequential quantization -> extended GGUF file, with a report of what each layer cost.
 
 pub mod finetune;
+pub mod fisher;
 pub mod recode;
 pub mod report;
 pub mod sequential;
@@ -54,6 +55,9 @@ pub enum LowRankChoice {
 pub enum Sensitivity {
     /// APTQ: tr(H) * ||W||^2 / M from one calibration pass over the unquantized model.
     Hessian,
+    /// HAWQ/APTQ with the model's loss: the empirical Fisher trace of the next-token
+    /// cross-entropy with respect to the layer's weights, times ||W||^2 / (N M) (`fisher`).
+    Fisher,
     /// Every weight counts the same: bits spread as evenly as the menu allows.
     Uniform,
     /// Every layer counts the same: each layer's relative output error
@@ -155,10 +159,11 @@ pub struct ConvertReport {
 /// Progress events for the command-line front end.
 pub enum Progress<'a> {
     Stage(&'a str),
-    /// Sensitivity pass: block `layer` of `layers` done.
-    Traces {
-        layer: usize,
-        layers: usize,
+    /// Sensitivity pass: `done` of `total` units (`unit`: "blocks" or "sequences").
+    Sensitivity {
+        done: usize,
+        total: usize,
+        unit: &'static str,
     },
     Plan(&'a [PlannedLayer]),
     /// Quantizing a layer of (or tuning) block `layer` of `layers`.
@@ -280,29 +285,41 @@ fn make_plan(
                 .collect()
         }
         (None, Some(bits)) => {
-            if opts.sensitivity == Sensitivity::Hessian {
-                progress(Progress::Stage(
-                    "measuring layer sensitivities (Hessian traces)",
-                ));
-                let layers_n = config.num_hidden_layers;
-                let traces = sequential::hessian_traces(model, sequences, |layer| {
-                    progress(Progress::Traces {
-                        layer,
-                        layers: layers_n,
-                    })
-                })?;
-                for l in &mut layers {
-                    let w = source.load(&l.name)?;
-                    let norm2: f64 = w.data.iter().map(|&x| (x as f64) * (x as f64)).sum();
-                    l.sensitivity = traces[&l.name] * norm2 / l.cols as f64;
+            match opts.sensitivity {
+                Sensitivity::Hessian => {
+                    progress(Progress::Stage(
+                        "measuring layer sensitivities (Hessian traces)",
+                    ));
+                    let total = config.num_hidden_layers;
+                    let traces = sequential::hessian_traces(model, sequences, |done| {
+                        progress(Progress::Sensitivity {
+                            done,
+                            total,
+                            unit: "blocks",
+                        })
+                    })?;
+                    for l in &mut layers {
+                        l.sensitivity =
+                            traces[&l.name] * weight_energy(source, &l.name)? / l.cols as f64;
+                    }
                 }
-            } else {
-                for l in &mut layers {
-                    l.sensitivity = match opts.sensitivity {
-                        Sensitivity::Relative => 1.0,
-                        _ => (l.rows * l.cols) as f64,
-                    };
+                Sensitivity::Fisher => {
+                    let traces = fisher::fisher_traces(model, sequences, &mut |done, total| {
+                        progress(Progress::Sensitivity {
+                            done,
+                            total,
+                            unit: "sequences",
+                        })
+                    })?;
+                    for l in &mut layers {
+                        l.sensitivity = traces[&l.name] * weight_energy(source, &l.name)?
+                            / (l.rows * l.cols) as f64;
+                    }
                 }
+                Sensitivity::Relative => layers.iter_mut().for_each(|l| l.sensitivity = 1.0),
+                Sensitivity::Uniform => layers
+                    .iter_mut()
+                    .for_each(|l| l.sensitivity = (l.rows * l.cols) as f64),
             }
             let chosen = plan::plan_with(&layers, bits, opts.levels, |l, d, n| {
                 let mut cfg = match opts.tiles {
@@ -324,6 +341,12 @@ fn make_plan(
         }
         (None, None) => unreachable!("checked by check_options"),
     }
+}
+
+/// ||W||_F^2 of a checkpoint weight.
+fn weight_energy(source: &dyn TensorSource, name: &str) -> Result<f64, ConvertError> {
+    let w = source.load(name)?;
+    Ok(w.data.iter().map(|&x| (x as f64) * (x as f64)).sum())
 }
 
 /// Runs a whole conversion; see the module documentation.
