@@ -108,6 +108,22 @@ fn bits_budget_gives_a_valid_file_within_budget() {
 }
 
 #[test]
+fn every_sensitivity_meets_the_budget() {
+    let t = Tiny::new("llama");
+    for sensitivity in ["uniform", "relative", "hessian", "fisher"] {
+        let out = format!("{sensitivity}.gguf");
+        let (code, err) =
+            t.convert_with_report(&out, &["--bits", "3.5", "--sensitivity", sensitivity]);
+        assert_eq!(code, 0, "{sensitivity}: {err}");
+        assert!(err.contains("(planning "), "{sensitivity}: {err}");
+        let bpw = verify_json(&t.path(&out))["summary"]["linear_bpw"]
+            .as_f64()
+            .unwrap();
+        assert!(bpw <= 3.5 && bpw > 2.0, "{sensitivity}: linear bpw {bpw}");
+    }
+}
+
+#[test]
 fn same_seed_gives_a_byte_identical_file() {
     let t = Tiny::new("llama");
     for out in ["a.gguf", "b.gguf"] {

@@ -153,6 +153,8 @@ pub struct ConvertReport {
     pub file_bytes: u64,
     /// 8 * file bytes / all parameters of the model.
     pub file_bpw: f64,
+    /// Building the plan (its sensitivity pass, if any).
+    pub plan_seconds: f64,
     pub seconds: f64,
 }
 
@@ -304,6 +306,9 @@ fn make_plan(
                     }
                 }
                 Sensitivity::Fisher => {
+                    progress(Progress::Stage(
+                        "measuring layer sensitivities (Fisher traces)",
+                    ));
                     let traces = fisher::fisher_traces(model, sequences, &mut |done, total| {
                         progress(Progress::Sensitivity {
                             done,
@@ -379,7 +384,9 @@ pub fn convert(
         opts.calib_tokens,
         opts.seq_len,
     )?;
+    let plan_started = Instant::now();
     let plan = make_plan(opts, &model, &source, &sequences, progress)?;
+    let plan_seconds = plan_started.elapsed().as_secs_f64();
     progress(Progress::Plan(&plan));
 
     let mut writer = ModelFileWriter::create(&opts.out)?;
@@ -470,6 +477,7 @@ pub fn convert(
     let file_bytes = writer.finish()?;
     Ok(ConvertReport {
         plan,
+        plan_seconds,
         layers: outcome.layers,
         tuning: outcome.tuning,
         finetune: outcome.finetune,

@@ -120,6 +120,10 @@ pub fn render_report(report: &ConvertReport) -> String {
     let _ = writeln!(out, "linear bpw (stored):  {:.4}", report.linear_bpw);
     let _ = writeln!(out, "file bpw:             {:.4}", report.file_bpw);
     let _ = writeln!(out, "file size:            {} bytes", report.file_bytes);
-    let _ = writeln!(out, "conversion time:      {:.1} s", report.seconds);
+    let _ = writeln!(
+        out,
+        "conversion time:      {:.1} s (planning {:.1} s)",
+        report.seconds, report.plan_seconds
+    );
     out
 }
