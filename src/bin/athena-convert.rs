@@ -503,7 +503,11 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
                 bar.reset_eta();
             }
             bar.set_position(step as u64);
-            bar.set_message(format!("end-to-end tuning: step {}/{steps}", step + 1));
+            // `step == steps` is the final report (the last step is done): no "step 17/16".
+            bar.set_message(format!(
+                "end-to-end tuning: step {}/{steps}",
+                (step + 1).min(steps)
+            ));
         }
     };
     let result = convert::convert(&opts, &mut on_progress);
