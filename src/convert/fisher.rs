@@ -1,16 +1,16 @@
 //! End-to-end layer sensitivities for the --bits plan: HAWQ's and APTQ's "Hessian trace" of the
 //! model's loss with respect to each layer's weights, estimated by the empirical Fisher
 //! (SqueezeLLM's choice): the sum over calibration sequences of the squared gradient of the
-//! sequence's next-token cross-entropy. Unlike the layer-local tr(H) of [`super::sequential::hessian_traces`],
-//! which only sees a layer's inputs, this sees what an error in the layer costs at the output,
-//! through every later block and the LM head.
+//! sequence's next-token cross-entropy. Unlike the layer-local tr(H) of
+//! [`super::sequential::hessian_traces`], which only sees a layer's inputs, this sees what an
+//! error in the layer costs at the output, through every later block and the LM head.
 //!
 //! Cost: one forward and backward pass of the whole unquantized model per sequence, one
 //! sequence per CPU thread at a time (each holds its autograd graph, a few GB at 512 tokens).
 
 use std::collections::BTreeMap;
 
-use candle_core::{Tensor, Var, D};
+use candle_core::{Tensor, Var};
 
 use super::tune::per_thread;
 use crate::model::{Block, LinearKind, Model, ModelError};
@@ -70,7 +70,7 @@ pub fn fisher_traces(
                 let t = tokens.len();
                 let logits = head.logits(&h.narrow(0, 0, t - 1)?)?;
                 let targets = Tensor::new(&tokens[1..], model.device())?;
-                let grads = cross_entropy(&logits, &targets)?.backward()?;
+                let grads = candle_nn::loss::cross_entropy(&logits, &targets)?.backward()?;
                 for (sum, (_, var)) in sums.iter_mut().zip(&weights) {
                     if let Some(g) = grads.get(var.as_tensor()) {
                         *sum += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
@@ -91,11 +91,4 @@ pub fn fisher_traces(
         traces.insert(name.clone(), sum);
     }
     Ok(traces)
-}
-
-/// Mean cross-entropy of `logits` `[tokens, vocab]` against `targets` `[tokens]` (u32).
-fn cross_entropy(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let picked = log_p.gather(&targets.unsqueeze(1)?, 1)?;
-    picked.mean_all()?.neg()
 }
