@@ -203,7 +203,8 @@ struct AthenaArgs {
     /// What the --bits plan weighs layers by: hessian (APTQ: the layer's input Hessian trace x
     /// weight energy, one extra calibration pass), fisher (the model loss's Fisher trace for the
     /// layer's weights x weight energy: a forward and backward pass of the whole model on 16
-    /// calibration sequences, a few GB per CPU thread), uniform (every weight alike: bits spread
+    /// calibration sequences, a few GB per CPU thread; on SmolLM2-135M no better than uniform at
+    /// 3 bits, worse at 2.25), uniform (every weight alike: bits spread
     /// evenly) or relative (every layer alike: the same relative output error, small layers
     /// protected first).
     #[arg(long, value_enum, default_value = "uniform")]
