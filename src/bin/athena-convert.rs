@@ -204,9 +204,8 @@ struct AthenaArgs {
     /// weight energy, one extra calibration pass), fisher (the model loss's Fisher trace for the
     /// layer's weights x weight energy: a forward and backward pass of the whole model on 16
     /// calibration sequences, a few GB per CPU thread; on SmolLM2-135M no better than uniform at
-    /// 3 bits, worse at 2.25), uniform (every weight alike: bits spread
-    /// evenly) or relative (every layer alike: the same relative output error, small layers
-    /// protected first).
+    /// 3 bits, worse at 2.25), uniform (every weight alike: bits spread evenly) or relative
+    /// (every layer alike: the same relative output error, small layers protected first).
     #[arg(long, value_enum, default_value = "uniform")]
     sensitivity: SensitivityArg,
 
@@ -279,8 +278,8 @@ struct AthenaArgs {
     /// every RMSNorm weight is tuned with Adam for this many passes over the calibration
     /// sequences so the quantized model's next-token distribution matches the unquantized
     /// model's (KL divergence; 0 turns it off). Measured on SmolLM2-135M at --bits 3 with 1
-    /// epoch: 17.86 -> 16.99 perplexity (at --bits 2.25: 29.80 -> 26.11). Each step is a forward and backward pass of the whole
-    /// model per sequence (~7 GB of memory per sequence in flight, two at a time), so one epoch
+    /// epoch: 17.86 -> 16.99 perplexity (at --bits 2.25: 29.80 -> 26.11). Each step is a forward
+    /// and backward pass of the whole model per sequence (~7 GB of memory per sequence in flight, two at a time), so one epoch
     /// over the default calibration takes longer than the quantization itself.
     #[arg(long, value_name = "N", default_value_t = 0)]
     finetune_epochs: usize,

@@ -59,7 +59,8 @@ pub fn fisher_traces(
     let mut sums = vec![0.0f64; weights.len()];
     progress(0, used.len());
     let items: Vec<(&Vec<u32>, Tensor)> = used.iter().zip(model.embed(&used)?).collect();
-    for (round, chunk) in items.chunks(threads).enumerate() {
+    let mut done = 0;
+    for chunk in items.chunks(threads) {
         let parts = per_thread(chunk, &|part| {
             let mut sums = vec![0.0f64; weights.len()];
             for (tokens, x) in part {
@@ -84,7 +85,8 @@ pub fn fisher_traces(
                 *sum += p;
             }
         }
-        progress((round * threads + chunk.len()).min(used.len()), used.len());
+        done += chunk.len();
+        progress(done, used.len());
     }
     let mut traces = BTreeMap::new();
     for ((name, _), sum) in weights.iter().zip(sums) {
