@@ -56,6 +56,25 @@ fn round_trip_is_bit_exact_for_every_layout() {
                 ..VqConfig::new(4, 64, 9, 12)
             },
         ),
+        // Column rotations (encoding version 2): with a low-rank term, and several blocks.
+        (
+            24,
+            64,
+            VqConfig {
+                rank: 3,
+                rotation: 16,
+                ..VqConfig::new(2, 16, 7, 10)
+            },
+        ),
+        (
+            20,
+            36,
+            VqConfig {
+                codebook: CodebookKind::F16,
+                rotation: 4,
+                ..VqConfig::new(3, 32, 20, 36)
+            },
+        ),
     ];
     let mut writer = ModelFileWriter::create(&path).unwrap();
     writer.add_metadata("general.architecture", "llama".to_string());
@@ -78,6 +97,10 @@ fn round_trip_is_bit_exact_for_every_layout() {
         .contains(".spill-")));
 
     let file = GgufFile::open(&path).unwrap();
+    assert_eq!(
+        file.get("athena.encoding_version"),
+        Some(&athena::container::gguf::Value::U32(2))
+    );
     for t in &file.tensors {
         verify_checksum(&file, t).unwrap();
     }

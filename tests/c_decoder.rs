@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use athena_decode::{Encoded, Parts};
+use athena_decode::Encoded;
 use common::VectorFiles;
 
 /// Compiles tools/c/*.c into `dir` with the flags the header requires; returns the binary.
@@ -76,14 +76,7 @@ fn c_port_decodes_every_vector_bit_identically() {
 
 /// The line run_vectors must print for this vector, computed with the Rust decoder.
 fn rust_verdict(v: &VectorFiles) -> String {
-    let parts = Parts {
-        indices: &v.indices,
-        codebook: &v.codebook,
-        scales: &v.scales,
-        lowrank_a: &v.lowrank_a,
-        lowrank_b: &v.lowrank_b,
-    };
-    match Encoded::new(v.params, parts).and_then(|e| e.check()) {
+    match Encoded::new(v.params, v.parts()).and_then(|e| e.check()) {
         Ok(()) => format!("ok {}", v.name),
         Err(e) => format!("FAIL {}: {}: {}", v.name, e.code(), e),
     }
@@ -101,6 +94,8 @@ fn c_port_and_rust_report_the_same_errors() {
     let get = |name: &str| all.iter().find(|v| v.name == name).unwrap().clone();
     let i8v = get("d2_n16_i8_r3_wild"); // 9 x 18, d 2, n 16, tiles 4 x 8 (3 x 3), r 3
     let f16v = get("d3_n4_f16_full_rank_wild"); // 4 x 6, d 3, n 4, tiles 3 x 3, r 4
+    let rotv = get("d3_n8_i8_r1_rot4_sign_padding"); // 4 x 12, d 3, n 8, r 1, B 4
+    let plain32 = get("d4_n16_f16_r3_nondiv"); // 10 x 32, no rotation
 
     type Corrupt = fn(&mut VectorFiles);
     let cases: Vec<(&str, VectorFiles, &str, Corrupt)> = vec![
@@ -138,6 +133,35 @@ fn c_port_and_rust_report_the_same_errors() {
             // 2 groups x 2 bits = 4 bits per row: the high nibble of row 3 is padding.
             v.indices[3] |= 0x80;
         }),
+        ("no_signs", rotv.clone(), "length_mismatch", |v| {
+            v.signs.clear()
+        }),
+        ("long_signs", rotv.clone(), "length_mismatch", |v| {
+            v.signs.push(0)
+        }),
+        ("signs_unrotated", i8v.clone(), "length_mismatch", |v| {
+            v.signs = vec![0; 3]
+        }),
+        (
+            "rotation_without_signs",
+            plain32.clone(),
+            "length_mismatch",
+            |v| v.params.rotation = 4,
+        ),
+        ("sign_padding", rotv.clone(), "nonzero_sign_padding", |v| {
+            // M = 12: bits 4..8 of the last sign byte are padding.
+            v.signs[1] |= 0x10;
+        }),
+        (
+            "sign_padding_after_lowrank",
+            rotv.clone(),
+            "non_finite_lowrank",
+            |v| {
+                // The signs are checked last.
+                v.signs[1] |= 0x80;
+                set_f16(&mut v.lowrank_b, 11, 0x7c00);
+            },
+        ),
         ("zero_rows", i8v.clone(), "invalid_param", |v| {
             v.params.rows = 0
         }),
@@ -173,6 +197,25 @@ fn c_port_and_rust_report_the_same_errors() {
         }),
         ("rank_big", f16v.clone(), "invalid_param", |v| {
             v.params.rank = 5
+        }),
+        ("rotation_1", rotv.clone(), "invalid_param", |v| {
+            v.params.rotation = 1
+        }),
+        ("rotation_2", rotv.clone(), "invalid_param", |v| {
+            v.params.rotation = 2
+        }),
+        ("rotation_8", plain32.clone(), "invalid_param", |v| {
+            v.params.rotation = 8
+        }),
+        ("rotation_12", rotv.clone(), "invalid_param", |v| {
+            v.params.rotation = 12
+        }),
+        ("rotation_nondiv", rotv.clone(), "invalid_param", |v| {
+            v.params.rotation = 16
+        }),
+        ("rotation_16384", plain32.clone(), "invalid_param", |v| {
+            v.params.cols = 16384;
+            v.params.rotation = 16384;
         }),
         ("huge_rows_cols", i8v.clone(), "overflow", |v| {
             v.params.rows = 1 << 40;

@@ -139,7 +139,7 @@ fn same_seed_gives_a_byte_identical_file() {
 #[test]
 fn baselines_and_options_all_produce_valid_files() {
     let t = Tiny::new("llama");
-    let runs: [(&str, &[&str]); 6] = [
+    let runs: [(&str, &[&str]); 7] = [
         ("gptq.gguf", &["--bits", "3", "--method", "gptq"]),
         ("rtn.gguf", &["--bits", "3", "--method", "rtn"]),
         ("kmeans.gguf", &["--bits", "3", "--method", "kmeans"]),
@@ -147,6 +147,20 @@ fn baselines_and_options_all_produce_valid_files() {
         (
             "lowrank.gguf",
             &["--vq", "2,16,8,16", "--lowrank-rank", "auto"],
+        ),
+        // Column rotation with a low-rank term and block-wise tuning on top.
+        (
+            "rotated.gguf",
+            &[
+                "--vq",
+                "2,16,8,16",
+                "--lowrank-rank",
+                "auto",
+                "--rotation-block",
+                "16",
+                "--tune-epochs",
+                "1",
+            ],
         ),
         // The paper's layout costs ~11 bpw of codebook on 16-column layers.
         (
@@ -157,7 +171,8 @@ fn baselines_and_options_all_produce_valid_files() {
     for (out, args) in runs {
         let (code, err) = t.convert(out, args);
         assert_eq!(code, 0, "{out}: {err}");
-        verify_json(&t.path(out));
+        let report = verify_json(&t.path(out)).to_string();
+        assert_eq!(report.contains("rot=16"), out == "rotated.gguf", "{out}");
     }
 }
 

@@ -22,16 +22,18 @@ proptest! {
         centroids in prop_oneof![0..20u32, Just(65536u32), any::<u32>()],
         rank in prop_oneof![0..6u32, any::<u32>()],
         f16 in any::<bool>(),
-        lens in proptest::collection::vec(0..80usize, 5),
+        rotation in prop_oneof![Just(0u32), Just(4), Just(16), 0..20u32, any::<u32>()],
+        lens in proptest::collection::vec(0..80usize, 6),
     ) {
         let params = Params {
             rows, cols, vector_dim, centroids, tile_rows, tile_cols, rank,
             codebook: if f16 { CodebookType::F16 } else { CodebookType::I8 },
+            rotation,
         };
         let bufs: Vec<Vec<u8>> = lens.iter().map(|&n| vec![0xffu8; n]).collect();
         let parts = Parts {
             indices: &bufs[0], codebook: &bufs[1], scales: &bufs[2],
-            lowrank_a: &bufs[3], lowrank_b: &bufs[4],
+            lowrank_a: &bufs[3], lowrank_b: &bufs[4], signs: &bufs[5],
         };
         if let Ok(enc) = Encoded::new(params, parts) {
             let _ = enc.check();
@@ -50,14 +52,17 @@ proptest! {
         d in 1..=8u32, b in 1..=12u32, rows in 1..=9u64, groups in 1..=9u64,
         tr_frac in 0.0..1.0f64, tc_frac in 0.0..1.0f64, rank_frac in 0.0..1.0f64,
         f16 in any::<bool>(), seed in any::<u64>(),
+        block in prop_oneof![Just(0u64), Just(4), Just(16), Just(64)],
     ) {
         let cols = groups * d as u64;
+        let rotation = if block > 0 && cols.is_multiple_of(block) { block as u32 } else { 0 };
         let tile_rows = 1 + ((rows - 1) as f64 * tr_frac) as u64;
         let tile_cols = d as u64 * (1 + ((groups - 1) as f64 * tc_frac) as u64);
         let rank = ((rows.min(cols).min(5) + 1) as f64 * rank_frac) as u32;
         let p = Params {
             rows, cols, vector_dim: d, centroids: 1 << b, tile_rows, tile_cols, rank,
             codebook: if f16 { CodebookType::F16 } else { CodebookType::I8 },
+            rotation,
         };
         p.validate().unwrap();
         let mut rng = seed | 1;
@@ -89,8 +94,14 @@ proptest! {
         let scales = f16s(p.scales_len().unwrap() / 2, &mut next);
         let lra = f16s(p.lowrank_a_len().unwrap() / 2, &mut next);
         let lrb = f16s(p.lowrank_b_len().unwrap() / 2, &mut next);
+        let mut signs: Vec<u8> = (0..p.signs_len().unwrap()).map(|_| next() as u8).collect();
+        if let Some(last) = signs.last_mut() {
+            // Clear the padding bits, which check() rejects.
+            *last &= 0xffu8 >> ((8 - cols % 8) % 8);
+        }
         let enc = Encoded::new(p, Parts {
             indices: &indices, codebook: &codebook, scales: &scales, lowrank_a: &lra, lowrank_b: &lrb,
+            signs: &signs,
         }).unwrap();
         prop_assert_eq!(enc.check(), Ok(()));
 
@@ -116,6 +127,27 @@ proptest! {
                     acc += prod;
                 }
                 want.push(if r > 0 { v + acc } else { v });
+            }
+            if rotation > 0 {
+                // Step 5: butterflies h = 1, 2, ..., B/2 per block, * 1/sqrt(B), signs.
+                let bsz = rotation as usize;
+                let row = &mut want[(i * cols) as usize..];
+                for blk in row.chunks_exact_mut(bsz) {
+                    let mut hh = 1;
+                    while hh < bsz {
+                        for a in (0..bsz).filter(|a| (a / hh) % 2 == 0) {
+                            let (x, y) = (blk[a], blk[a + hh]);
+                            blk[a] = x + y;
+                            blk[a + hh] = x - y;
+                        }
+                        hh *= 2;
+                    }
+                }
+                let c = 1.0 / (bsz as f32).sqrt();
+                for (j, x) in row.iter_mut().enumerate() {
+                    let y = *x * c;
+                    *x = if (signs[j / 8] >> (j % 8)) & 1 == 1 { -y } else { y };
+                }
             }
         }
         let got = enc.decode().unwrap();

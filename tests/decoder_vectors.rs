@@ -2,20 +2,11 @@
 
 mod common;
 
-use athena_decode::{Component, DecodeError, Encoded, Parts, ScaleField};
+use athena_decode::{Component, DecodeError, Encoded, ScaleField};
 use common::VectorFiles;
 
 fn encoded(v: &VectorFiles) -> Result<Encoded<'_>, DecodeError> {
-    Encoded::new(
-        v.params,
-        Parts {
-            indices: &v.indices,
-            codebook: &v.codebook,
-            scales: &v.scales,
-            lowrank_a: &v.lowrank_a,
-            lowrank_b: &v.lowrank_b,
-        },
-    )
+    Encoded::new(v.params, v.parts())
 }
 
 fn first_mismatch(got: &[f32], want: &[f32]) -> Option<(usize, f32, f32)> {
@@ -114,6 +105,43 @@ fn truncated_component_is_a_length_mismatch() {
             other => panic!("{component:?}: {other:?}"),
         }
     }
+    // Signs: missing with a rotation, present without one.
+    let rotated = find("d3_n8_i8_r1_rot4_sign_padding");
+    for (mut bad, signs) in [(rotated, vec![]), (v, vec![0; 3])] {
+        bad.signs = signs;
+        assert!(
+            matches!(
+                encoded(&bad),
+                Err(DecodeError::LengthMismatch {
+                    component: Component::Signs,
+                    ..
+                })
+            ),
+            "{}",
+            bad.name
+        );
+    }
+}
+
+#[test]
+fn sign_padding_is_checked_last() {
+    // M = 12: bits 4..8 of the last sign byte are padding.
+    let mut v = find("d3_n8_i8_r1_rot4_sign_padding");
+    v.signs[1] |= 0x10;
+    assert_eq!(
+        encoded(&v).unwrap().check(),
+        Err(DecodeError::NonZeroSignPadding)
+    );
+    // Low-rank B, row 0, column 7 := +inf: reported before the signs.
+    v.lowrank_b[14..16].copy_from_slice(&0x7c00u16.to_le_bytes());
+    assert_eq!(
+        encoded(&v).unwrap().check(),
+        Err(DecodeError::NonFiniteLowRank {
+            component: Component::LowRankB,
+            row: 0,
+            col: 7
+        })
+    );
 }
 
 #[test]

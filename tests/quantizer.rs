@@ -144,6 +144,20 @@ fn bad_settings_are_rejected_with_a_reason() {
         (VqConfig::new(2, 16, ROWS + 1, COLS), "tile rows"),
         (VqConfig::new(2, 16, 16, COLS + 2), "tile columns"),
         (VqConfig::new(9, 16, 16, 63), "outside 1..=8"),
+        (
+            VqConfig {
+                rotation: 32,
+                ..VqConfig::new(2, 16, 16, COLS)
+            },
+            "power of four",
+        ),
+        (
+            VqConfig {
+                rotation: 256,
+                ..VqConfig::new(2, 16, 16, COLS)
+            },
+            "dividing 64 columns",
+        ),
     ] {
         let err = quantize_linear(&w, ROWS, COLS, &h, &cfg, 1)
             .unwrap_err()
@@ -221,4 +235,36 @@ fn row_bands_use_their_own_hessians() {
     let spanning = VqConfig::new(2, 16, ROWS, COLS);
     let q = quantize_linear_banded(&w, ROWS, COLS, &bands, &spanning, 1).unwrap();
     assert_eq!(q.vq.codebooks.len(), 1);
+}
+
+#[test]
+fn column_rotation_lowers_the_loss_of_a_layer_with_massive_activations() {
+    // Two input channels with 30x larger activations (LLMs have such channels): their columns
+    // dominate the loss, and the rotation spreads them over the block, where the error
+    // feedback and the shared codebook handle them better (on SmolLM2 at --bits 3, layer 0's
+    // v_proj loss fell 35x).
+    let mut rng = SplitMix64::new(9);
+    let w: Vec<f32> = (0..ROWS * COLS)
+        .map(|_| gaussian(&mut rng) * 0.05)
+        .collect();
+    let h = hessian(&mut rng, |j| if j % 32 == 5 { 30.0 } else { 1.0 });
+    let plain = quantize_linear(&w, ROWS, COLS, &h, &config(), 1).unwrap();
+    let rotated_cfg = VqConfig {
+        rotation: 64,
+        ..config()
+    };
+    let rotated = quantize_linear(&w, ROWS, COLS, &h, &rotated_cfg, 1).unwrap();
+    eprintln!(
+        "plain {} rotated {}",
+        plain.relative_loss, rotated.relative_loss
+    );
+    assert!(
+        rotated.relative_loss < 0.85 * plain.relative_loss,
+        "rotated {} vs plain {}",
+        rotated.relative_loss,
+        plain.relative_loss
+    );
+    // The reported loss is the loss of the unrotated reconstruction.
+    let direct = relative_loss_banded(&w, &rotated.dequantized, ROWS, COLS, &[h]);
+    assert!((direct - rotated.relative_loss).abs() < 1e-4 * direct);
 }

@@ -67,6 +67,7 @@ fn spec_worked_examples() {
         tile_cols: 64,
         rank: 2,
         codebook: CodebookType::I8,
+        rotation: 0,
     };
     assert_eq!(p.indices_len().unwrap(), 55296);
     assert_eq!(p.codebook_len().unwrap(), 4608);

@@ -9,7 +9,6 @@ use std::process::Command;
 use athena::container::athena::EncodedWeight;
 use athena::container::gguf::{GgmlType, GgufFile, GgufWriter, Value};
 use athena::container::model_file::ModelFileWriter;
-use athena_decode::Parts;
 
 const VECTORS: [&str; 4] = [
     "spec_example",
@@ -30,17 +29,10 @@ fn build_fixture(dir: &Path) -> PathBuf {
         .unwrap();
     for (k, name) in VECTORS.iter().enumerate() {
         let v = common::load(&common::vectors_root().join(name));
-        let parts = Parts {
-            indices: &v.indices,
-            codebook: &v.codebook,
-            scales: &v.scales,
-            lowrank_a: &v.lowrank_a,
-            lowrank_b: &v.lowrank_b,
-        };
         w.add_weight(&EncodedWeight::from_parts(
             &format!("blk.{k}.ffn_up.weight"),
             v.params,
-            parts,
+            v.parts(),
         ))
         .unwrap();
     }
@@ -190,6 +182,11 @@ fn each_corruption_gets_its_specific_error() {
             "bad-version.gguf",
             "version 7 is not supported",
             Box::new(|m, _| set_meta(m, "athena.encoding_version", Value::U32(7))),
+        ),
+        (
+            "rotation-in-version-1.gguf",
+            "not allowed in encoding version 1",
+            Box::new(|m, _| m.push(("athena.blk.0.ffn_up.weight.rotation".into(), Value::U32(4)))),
         ),
         (
             "bad-codebook-type.gguf",

@@ -41,6 +41,8 @@ struct Config {
     tile: (u64, u64),
     rank: u32,
     cb: CodebookType,
+    /// Column-rotation block (0: none).
+    rotation: u32,
 }
 
 fn bench(c: &Config, rng: &mut Rng) {
@@ -53,6 +55,7 @@ fn bench(c: &Config, rng: &mut Rng) {
         tile_cols: c.tile.1,
         rank: c.rank,
         codebook: c.cb,
+        rotation: c.rotation,
     };
     p.validate().expect("bench config");
     let mut indices = rng.bytes(p.indices_len().unwrap());
@@ -71,6 +74,12 @@ fn bench(c: &Config, rng: &mut Rng) {
     let scales = rng.f16s(p.scales_len().unwrap() / 2);
     let lowrank_a = rng.f16s(p.lowrank_a_len().unwrap() / 2);
     let lowrank_b = rng.f16s(p.lowrank_b_len().unwrap() / 2);
+    let mut signs = rng.bytes(p.signs_len().unwrap());
+    if let Some(last) = signs.last_mut() {
+        if c.cols % 8 != 0 {
+            *last &= (1u8 << (c.cols % 8)) - 1;
+        }
+    }
     let enc = Encoded::new(
         p,
         Parts {
@@ -79,6 +88,7 @@ fn bench(c: &Config, rng: &mut Rng) {
             scales: &scales,
             lowrank_a: &lowrank_a,
             lowrank_b: &lowrank_b,
+            signs: &signs,
         },
     )
     .unwrap();
@@ -97,7 +107,7 @@ fn bench(c: &Config, rng: &mut Rng) {
     let ms = best.as_secs_f64() * 1e3;
     let gbs = (out.len() * 4) as f64 / best.as_secs_f64() / 1e9;
     let bpw = 8.0 * p.total_bytes().unwrap() as f64 / (c.rows * c.cols) as f64;
-    let config = format!(
+    let mut config = format!(
         "d{} n{} {} R{}xC{} r{}",
         c.d,
         c.n,
@@ -106,8 +116,11 @@ fn bench(c: &Config, rng: &mut Rng) {
         c.tile.1,
         c.rank
     );
+    if c.rotation > 0 {
+        config.push_str(&format!(" rot{}", c.rotation));
+    }
     println!(
-        "| {:<30} | {:>5} | {:>5} | {:>5.2} | {:>8.3} | {:>10.2} | {:>5} |",
+        "| {:<36} | {:>5} | {:>5} | {:>5.2} | {:>8.3} | {:>10.2} | {:>5} |",
         config, c.rows, c.cols, bpw, ms, gbs, iters
     );
 }
@@ -122,7 +135,9 @@ fn main() {
         tile,
         rank,
         cb,
+        rotation: 0,
     };
+    let rotated = |c: Config, rotation| Config { rotation, ..c };
     let configs = [
         cfg(1536, 576, 2, 256, (64, 576), 0, I8),
         cfg(1536, 576, 2, 256, (64, 576), 0, F16),
@@ -136,14 +151,19 @@ fn main() {
         cfg(576, 1536, 2, 256, (576, 2), 0, I8), // paper layout C = d
         cfg(576, 1536, 4, 4096, (576, 1536), 0, I8),
         cfg(576, 1536, 1, 16, (64, 1536), 0, I8),
+        // The --bits 3 plan's layouts with the default column rotation.
+        cfg(1536, 576, 3, 512, (344, 576), 0, I8),
+        rotated(cfg(1536, 576, 3, 512, (344, 576), 0, I8), 64),
+        cfg(576, 1536, 4, 1024, (343, 1536), 0, I8),
+        rotated(cfg(576, 1536, 4, 1024, (343, 1536), 0, I8), 256),
     ];
     println!("single thread, best of >= 5 decodes (>= 0.4 s) of the whole tensor via Encoded::decode_into");
     println!(
-        "| {:<30} | {:>5} | {:>5} | {:>5} | {:>8} | {:>10} | {:>5} |",
+        "| {:<36} | {:>5} | {:>5} | {:>5} | {:>8} | {:>10} | {:>5} |",
         "config", "rows", "cols", "bpw", "ms", "GB/s f32", "iters"
     );
     println!(
-        "|{:-<32}|{:-<7}|{:-<7}|{:-<7}|{:-<10}|{:-<12}|{:-<7}|",
+        "|{:-<38}|{:-<7}|{:-<7}|{:-<7}|{:-<10}|{:-<12}|{:-<7}|",
         "", "", "", "", "", "", ""
     );
     let mut rng = Rng(SplitMix64::new(42));

@@ -4,7 +4,8 @@
 //!
 //! Contents come from a fixed-seed SplitMix64. `expected.f32` is computed here with a
 //! deliberately naive, independent transcription of the spec formula (bit-by-bit index
-//! extraction, `half` for f16 -> f32); it does not use the athena-decode crate.
+//! extraction, `half` for f16 -> f32, the rotation's butterfly stages as the spec words them);
+//! it does not use the athena-decode crate.
 
 use athena::quantizer::rng::SplitMix64;
 use std::fs;
@@ -53,6 +54,8 @@ struct Spec {
     rank: u32,
     f16_codebook: bool,
     style: Style,
+    /// B, the rotation's block size; 0 = none (encoding version 1).
+    rotation: u32,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -80,12 +83,24 @@ const fn v(
         rank,
         f16_codebook,
         style,
+        rotation: 0,
+    }
+}
+
+impl Spec {
+    /// This spec with a column rotation of block size `b`.
+    const fn rot(self, b: u32) -> Spec {
+        Spec {
+            rotation: b,
+            ..self
+        }
     }
 }
 
 use Style::{Realistic as Re, Wild as Wi, Zeros as Ze};
 
-/// The vectors. Names: d<d>_n<n>_<cb>_<what is special>.
+/// The vectors. Names: d<d>_n<n>_<cb>[_r<rank>][_rot<B>]_<what is special>. Rotated vectors come
+/// last: their sign draws must not shift the random contents of the version 1 vectors.
 const SPECS: &[Spec] = &[
     v("d1_n2_i8_one_row", 1, 37, 1, 2, 1, 5, 0, "i8", Re),
     v("d1_n2_f16_one_col_r1", 9, 1, 1, 2, 4, 1, 1, "f16", Re),
@@ -265,6 +280,101 @@ const SPECS: &[Spec] = &[
         "f16",
         Wi,
     ),
+    v("d2_n4_i8_rot4_two_blocks", 3, 8, 2, 4, 2, 4, 0, "i8", Re).rot(4),
+    v(
+        "d2_n16_i8_r2_rot16_nondiv",
+        5,
+        32,
+        2,
+        16,
+        3,
+        12,
+        2,
+        "i8",
+        Re,
+    )
+    .rot(16),
+    v(
+        "d4_n64_f16_r1_rot64_wild",
+        3,
+        128,
+        4,
+        64,
+        2,
+        32,
+        1,
+        "f16",
+        Wi,
+    )
+    .rot(64),
+    // M = 12: the last sign byte has 4 padding bits.
+    v(
+        "d3_n8_i8_r1_rot4_sign_padding",
+        4,
+        12,
+        3,
+        8,
+        3,
+        6,
+        1,
+        "i8",
+        Wi,
+    )
+    .rot(4),
+    v(
+        "d2_n4_f16_r2_rot4_signed_zeros",
+        4,
+        16,
+        2,
+        4,
+        2,
+        8,
+        2,
+        "f16",
+        Ze,
+    )
+    .rot(4),
+    v(
+        "d2_n16_i8_r3_rot16_signed_zeros",
+        3,
+        16,
+        2,
+        16,
+        3,
+        8,
+        3,
+        "i8",
+        Ze,
+    )
+    .rot(16),
+    // The largest block: 12 butterfly stages.
+    v(
+        "d8_n2_f16_rot4096_one_row",
+        1,
+        4096,
+        8,
+        2,
+        1,
+        4096,
+        0,
+        "f16",
+        Re,
+    )
+    .rot(4096),
+    // The table path of decode() followed by the rotation.
+    v(
+        "d2_n4_i8_rot16_paper_layout_tall",
+        24,
+        16,
+        2,
+        4,
+        24,
+        2,
+        0,
+        "i8",
+        Wi,
+    )
+    .rot(16),
 ];
 
 /// All the stored contents of one vector.
@@ -275,6 +385,7 @@ struct Vector {
     scales: Vec<u8>,
     lowrank_a: Vec<u8>,
     lowrank_b: Vec<u8>,
+    signs: Vec<bool>, // [column]; empty without a rotation
 }
 
 fn f16_bits(rng: &mut Rng, style: Style, sd: f32) -> u16 {
@@ -340,6 +451,11 @@ fn random_vector(spec: Spec, rng: &mut Rng) -> Vector {
     for _ in 0..spec.cols * spec.rank as u64 {
         push_f16(&mut lowrank_b, f16_bits(rng, spec.style, 0.05));
     }
+    let signs = if spec.rotation > 0 {
+        (0..spec.cols).map(|_| rng.below(2) == 1).collect()
+    } else {
+        Vec::new()
+    };
     Vector {
         spec,
         indices,
@@ -347,6 +463,7 @@ fn random_vector(spec: Spec, rng: &mut Rng) -> Vector {
         scales,
         lowrank_a,
         lowrank_b,
+        signs,
     }
 }
 
@@ -384,6 +501,7 @@ fn spec_example() -> Vector {
         scales,
         lowrank_a,
         lowrank_b,
+        signs: Vec::new(),
     }
 }
 
@@ -402,13 +520,24 @@ fn pack_row(indices: &[u32], bits: u32) -> Vec<u8> {
     out
 }
 
+/// Packs the sign bits: s_j is bit j mod 8 of byte j / 8; the padding bits stay zero.
+fn pack_signs(signs: &[bool]) -> Vec<u8> {
+    let mut out = vec![0u8; signs.len().div_ceil(8)];
+    for (j, &s) in signs.iter().enumerate() {
+        if s {
+            out[j / 8] |= 1 << (j % 8);
+        }
+    }
+    out
+}
+
 fn h(bytes: &[u8], i: u64) -> f32 {
     let i = i as usize;
     half::f16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32()
 }
 
 /// The spec formula, transcribed as literally as possible, reading the packed bytes.
-fn expected(vec: &Vector, packed: &[Vec<u8>]) -> Vec<f32> {
+fn expected(vec: &Vector, packed: &[Vec<u8>], signs: &[u8]) -> Vec<f32> {
     let s = &vec.spec;
     let (d, n, m, r) = (s.d as u64, s.n as u64, s.cols, s.rank as u64);
     let b = s.n.trailing_zeros() as u64;
@@ -446,8 +575,37 @@ fn expected(vec: &Vector, packed: &[Vec<u8>]) -> Vec<f32> {
             };
             out.push(w);
         }
+        if s.rotation > 0 {
+            let start = (i * m) as usize;
+            rotate(&mut out[start..], s.rotation as usize, signs);
+        }
     }
     out
+}
+
+/// Step 5 on row x, worded as in the spec.
+fn rotate(x: &mut [f32], b: usize, signs: &[u8]) {
+    for k in 0..x.len() / b {
+        let block = &mut x[k * b..(k + 1) * b];
+        let mut h = 1;
+        while h <= b / 2 {
+            for a in 0..b {
+                if (a / h) % 2 == 0 {
+                    let (p, q) = (block[a], block[a + h]);
+                    block[a] = p + q;
+                    block[a + h] = p - q;
+                }
+            }
+            h *= 2;
+        }
+    }
+    // sqrt is correctly rounded, and exact for B = 4^k.
+    let c = 1.0 / (b as f32).sqrt();
+    for (j, xj) in x.iter_mut().enumerate() {
+        let y = *xj * c;
+        let s = (signs[j / 8] >> (j % 8)) & 1;
+        *xj = if s == 1 { -y } else { y };
+    }
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -459,7 +617,7 @@ fn emit(root: &Path, vec: &Vector) {
     let s = &vec.spec;
     let dir = root.join(s.name);
     fs::create_dir_all(&dir).unwrap();
-    let params = format!(
+    let mut params = format!(
         "rows={}\ncols={}\nvector_dim={}\ncentroids={}\ntile_rows={}\ntile_cols={}\nrank={}\ncodebook={}\n",
         s.rows,
         s.cols,
@@ -470,6 +628,9 @@ fn emit(root: &Path, vec: &Vector) {
         s.rank,
         if s.f16_codebook { "f16" } else { "i8" }
     );
+    if s.rotation > 0 {
+        params += &format!("rotation={}\n", s.rotation);
+    }
     write(&dir, "params.txt", params.as_bytes());
     let bits = s.n.trailing_zeros();
     let packed: Vec<Vec<u8>> = vec.indices.iter().map(|row| pack_row(row, bits)).collect();
@@ -482,7 +643,11 @@ fn emit(root: &Path, vec: &Vector) {
         write(&dir, "lowrank_a.bin", &vec.lowrank_a);
         write(&dir, "lowrank_b.bin", &vec.lowrank_b);
     }
-    let exp: Vec<u8> = expected(vec, &packed)
+    let signs = pack_signs(&vec.signs);
+    if s.rotation > 0 {
+        write(&dir, "signs.bin", &signs);
+    }
+    let exp: Vec<u8> = expected(vec, &packed, &signs)
         .iter()
         .flat_map(|x| x.to_le_bytes())
         .collect();

@@ -20,6 +20,9 @@ pub struct Parts<'a> {
     pub lowrank_a: &'a [u8],
     /// `<W>.athena_lrb`: B, r x M little-endian f16, row-major.
     pub lowrank_b: &'a [u8],
+    /// `<W>.athena_rot`: ceil(M / 8) bytes of sign bits (bit j mod 8 of byte j / 8 set: column
+    /// j is negated); empty without a rotation.
+    pub signs: &'a [u8],
 }
 
 /// One encoded weight whose parameters are valid and whose buffers have the right lengths.
@@ -43,6 +46,7 @@ pub struct Encoded<'a> {
     tile_cols: usize,
     tiles_c: usize,
     rank: usize,
+    rotation: usize,
 }
 
 fn expect_len(component: Component, expected: usize, actual: usize) -> Result<(), DecodeError> {
@@ -81,6 +85,7 @@ impl<'a> Encoded<'a> {
             params.lowrank_b_len()?,
             parts.lowrank_b.len(),
         )?;
+        expect_len(Component::Signs, params.signs_len()?, parts.signs.len())?;
         // All casts below are lossless: validate() proved that rows * cols, and every byte
         // size, fit in usize, and every other quantity is bounded by one of them.
         let (_, tiles_c) = params.tiles();
@@ -98,6 +103,7 @@ impl<'a> Encoded<'a> {
             tile_cols: params.tile_cols as usize,
             tiles_c: tiles_c as usize,
             rank: params.rank as usize,
+            rotation: params.rotation as usize,
         })
     }
 
@@ -142,7 +148,7 @@ impl<'a> Encoded<'a> {
     /// Scans the contents. Checks, in this order, and reports the first failure:
     /// every index row (index < centroids, padding bits zero), every f16 codebook value
     /// (codebook t, entry a, dimension j), every int8 offset/step, every value of A, then of B
-    /// (all must be finite).
+    /// (all must be finite), then the padding bits of the rotation signs (must be zero).
     pub fn check(&self) -> Result<(), DecodeError> {
         for row in 0..self.rows {
             let bytes = self.index_row(row);
@@ -202,6 +208,12 @@ impl<'a> Encoded<'a> {
                         col: (i % width) as u64,
                     });
                 }
+            }
+        }
+        let used = self.cols % 8;
+        if let Some(&last) = self.parts.signs.last() {
+            if used != 0 && last >> used != 0 {
+                return Err(DecodeError::NonZeroSignPadding);
             }
         }
         Ok(())
@@ -395,6 +407,9 @@ impl<'a> Encoded<'a> {
         }
         if self.rank > 0 {
             self.add_lowrank(row, out, pre.b);
+        }
+        if self.rotation > 0 {
+            rotate_row(out, self.rotation, self.parts.signs);
         }
     }
 
@@ -617,6 +632,7 @@ mod tests {
             tile_cols: cols,
             rank: 0,
             codebook: CodebookType::F16,
+            rotation: 0,
         }
     }
 
@@ -683,6 +699,57 @@ mod tests {
             Param::TileCols,
         );
         bad(Params { rank: 5, ..ok }, Param::Rank);
+        let wide = params(2, 4, 4, 64);
+        for b in [1, 2, 8, 32, 128, 8192] {
+            bad(
+                Params {
+                    rotation: b,
+                    ..wide
+                },
+                Param::Rotation,
+            );
+        }
+        bad(
+            Params {
+                rotation: 16,
+                ..params(2, 4, 4, 24)
+            },
+            Param::Rotation,
+        );
+        for b in [0, 4, 16, 64] {
+            assert_eq!(
+                Params {
+                    rotation: b,
+                    ..wide
+                }
+                .validate(),
+                Ok(())
+            );
+        }
+    }
+
+    #[test]
+    fn rotation_is_an_orthonormal_hadamard_transform_with_signs() {
+        // Column e_k of the rotation: decoding a unit row gives +-1/sqrt(B) * Hadamard column.
+        let signs = [0b0000_0101u8, 0b0000_0001];
+        for k in 0..16 {
+            let mut row = [0.0f32; 16];
+            row[k] = 1.0;
+            rotate_row(&mut row, 16, &signs);
+            for (j, &v) in row.iter().enumerate() {
+                let hadamard = if (j & k).count_ones() % 2 == 0 {
+                    0.25
+                } else {
+                    -0.25
+                };
+                let negated = (signs[j / 8] >> (j % 8)) & 1 == 1;
+                assert_eq!(v, if negated { -hadamard } else { hadamard }, "k {k} j {j}");
+            }
+        }
+        // Two blocks of 4 are independent; the norm is kept.
+        let mut row = [1.0f32, 2.0, 3.0, 4.0, -1.0, 0.5, 0.0, 2.0];
+        rotate_row(&mut row, 4, &[0]);
+        assert_eq!(row, [5.0, -1.0, -2.0, 0.0, 0.75, -1.75, -1.25, 0.25]);
     }
 
     #[test]
@@ -852,5 +919,37 @@ mod tests {
                 groups: 3
             })
         );
+    }
+}
+
+/// The column rotation of a decoded row (spec section 5, step 5), in place: in every block of
+/// `block` columns a Walsh-Hadamard transform (butterfly stages h = 1, 2, 4, ..., block / 2,
+/// each pair (x, y) becoming (x + y, x - y)), a multiplication by 1 / sqrt(block) (a power of
+/// two, so exact), then column j negated where its sign bit is set.
+///
+/// `out.len()` must be a multiple of `block` (a power of two) and `signs` must hold
+/// ceil(out.len() / 8) bytes.
+pub fn rotate_row(out: &mut [f32], block: usize, signs: &[u8]) {
+    // block = 4^k, so 1 / sqrt(block) = 2^-k exactly.
+    let scale = 1.0 / (1u32 << (block.trailing_zeros() / 2)) as f32;
+    for chunk in out.chunks_exact_mut(block) {
+        let mut h = 1;
+        while h < block {
+            for pair in chunk.chunks_exact_mut(2 * h) {
+                let (lo, hi) = pair.split_at_mut(h);
+                for (x, y) in lo.iter_mut().zip(hi) {
+                    let (a, b) = (*x, *y);
+                    *x = a + b;
+                    *y = a - b;
+                }
+            }
+            h *= 2;
+        }
+    }
+    for (eight, &bits) in out.chunks_mut(8).zip(signs) {
+        for (k, v) in eight.iter_mut().enumerate() {
+            let y = *v * scale;
+            *v = if (bits >> k) & 1 == 1 { -y } else { y };
+        }
     }
 }

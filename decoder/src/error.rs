@@ -19,6 +19,8 @@ pub enum Param {
     TileCols,
     /// `rank` (r): must be <= min(rows, cols).
     Rank,
+    /// `rotation` (B): must be 0 or a power of four in 4..=4096 that divides cols.
+    Rotation,
 }
 
 impl Param {
@@ -32,6 +34,7 @@ impl Param {
             Param::TileRows => "tile_rows",
             Param::TileCols => "tile_cols",
             Param::Rank => "rank",
+            Param::Rotation => "rotation",
         }
     }
 
@@ -45,6 +48,7 @@ impl Param {
             Param::TileRows => "must be in 1..=rows",
             Param::TileCols => "must be a multiple of vector_dim in vector_dim..=cols",
             Param::Rank => "must be <= min(rows, cols)",
+            Param::Rotation => "must be 0 or a power of four in 4..=4096 that divides cols",
         }
     }
 }
@@ -62,6 +66,8 @@ pub enum Component {
     LowRankA,
     /// `<W>.athena_lrb`: low-rank factor B (r x M).
     LowRankB,
+    /// `<W>.athena_rot`: the column rotation's sign bits.
+    Signs,
     /// The caller's output buffer (counted in f32 values, not bytes).
     Output,
 }
@@ -75,6 +81,7 @@ impl Component {
             Component::Scales => "scales",
             Component::LowRankA => "lowrank_a",
             Component::LowRankB => "lowrank_b",
+            Component::Signs => "signs",
             Component::Output => "output",
         }
     }
@@ -115,6 +122,8 @@ pub enum DecodeError {
     IndexOutOfRange { row: u64, group: u64, index: u32 },
     /// A padding bit at the end of a row of packed indices is set.
     NonZeroPadding { row: u64 },
+    /// A padding bit at the end of the rotation's sign bits is set.
+    NonZeroSignPadding,
     /// A codebook value is infinite or NaN (f16 codebooks only).
     NonFiniteCodebook { codebook: u64, entry: u32, dim: u32 },
     /// An int8 codebook offset or step is infinite or NaN.
@@ -142,6 +151,7 @@ impl DecodeError {
             DecodeError::GroupOutOfRange { .. } => "group_out_of_range",
             DecodeError::IndexOutOfRange { .. } => "index_out_of_range",
             DecodeError::NonZeroPadding { .. } => "nonzero_padding",
+            DecodeError::NonZeroSignPadding => "nonzero_sign_padding",
             DecodeError::NonFiniteCodebook { .. } => "non_finite_codebook",
             DecodeError::NonFiniteScale { .. } => "non_finite_scale",
             DecodeError::NonFiniteLowRank { .. } => "non_finite_lowrank",
@@ -188,6 +198,9 @@ impl fmt::Display for DecodeError {
             }
             DecodeError::NonZeroPadding { row } => {
                 write!(f, "non-zero padding bits at the end of index row {}", row)
+            }
+            DecodeError::NonZeroSignPadding => {
+                write!(f, "non-zero padding bits at the end of the rotation signs")
             }
             DecodeError::NonFiniteCodebook {
                 codebook,

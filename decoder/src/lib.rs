@@ -7,7 +7,7 @@
 //! use athena_decode::{CodebookType, Encoded, Params, Parts};
 //! let params = Params {
 //!     rows: 1, cols: 4, vector_dim: 2, centroids: 2, tile_rows: 1, tile_cols: 4,
-//!     rank: 0, codebook: CodebookType::F16,
+//!     rank: 0, codebook: CodebookType::F16, rotation: 0,
 //! };
 //! // Two groups with indices 1, 0 (LSB first: 0b01); codebook entries (1, 2) and (3, 4).
 //! let codebook = [0x00, 0x3c, 0x00, 0x40, 0x00, 0x42, 0x00, 0x44];
@@ -36,7 +36,7 @@ mod error;
 mod f16;
 mod params;
 
-pub use encoded::{Encoded, Parts};
+pub use encoded::{rotate_row, Encoded, Parts};
 pub use error::{Component, DecodeError, Param, ScaleField};
 pub use f16::{f16_is_finite, f16_to_f32};
 pub use params::{CodebookType, Params};

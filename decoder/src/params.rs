@@ -57,6 +57,9 @@ pub struct Params {
     pub rank: u32,
     /// Codebook storage.
     pub codebook: CodebookType,
+    /// B: block size of the column rotation (a power of four in 4..=4096 dividing M), or 0 for
+    /// none (encoding version 1).
+    pub rotation: u32,
 }
 
 fn mul(a: u64, b: u64, what: &'static str) -> Result<u64, DecodeError> {
@@ -93,12 +96,22 @@ impl Params {
         if self.rank as u64 > self.rows.min(self.cols) {
             return invalid(Param::Rank, self.rank as u64);
         }
+        let b = self.rotation;
+        if b != 0
+            && (!(4..=4096).contains(&b)
+                || !b.is_power_of_two()
+                || !b.trailing_zeros().is_multiple_of(2)
+                || !self.cols.is_multiple_of(b as u64))
+        {
+            return invalid(Param::Rotation, b as u64);
+        }
         self.output_len()?;
         self.indices_len()?;
         self.codebook_len()?;
         self.scales_len()?;
         self.lowrank_a_len()?;
         self.lowrank_b_len()?;
+        self.signs_len()?;
         Ok(())
     }
 
@@ -184,6 +197,25 @@ impl Params {
         to_usize(mul(v, 2, what)?, what)
     }
 
+    /// Bytes of `<W>.athena_rot`: ceil(M / 8) with a rotation, 0 without.
+    pub fn signs_len(&self) -> Result<usize, DecodeError> {
+        let v = if self.rotation == 0 {
+            0
+        } else {
+            self.cols.div_ceil(8)
+        };
+        to_usize(v, "signs bytes")
+    }
+
+    /// The lowest encoding version that can hold these parameters: 2 with a rotation, else 1.
+    pub fn encoding_version(&self) -> u32 {
+        if self.rotation == 0 {
+            1
+        } else {
+            2
+        }
+    }
+
     /// Total bytes of all components (the numerator of bpw, divided by 8).
     pub fn total_bytes(&self) -> Result<u64, DecodeError> {
         let mut total = 0u64;
@@ -193,6 +225,7 @@ impl Params {
             self.scales_len()?,
             self.lowrank_a_len()?,
             self.lowrank_b_len()?,
+            self.signs_len()?,
         ] {
             total = total.checked_add(len as u64).ok_or(DecodeError::Overflow {
                 what: "total bytes",

@@ -232,6 +232,13 @@ struct AthenaArgs {
     #[arg(long, value_name = "N", default_value_t = athena::quantizer::DEFAULT_KMEANS_ITERS)]
     kmeans_iters: usize,
 
+    /// Incoherence processing (QuIP#): quantize W Q instead of W, Q = random signs times a
+    /// Walsh-Hadamard transform on blocks of B columns (the largest power of four up to this
+    /// that divides the layer's columns: 64 for SmolLM2's 576, 256 for 1536); the decoder
+    /// undoes Q (encoding version 2). 0 turns it off.
+    #[arg(long, value_name = "B", default_value_t = 0)]
+    rotation_block: usize,
+
     /// Ablation: k-means and assignment in plain Euclidean distance instead of the
     /// inverse-Hessian metric.
     #[arg(long)]
@@ -434,6 +441,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             OrderArg::Natural => GroupOrder::Natural,
         },
         kmeans_iters: a.kmeans_iters,
+        rotation_block: a.rotation_block,
         hessian_metric: !a.no_hessian_metric,
         error_feedback: !a.no_error_feedback,
         codebook_update: !a.no_codebook_update,

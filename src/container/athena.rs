@@ -9,8 +9,9 @@ use athena_decode::{CodebookType, DecodeError, Encoded, Params, Parts};
 use super::gguf::{Array, GgmlType, GgufFile, TensorInfo, Value};
 use crate::quantizer::QuantizedLinear;
 
-/// The encoding version this code writes and reads (spec section 9).
-pub const ENCODING_VERSION: u32 = 1;
+/// The newest encoding version this code writes and reads (spec section 9): 1, and 2 for
+/// rotated weights. A file is written with the lowest version its weights need.
+pub const ENCODING_VERSION: u32 = 2;
 pub const VERSION_KEY: &str = "athena.encoding_version";
 pub const TENSORS_KEY: &str = "athena.tensors";
 
@@ -20,6 +21,7 @@ pub const CB: &str = ".athena_cb";
 pub const CBS: &str = ".athena_cbs";
 pub const LRA: &str = ".athena_lra";
 pub const LRB: &str = ".athena_lrb";
+pub const ROT: &str = ".athena_rot";
 
 /// The metadata key holding the checksum of a tensor's data.
 pub fn sha256_key(tensor: &str) -> String {
@@ -69,7 +71,7 @@ impl EncodedWeight {
     /// The `athena.<W>.*` keys describing the parameters.
     pub fn metadata(&self) -> Vec<(String, Value)> {
         let p = &self.params;
-        vec![
+        let mut keys = vec![
             (
                 weight_key(&self.name, "shape"),
                 Value::Array(Array::U64(vec![p.rows, p.cols])),
@@ -88,7 +90,11 @@ impl EncodedWeight {
                 Value::String(p.codebook.name().to_string()),
             ),
             (weight_key(&self.name, "lowrank_rank"), Value::U32(p.rank)),
-        ]
+        ];
+        if p.rotation > 0 {
+            keys.push((weight_key(&self.name, "rotation"), Value::U32(p.rotation)));
+        }
+        keys
     }
 }
 
@@ -138,12 +144,14 @@ pub fn encode(name: &str, q: &QuantizedLinear) -> EncodedWeight {
     let (lowrank_a, lowrank_b) = q.lowrank.as_ref().map_or((Vec::new(), Vec::new()), |lr| {
         (halves(&lr.a), halves(&lr.b))
     });
+    let signs = q.rotation.as_ref().map_or(&[][..], |r| &r.signs[..]);
     let parts = Parts {
         indices: &indices,
         codebook: &codebook,
         scales: &scales,
         lowrank_a: &lowrank_a,
         lowrank_b: &lowrank_b,
+        signs,
     };
     EncodedWeight::from_parts(name, params, parts)
 }
@@ -175,6 +183,9 @@ fn component_layout(
         layout.push((LRA, GgmlType::F16, vec![rank, rows]));
         layout.push((LRB, GgmlType::F16, vec![cols, rank]));
     }
+    if params.rotation > 0 {
+        layout.push((ROT, GgmlType::I8, vec![params.signs_len()? as u64]));
+    }
     Ok(layout)
 }
 
@@ -191,7 +202,8 @@ impl EncodedWeight {
                     CB => parts.codebook,
                     CBS => parts.scales,
                     LRA => parts.lowrank_a,
-                    _ => parts.lowrank_b,
+                    LRB => parts.lowrank_b,
+                    _ => parts.signs,
                 };
                 Component {
                     name: format!("{name}{suffix}"),
@@ -282,11 +294,11 @@ pub fn stored_weights(file: &GgufFile) -> Result<Vec<StoredWeight<'_>>, AthenaEr
         }
         Some(_) => get_u32(file, VERSION_KEY)?,
     };
-    if version != ENCODING_VERSION {
+    if !(1..=ENCODING_VERSION).contains(&version) {
         return Err(key_err(
             VERSION_KEY,
             format!(
-                "version {version} is not supported (this reader implements {ENCODING_VERSION})"
+                "version {version} is not supported (this reader implements 1 to {ENCODING_VERSION})"
             ),
         ));
     }
@@ -327,6 +339,22 @@ pub fn stored_weights(file: &GgufFile) -> Result<Vec<StoredWeight<'_>>, AthenaEr
         });
     }
     Ok(weights)
+}
+
+/// `athena.<W>.rotation`: absent means 0; present only in files of version 2 or later.
+fn rotation_key(file: &GgufFile, name: &str) -> Result<u32, AthenaError> {
+    let key = weight_key(name, "rotation");
+    if file.get(&key).is_none() {
+        return Ok(0);
+    }
+    let version = get_u32(file, VERSION_KEY)?;
+    if version < 2 {
+        return Err(key_err(
+            &key,
+            format!("not allowed in encoding version {version} (rotations need version 2)"),
+        ));
+    }
+    get_u32(file, &key)
 }
 
 /// Reads one weight `name` (listed in `athena.tensors`): its keys, parameters and components.
@@ -370,6 +398,7 @@ pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<
         tile_cols,
         rank: get_u32(file, &weight_key(name, "lowrank_rank"))?,
         codebook,
+        rotation: rotation_key(file, name)?,
     };
     let decode_err = |error| AthenaError::Decode {
         weight: name.to_string(),
@@ -394,7 +423,7 @@ pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<
         }
         components.push(t);
     }
-    for suffix in [CBS, LRA, LRB] {
+    for suffix in [CBS, LRA, LRB, ROT] {
         let tname = format!("{name}{suffix}");
         if !expected.iter().any(|e| e.0 == suffix) && file.tensor(&tname).is_some() {
             return Err(werr(format!(
@@ -414,6 +443,7 @@ pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<
         scales: data(CBS),
         lowrank_a: data(LRA),
         lowrank_b: data(LRB),
+        signs: data(ROT),
     };
     let encoded = Encoded::new(params, parts).map_err(decode_err)?;
     Ok(StoredWeight {

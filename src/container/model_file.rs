@@ -42,6 +42,8 @@ pub struct ModelFileWriter {
     metadata: Vec<(String, Value)>,
     entries: Vec<Entry>,
     athena_weights: Vec<String>,
+    /// The lowest encoding version that holds every weight added so far.
+    encoding_version: u32,
 }
 
 impl ModelFileWriter {
@@ -68,6 +70,7 @@ impl ModelFileWriter {
             metadata: Vec::new(),
             entries: Vec::new(),
             athena_weights: Vec::new(),
+            encoding_version: 1,
         })
     }
 
@@ -108,6 +111,7 @@ impl ModelFileWriter {
         }
         self.metadata.extend(weight.metadata());
         self.athena_weights.push(weight.name.clone());
+        self.encoding_version = self.encoding_version.max(weight.params.encoding_version());
         Ok(())
     }
 
@@ -123,7 +127,7 @@ impl ModelFileWriter {
             writer.add_metadata(key, value)?;
         }
         if !self.athena_weights.is_empty() {
-            writer.add_metadata(athena::VERSION_KEY, Value::U32(athena::ENCODING_VERSION))?;
+            writer.add_metadata(athena::VERSION_KEY, Value::U32(self.encoding_version))?;
             writer.add_metadata(
                 athena::TENSORS_KEY,
                 Value::Array(Array::String(self.athena_weights.clone())),

@@ -22,7 +22,7 @@ use crate::container::model_file::ModelFileWriter;
 use crate::export::{self, plain, PlainType, TokenizerFiles};
 use crate::model::{LinearKind, Model};
 use crate::quantizer::plan::{self, LayerInfo};
-use crate::quantizer::{CodebookKind, GroupOrder, VqConfig};
+use crate::quantizer::{rotation, CodebookKind, GroupOrder, VqConfig};
 
 pub use finetune::{FinetuneOptions, FinetuneOutcome};
 pub use sequential::{BlockTensor, BlockTuning, LayerOutcome, Step};
@@ -92,6 +92,9 @@ pub struct ConvertOptions {
     pub sensitivity: Sensitivity,
     pub order: GroupOrder,
     pub kmeans_iters: usize,
+    /// Largest column-rotation block (incoherence processing; 0: off). Each layer gets the
+    /// largest power of four up to this that divides its columns.
+    pub rotation_block: usize,
     /// Ablation switches of the Athena method (all on by default).
     pub hessian_metric: bool,
     pub error_feedback: bool,
@@ -176,7 +179,7 @@ pub enum Progress<'a> {
     },
 }
 
-fn apply_method(cfg: &mut VqConfig, opts: &ConvertOptions) {
+fn apply_method(cfg: &mut VqConfig, opts: &ConvertOptions, cols: usize) {
     match opts.method {
         Method::Athena => {
             cfg.use_hessian_metric = opts.hessian_metric;
@@ -197,6 +200,7 @@ fn apply_method(cfg: &mut VqConfig, opts: &ConvertOptions) {
     cfg.codebook = opts.codebook;
     cfg.order = opts.order;
     cfg.kmeans_iters = opts.kmeans_iters;
+    cfg.rotation = rotation::block_size(cols, opts.rotation_block);
 }
 
 fn rank_for(choice: LowRankChoice, rows: usize, cols: usize) -> usize {
@@ -251,7 +255,7 @@ fn make_plan(
         }
     }
     let finish = |l: &LayerInfo, mut cfg: VqConfig| -> Result<PlannedLayer, ConvertError> {
-        apply_method(&mut cfg, opts);
+        apply_method(&mut cfg, opts, l.cols);
         cfg.validate(l.rows, l.cols).map_err(|e| {
             ConvertError::Options(format!("layer '{}' ({} x {}): {e}", l.name, l.rows, l.cols))
         })?;
@@ -335,7 +339,7 @@ fn make_plan(
                     },
                 };
                 cfg.rank = rank_for(opts.lowrank, l.rows, l.cols);
-                apply_method(&mut cfg, opts);
+                apply_method(&mut cfg, opts, l.cols);
                 cfg
             })?;
             layers

@@ -16,6 +16,9 @@ pub fn describe(cfg: &VqConfig) -> String {
         "d={} n={} tile={}x{} {cb} r={}",
         cfg.d, cfg.n, cfg.tile_rows, cfg.tile_cols, cfg.rank
     );
+    if cfg.rotation > 0 {
+        s.push_str(&format!(" rot={}", cfg.rotation));
+    }
     if cfg.uniform_grid {
         s.push_str(" grid");
     }

@@ -59,8 +59,11 @@ pub(super) struct CodebookWeight {
     cols: usize,
     /// HF row r is stored row `to_hf[r]` (q/k only).
     to_hf: Option<Tensor>,
-    /// The fixed low-rank term, in stored row order.
+    /// The fixed low-rank term, in stored row order (in the rotated domain, as the codebooks).
     lowrank: Option<Tensor>,
+    /// The column rotation's transpose, applied after the codebooks and the low-rank term:
+    /// the B x B Hadamard block divided by sqrt(B), and the +-1 column signs `[1, cols]`.
+    unrotate: Option<(Tensor, Tensor)>,
 }
 
 impl CodebookWeight {
@@ -89,16 +92,25 @@ impl CodebookWeight {
             }
             None => None,
         };
-        let lowrank = if q.lowrank.is_some() {
-            let diff: Vec<f32> = q
-                .dequantized
-                .iter()
-                .zip(&q.vq.dequantized)
-                .map(|(a, b)| a - b)
-                .collect();
-            Some(Tensor::from_vec(diff, (rows, cols), device)?)
-        } else {
-            None
+        let lowrank = match &q.lowrank {
+            Some(lr) => {
+                let mut with = q.vq.dequantized.clone();
+                lr.apply(&mut with, cols);
+                let diff: Vec<f32> = with
+                    .iter()
+                    .zip(&q.vq.dequantized)
+                    .map(|(a, b)| a - b)
+                    .collect();
+                Some(Tensor::from_vec(diff, (rows, cols), device)?)
+            }
+            None => None,
+        };
+        let unrotate = match &q.rotation {
+            Some(r) => Some((
+                Tensor::from_vec(r.scaled_hadamard(), (r.block, r.block), device)?,
+                Tensor::from_vec(r.sign_factors(cols), (1, cols), device)?,
+            )),
+            None => None,
         };
         Ok(Self {
             kind: layer.kind,
@@ -111,6 +123,7 @@ impl CodebookWeight {
             cols,
             to_hf,
             lowrank,
+            unrotate,
         })
     }
 
@@ -134,10 +147,18 @@ impl CodebookWeight {
 
     /// The weight in HF layout from `gathered()`'s output.
     pub(super) fn weight_from(&self, gathered: &Tensor) -> candle_core::Result<Tensor> {
-        let w = match &self.lowrank {
+        let mut w = match &self.lowrank {
             Some(lr) => (gathered + lr)?,
             None => gathered.clone(),
         };
+        if let Some((hadamard, signs)) = &self.unrotate {
+            let b = hadamard.dim(0)?;
+            w = w
+                .reshape((self.rows * self.cols / b, b))?
+                .matmul(hadamard)?
+                .reshape((self.rows, self.cols))?
+                .broadcast_mul(signs)?;
+        }
         match &self.to_hf {
             Some(src) => w.index_select(src, 0),
             None => Ok(w),
@@ -170,6 +191,9 @@ impl CodebookWeight {
         q.dequantized.clone_from(&q.vq.dequantized);
         if let Some(lr) = &q.lowrank {
             lr.apply(&mut q.dequantized, q.vq.cols);
+        }
+        if let Some(r) = &q.rotation {
+            r.unrotate(&mut q.dequantized, q.vq.cols);
         }
         Ok(())
     }
@@ -356,4 +380,58 @@ fn mean_square(ts: &[Tensor]) -> candle_core::Result<f64> {
         sum += t.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
     }
     Ok((sum / ts.len().max(1) as f64).max(f64::MIN_POSITIVE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantizer::{quantize_linear, VqConfig};
+
+    #[test]
+    fn the_tuned_weight_is_the_reconstruction_with_rotation_and_low_rank() {
+        let (rows, cols) = (12, 32);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|k| ((k * 29 % 17) as f32 - 8.0) / 16.0)
+            .collect();
+        let h =
+            faer::Mat::<f64>::from_fn(
+                cols,
+                cols,
+                |i, j| {
+                    if i == j {
+                        1.0 + (i % 5) as f64
+                    } else {
+                        0.1
+                    }
+                },
+            );
+        for rotation in [0, 16] {
+            let cfg = VqConfig {
+                rank: 2,
+                rotation,
+                ..VqConfig::new(2, 8, 4, 16)
+            };
+            let mut q = quantize_linear(&w, rows, cols, &h, &cfg, 3).unwrap();
+            let layer = TuneLayer {
+                kind: LinearKind::Up,
+                quantized: &mut q,
+                qk_heads: None,
+            };
+            let cw = CodebookWeight::new(&layer, &Device::Cpu).unwrap();
+            let got: Vec<f32> = cw
+                .weight()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for (a, b) in got.iter().zip(&q.dequantized) {
+                assert!((a - b).abs() < 1e-5, "rotation {rotation}: {a} vs {b}");
+            }
+            // Writing the (unchanged) codebooks back rebuilds the same reconstruction.
+            let before = q.dequantized.clone();
+            cw.write_back(&mut q).unwrap();
+            assert_eq!(before, q.dequantized);
+        }
+    }
 }

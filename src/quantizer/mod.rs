@@ -12,12 +12,14 @@ pub mod lowrank;
 pub mod plan;
 pub mod refine;
 pub mod rng;
+pub mod rotation;
 
 use faer::Mat;
 
 pub use codebook::{CodebookKind, StoredCodebook};
 pub use gptvq::VqLayer;
 pub use lowrank::LowRank;
+pub use rotation::Rotation;
 
 /// Errors a layer's quantization can end with. Display is one line.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -72,6 +74,8 @@ pub struct VqConfig {
     pub block_columns: usize,
     /// Relative damping added to the Hessian diagonal.
     pub damp: f64,
+    /// Block size B of the column rotation (`rotation`; 0: none): the codes describe W Q.
+    pub rotation: usize,
 }
 
 impl VqConfig {
@@ -92,6 +96,7 @@ impl VqConfig {
             order: GroupOrder::HessianDiagonal,
             block_columns: 128,
             damp: 0.01,
+            rotation: 0,
         }
     }
 
@@ -110,6 +115,7 @@ impl VqConfig {
                 CodebookKind::Int8 => athena_decode::CodebookType::I8,
                 CodebookKind::F16 => athena_decode::CodebookType::F16,
             },
+            rotation: self.rotation as u32,
         }
     }
 
@@ -157,6 +163,12 @@ impl VqConfig {
         if self.uniform_grid && self.d != 1 {
             return fail(format!("a uniform scalar grid needs d = 1, not {}", self.d));
         }
+        if self.rotation != 0 && rotation::block_size(cols, self.rotation) != self.rotation {
+            return fail(format!(
+                "rotation block {} must be a power of four in 4..=4096 dividing {cols} columns",
+                self.rotation
+            ));
+        }
         if self.rank > rows.min(cols) {
             return fail(format!(
                 "low-rank rank {} exceeds min({rows}, {cols})",
@@ -173,6 +185,8 @@ pub struct QuantizedLinear {
     pub config: VqConfig,
     pub vq: VqLayer,
     pub lowrank: Option<LowRank>,
+    /// The column rotation the codes and the low-rank term live under (`config.rotation` > 0).
+    pub rotation: Option<Rotation>,
     /// Final reconstruction (row-major), bit-identical to what the reference decoder returns.
     pub dequantized: Vec<f32>,
     /// tr(dW H dW^T) / tr(W H W^T).
@@ -202,6 +216,27 @@ pub fn quantize_linear_banded(
     hs: &[Mat<f64>],
     config: &VqConfig,
     seed: u64,
+) -> Result<QuantizedLinear, QuantError> {
+    if config.rotation == 0 {
+        return quantize_unrotated(w, rows, cols, hs, config, seed, None);
+    }
+    config.validate(rows, cols)?;
+    let rotation = Rotation::new(cols, config.rotation, seed ^ 0x5EED_0F51_6E55_0000);
+    let wr = rotation.rotate_weights(w, cols);
+    let hr: Vec<Mat<f64>> = hs.iter().map(|h| rotation.rotate_hessian(h)).collect();
+    quantize_unrotated(&wr, rows, cols, &hr, config, seed, Some(rotation))
+}
+
+/// The quantizer on the (possibly already rotated) weight; `rotation` is undone on the final
+/// reconstruction only.
+fn quantize_unrotated(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    hs: &[Mat<f64>],
+    config: &VqConfig,
+    seed: u64,
+    rotation: Option<Rotation>,
 ) -> Result<QuantizedLinear, QuantError> {
     config.validate(rows, cols)?;
     let bands = hs.len().max(1);
@@ -253,11 +288,16 @@ pub fn quantize_linear_banded(
     } else {
         None
     };
+    // Rotation-invariant: measured in the rotated domain, before undoing Q.
     let relative_loss = relative_loss_banded(w, &dequantized, rows, cols, band_hs);
+    if let Some(r) = &rotation {
+        r.unrotate(&mut dequantized, cols);
+    }
     Ok(QuantizedLinear {
         config: config.clone(),
         vq,
         lowrank,
+        rotation,
         dequantized,
         relative_loss,
     })

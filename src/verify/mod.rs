@@ -131,7 +131,7 @@ pub fn verify(file: &GgufFile, path: &Path, options: Options) -> Result<Report, 
     for t in &file.tensors {
         if let Some(w) = weights.iter().find(|w| w.components[0].name == t.name) {
             let p = &w.params;
-            let params = format!(
+            let mut params = format!(
                 "d={} n={} tile={}x{} {} r={}",
                 p.vector_dim,
                 p.centroids,
@@ -140,6 +140,9 @@ pub fn verify(file: &GgufFile, path: &Path, options: Options) -> Result<Report, 
                 p.codebook.name(),
                 p.rank
             );
+            if p.rotation > 0 {
+                params.push_str(&format!(" rot={}", p.rotation));
+            }
             let elements = p.rows * p.cols;
             parameters += elements;
             linear_bits += 8 * w.stored_bytes();

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use athena_decode::{CodebookType, Params};
+use athena_decode::{CodebookType, Params, Parts};
 
 pub fn vectors_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/vectors")
@@ -20,6 +20,7 @@ pub struct VectorFiles {
     pub scales: Vec<u8>,
     pub lowrank_a: Vec<u8>,
     pub lowrank_b: Vec<u8>,
+    pub signs: Vec<u8>,
     pub expected: Vec<f32>,
 }
 
@@ -33,6 +34,7 @@ pub fn parse_params(text: &str) -> Params {
         tile_cols: 0,
         rank: 0,
         codebook: CodebookType::I8,
+        rotation: 0,
     };
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let (key, value) = line
@@ -52,6 +54,7 @@ pub fn parse_params(text: &str) -> Params {
             "tile_rows" => p.tile_rows = num(),
             "tile_cols" => p.tile_cols = num(),
             "rank" => p.rank = num() as u32,
+            "rotation" => p.rotation = num() as u32,
             "codebook" => p.codebook = CodebookType::from_name(value.trim()).expect("codebook"),
             other => panic!("unknown key {other}"),
         }
@@ -77,6 +80,7 @@ pub fn load(dir: &Path) -> VectorFiles {
         scales: read_opt(dir, "scales.bin"),
         lowrank_a: read_opt(dir, "lowrank_a.bin"),
         lowrank_b: read_opt(dir, "lowrank_b.bin"),
+        signs: read_opt(dir, "signs.bin"),
         expected,
     }
 }
@@ -98,14 +102,26 @@ pub fn all() -> Vec<VectorFiles> {
 }
 
 impl VectorFiles {
+    /// The component buffers, as the decoder takes them.
+    pub fn parts(&self) -> Parts<'_> {
+        Parts {
+            indices: &self.indices,
+            codebook: &self.codebook,
+            scales: &self.scales,
+            lowrank_a: &self.lowrank_a,
+            lowrank_b: &self.lowrank_b,
+            signs: &self.signs,
+        }
+    }
+
     /// Writes this vector as a folder under `root` (for corrupted copies).
     pub fn write(&self, root: &Path) -> PathBuf {
         let dir = root.join(&self.name);
         fs::create_dir_all(&dir).unwrap();
         let p = &self.params;
         let text = format!(
-            "rows={}\ncols={}\nvector_dim={}\ncentroids={}\ntile_rows={}\ntile_cols={}\nrank={}\ncodebook={}\n",
-            p.rows, p.cols, p.vector_dim, p.centroids, p.tile_rows, p.tile_cols, p.rank, p.codebook.name()
+            "rows={}\ncols={}\nvector_dim={}\ncentroids={}\ntile_rows={}\ntile_cols={}\nrank={}\ncodebook={}\nrotation={}\n",
+            p.rows, p.cols, p.vector_dim, p.centroids, p.tile_rows, p.tile_cols, p.rank, p.codebook.name(), p.rotation
         );
         fs::write(dir.join("params.txt"), text).unwrap();
         fs::write(dir.join("indices.bin"), &self.indices).unwrap();
@@ -113,6 +129,7 @@ impl VectorFiles {
         fs::write(dir.join("scales.bin"), &self.scales).unwrap();
         fs::write(dir.join("lowrank_a.bin"), &self.lowrank_a).unwrap();
         fs::write(dir.join("lowrank_b.bin"), &self.lowrank_b).unwrap();
+        fs::write(dir.join("signs.bin"), &self.signs).unwrap();
         let exp: Vec<u8> = self.expected.iter().flat_map(|x| x.to_le_bytes()).collect();
         fs::write(dir.join("expected.f32"), exp).unwrap();
         dir

@@ -103,6 +103,11 @@ athena_status athena_params_validate(const athena_params *p, athena_sizes *sizes
         return fail(err, ATHENA_E_INVALID_PARAM, "tile_cols", p->tile_cols, 0, 0);
     if ((uint64_t)p->rank > (p->rows < p->cols ? p->rows : p->cols))
         return fail(err, ATHENA_E_INVALID_PARAM, "rank", p->rank, 0, 0);
+    /* 0x55555555: the even bits, so a power of two there is a power of four. */
+    if (p->rotation != 0 &&
+        (p->rotation < 4 || p->rotation > 4096 || (p->rotation & (p->rotation - 1)) != 0 ||
+         (p->rotation & 0x55555555u) == 0 || p->cols % p->rotation != 0))
+        return fail(err, ATHENA_E_INVALID_PARAM, "rotation", p->rotation, 0, 0);
     if (p->codebook != ATHENA_CB_I8 && p->codebook != ATHENA_CB_F16)
         return fail(err, ATHENA_E_INVALID_PARAM, "codebook", (uint64_t)p->codebook, 0, 0);
 
@@ -152,6 +157,10 @@ athena_status athena_params_validate(const athena_params *p, athena_sizes *sizes
     if (!fits_size(v)) OVERFLOW("lowrank_b bytes");
     s.lowrank_b_len = (size_t)v;
 
+    v = p->rotation == 0 ? 0 : p->cols / 8 + (p->cols % 8 != 0);
+    if (!fits_size(v)) OVERFLOW("signs bytes");
+    s.signs_len = (size_t)v;
+
     if (sizes) *sizes = s;
     return ATHENA_OK;
 }
@@ -169,7 +178,7 @@ athena_status athena_encoded_init(athena_encoded *e, const athena_params *p,
                                   const uint8_t *scales, size_t scales_len,
                                   const uint8_t *lowrank_a, size_t lowrank_a_len,
                                   const uint8_t *lowrank_b, size_t lowrank_b_len,
-                                  athena_error *err) {
+                                  const uint8_t *signs, size_t signs_len, athena_error *err) {
     athena_sizes s;
     athena_status st = athena_params_validate(p, &s, err);
     if (st != ATHENA_OK) return st;
@@ -179,6 +188,7 @@ athena_status athena_encoded_init(athena_encoded *e, const athena_params *p,
     if (!scales) scales_len = 0;
     if (!lowrank_a) lowrank_a_len = 0;
     if (!lowrank_b) lowrank_b_len = 0;
+    if (!signs) signs_len = 0;
     if ((st = expect_len(err, "indices", s.indices_len, indices_len)) != ATHENA_OK) return st;
     if ((st = expect_len(err, "codebook", s.codebook_len, codebook_len)) != ATHENA_OK) return st;
     if ((st = expect_len(err, "scales", s.scales_len, scales_len)) != ATHENA_OK) return st;
@@ -186,6 +196,7 @@ athena_status athena_encoded_init(athena_encoded *e, const athena_params *p,
         return st;
     if ((st = expect_len(err, "lowrank_b", s.lowrank_b_len, lowrank_b_len)) != ATHENA_OK)
         return st;
+    if ((st = expect_len(err, "signs", s.signs_len, signs_len)) != ATHENA_OK) return st;
     e->params = *p;
     e->sizes = s;
     e->indices = indices;
@@ -193,6 +204,7 @@ athena_status athena_encoded_init(athena_encoded *e, const athena_params *p,
     e->scales = scales;
     e->lowrank_a = lowrank_a;
     e->lowrank_b = lowrank_b;
+    e->signs = signs;
     return ATHENA_OK;
 }
 
@@ -292,10 +304,37 @@ athena_status athena_check(const athena_encoded *e, athena_error *err) {
     for (i = 0; i < e->sizes.lowrank_b_len / 2; i++)
         if (!f16_is_finite(le_u16(e->lowrank_b, i)))
             return fail(err, ATHENA_E_NON_FINITE_LOWRANK, "lowrank_b", i / cols, i % cols, 0);
+    if (e->sizes.signs_len > 0 && cols % 8 != 0 &&
+        (e->signs[e->sizes.signs_len - 1] >> (cols % 8)) != 0)
+        return fail(err, ATHENA_E_NONZERO_SIGN_PADDING, NULL, 0, 0, 0);
     return ATHENA_OK;
 }
 
 /* ---- decode ----------------------------------------------------------------------------- */
+
+/* Step 5 on one decoded row of len floats (a multiple of block = B): per block the butterfly
+ * stages h = 1, 2, ..., B/2, then times 1/sqrt(B) (a power of two, exact), then the signs. */
+static void rotate_row(float *x, size_t len, size_t block, const uint8_t *signs) {
+    unsigned k = 0;
+    float scale;
+    size_t b0, h, start, a, j;
+    while (((size_t)1 << (2 * k)) < block) k++;
+    scale = 1.0f / (float)(1u << k);
+    for (b0 = 0; b0 < len; b0 += block) {
+        float *c = x + b0;
+        for (h = 1; h < block; h *= 2)
+            for (start = 0; start < block; start += 2 * h)
+                for (a = start; a < start + h; a++) {
+                    float u = c[a], w = c[a + h];
+                    c[a] = u + w;
+                    c[a + h] = u - w;
+                }
+    }
+    for (j = 0; j < len; j++) {
+        float y = x[j] * scale;
+        x[j] = ((signs[j / 8] >> (j % 8)) & 1u) ? -y : y;
+    }
+}
 
 /* row < rows, out has cols floats. */
 static void decode_row_inner(const athena_encoded *e, size_t row, float *out) {
@@ -356,6 +395,7 @@ static void decode_row_inner(const athena_encoded *e, size_t row, float *out) {
             for (jj = 0; jj < w; jj++) out[j0 + jj] = out[j0 + jj] + acc[jj];
         }
     }
+    if (p->rotation > 0) rotate_row(out, cols, p->rotation, e->signs);
 }
 
 athena_status athena_decode_row(const athena_encoded *e, uint64_t row, float *out,
@@ -394,6 +434,7 @@ const char *athena_status_name(athena_status s) {
     case ATHENA_E_NON_FINITE_CODEBOOK: return "non_finite_codebook";
     case ATHENA_E_NON_FINITE_SCALE: return "non_finite_scale";
     case ATHENA_E_NON_FINITE_LOWRANK: return "non_finite_lowrank";
+    case ATHENA_E_NONZERO_SIGN_PADDING: return "nonzero_sign_padding";
     }
     return "unknown";
 }
@@ -407,6 +448,7 @@ static const char *constraint(const char *param) {
         {"tile_rows", "must be in 1..=rows"},
         {"tile_cols", "must be a multiple of vector_dim in vector_dim..=cols"},
         {"rank", "must be <= min(rows, cols)"},
+        {"rotation", "must be 0 or a power of four in 4..=4096 that divides cols"},
         {"codebook", "must be i8 or f16"},
     };
     size_t i;
@@ -449,6 +491,8 @@ int athena_error_message(const athena_error *e, char *buf, size_t len) {
         return snprintf(buf, len,
                         "non-finite value in %s at row %" PRIu64 ", column %" PRIu64, what, e->a,
                         e->b);
+    case ATHENA_E_NONZERO_SIGN_PADDING:
+        return snprintf(buf, len, "non-zero padding bits at the end of the rotation signs");
     }
     return snprintf(buf, len, "unknown error");
 }

@@ -1,6 +1,6 @@
 /*
- * athena_decode.h: reference dequantizer for the Athena vector-codebook encoding, version 1
- * (format-spec/athena-encoding.md). A C99 port of the Rust crate athena-decode: same
+ * athena_decode.h: reference dequantizer for the Athena vector-codebook encoding, versions 1
+ * and 2 (format-spec/athena-encoding.md). A C99 port of the Rust crate athena-decode: same
  * validation, same error names and messages, bit-identical output.
  *
  * Dependencies: libc only (stdint.h, stddef.h, string.h, stdio.h for snprintf).
@@ -14,14 +14,14 @@
  *   without /fp:contract). Never build with -ffast-math / -Ofast (they reassociate sums and
  *   flush subnormals). The code also refuses to compile where float arithmetic is evaluated
  *   in wider precision (FLT_EVAL_METHOD != 0, e.g. x87 without -msse2 -mfpmath=sse).
- *   Note: in encoding version 1 every product (f16 x u8, f16 x f16) is exact in binary32, so a
+ *   Note: every product of steps 3-4 (f16 x u8, f16 x f16) is exact in binary32, so a
  *   contracted multiply-add happens to give the same result; the flag is required anyway so
  *   that the guarantee does not rest on that property.
  *
  * Usage:
  *   athena_encoded enc; athena_error err;
  *   if (athena_encoded_init(&enc, &params, idx, idx_len, cb, cb_len, cbs, cbs_len,
- *                           lra, lra_len, lrb, lrb_len, &err) != ATHENA_OK ||
+ *                           lra, lra_len, lrb, lrb_len, rot, rot_len, &err) != ATHENA_OK ||
  *       athena_check(&enc, &err) != ATHENA_OK ||
  *       athena_decode(&enc, out, out_len, &err) != ATHENA_OK) {
  *       char msg[256]; athena_error_message(&err, msg, sizeof msg); ...
@@ -37,8 +37,9 @@
 extern "C" {
 #endif
 
-/* The encoding version this decoder implements (metadata key athena.encoding_version). */
-#define ATHENA_ENCODING_VERSION 1u
+/* The highest encoding version this decoder implements (metadata key
+ * athena.encoding_version); it implements every version from 1 up to this one. */
+#define ATHENA_ENCODING_VERSION 2u
 
 typedef enum { ATHENA_CB_I8 = 0, ATHENA_CB_F16 = 1 } athena_codebook_type;
 
@@ -52,6 +53,7 @@ typedef struct {
     uint64_t tile_cols;  /* C, multiple of d in d..M */
     uint32_t rank;       /* r, 0..min(N, M) */
     athena_codebook_type codebook;
+    uint32_t rotation;   /* B: 0 (none), or a power of four in 4..4096 dividing M */
 } athena_params;
 
 /* Status codes; athena_status_name() gives the same snake_case names as the Rust
@@ -67,7 +69,8 @@ typedef enum {
     ATHENA_E_NONZERO_PADDING,     /* a = row */
     ATHENA_E_NON_FINITE_CODEBOOK, /* a = codebook, b = entry, c = dimension */
     ATHENA_E_NON_FINITE_SCALE,    /* what = "offset" or "step", a = codebook, b = dimension */
-    ATHENA_E_NON_FINITE_LOWRANK   /* what = "lowrank_a" or "lowrank_b", a = row, b = column */
+    ATHENA_E_NON_FINITE_LOWRANK,  /* what = "lowrank_a" or "lowrank_b", a = row, b = column */
+    ATHENA_E_NONZERO_SIGN_PADDING /* no details; last so the version 1 values stay */
 } athena_status;
 
 /* Details of a failure. Every function taking an athena_error* accepts NULL. */
@@ -89,13 +92,14 @@ typedef struct {
     size_t scales_len;    /* T * d * 4 for i8, 0 for f16 */
     size_t lowrank_a_len; /* N * r * 2 */
     size_t lowrank_b_len; /* r * M * 2 */
+    size_t signs_len;     /* ceil(M / 8) if B > 0, else 0 */
 } athena_sizes;
 
 /* A validated encoded weight. Fill with athena_encoded_init; treat the fields as read-only. */
 typedef struct {
     athena_params params;
     athena_sizes sizes;
-    const uint8_t *indices, *codebook, *scales, *lowrank_a, *lowrank_b;
+    const uint8_t *indices, *codebook, *scales, *lowrank_a, *lowrank_b, *signs;
 } athena_encoded;
 
 /* Exact IEEE half -> single conversion (subnormals exact; NaN payload kept, returned quiet). */
@@ -117,14 +121,15 @@ athena_status athena_encoded_init(athena_encoded *e, const athena_params *p,
                                   const uint8_t *scales, size_t scales_len,
                                   const uint8_t *lowrank_a, size_t lowrank_a_len,
                                   const uint8_t *lowrank_b, size_t lowrank_b_len,
-                                  athena_error *err);
+                                  const uint8_t *signs, size_t signs_len, athena_error *err);
 
 /* The index of group `group` of row `row`. */
 athena_status athena_index(const athena_encoded *e, uint64_t row, uint64_t group,
                            uint32_t *out, athena_error *err);
 
 /* Scans the contents; reports the first problem in the order of the Rust Encoded::check:
- * index rows (index < n, zero padding), f16 codebook values, int8 offsets/steps, A, B. */
+ * index rows (index < n, zero padding), f16 codebook values, int8 offsets/steps, A, B, the
+ * padding bits of the rotation signs. */
 athena_status athena_check(const athena_encoded *e, athena_error *err);
 
 /* Decodes one row into out[0 .. cols). out_len must equal cols. */

@@ -91,10 +91,12 @@ static int parse_u64(const char *s, uint64_t *out) {
     return 1;
 }
 
-/* Parses params.txt ("key=value" lines, every key exactly once). */
+/* Parses params.txt ("key=value" lines, every key exactly once; rotation is optional, 0 if
+ * missing). */
 static int parse_params(const buffer *text, athena_params *p) {
     static const char *const keys[] = {"rows",      "cols",      "vector_dim", "centroids",
-                                       "tile_rows", "tile_cols", "rank",       "codebook"};
+                                       "tile_rows", "tile_cols", "rank",       "codebook",
+                                       "rotation"};
     unsigned seen = 0;
     size_t pos = 0;
     memset(p, 0, sizeof *p);
@@ -121,9 +123,9 @@ static int parse_params(const buffer *text, athena_params *p) {
         *eq = 0;
         key = line;
         val = eq + 1;
-        for (k = 0; k < 8; k++)
+        for (k = 0; k < 9; k++)
             if (strcmp(key, keys[k]) == 0) break;
-        if (k == 8 || (seen & (1u << k))) {
+        if (k == 9 || (seen & (1u << k))) {
             snprintf(io_error, sizeof io_error, "params.txt: unknown or repeated key '%s'", key);
             return 0;
         }
@@ -138,7 +140,7 @@ static int parse_params(const buffer *text, athena_params *p) {
             continue;
         }
         if (!parse_u64(val, &v) ||
-            ((k == 2 || k == 3 || k == 6) && v > UINT32_MAX)) {
+            ((k == 2 || k == 3 || k == 6 || k == 8) && v > UINT32_MAX)) {
             snprintf(io_error, sizeof io_error, "params.txt: bad value for %s", key);
             return 0;
         }
@@ -150,9 +152,10 @@ static int parse_params(const buffer *text, athena_params *p) {
         case 4: p->tile_rows = v; break;
         case 5: p->tile_cols = v; break;
         case 6: p->rank = (uint32_t)v; break;
+        case 8: p->rotation = (uint32_t)v; break;
         }
     }
-    if (seen != 0xffu) {
+    if ((seen & 0xffu) != 0xffu) {
         snprintf(io_error, sizeof io_error, "params.txt: missing keys");
         return 0;
     }
@@ -194,11 +197,11 @@ static const char *base_name(const char *path) {
 
 /* Returns 1 if the vector passed. */
 static int run_one(const char *dir, const char *write_name) {
-    enum { PARAMS, INDICES, CODEBOOK, SCALES, LRA, LRB, EXPECTED, NFILES };
+    enum { PARAMS, INDICES, CODEBOOK, SCALES, LRA, LRB, SIGNS, EXPECTED, NFILES };
     static const char *const names[NFILES] = {"params.txt",    "indices.bin",   "codebook.bin",
                                               "scales.bin",    "lowrank_a.bin", "lowrank_b.bin",
-                                              "expected.f32"};
-    static const int optional[NFILES] = {0, 0, 0, 1, 1, 1, 0};
+                                              "signs.bin",     "expected.f32"};
+    static const int optional[NFILES] = {0, 0, 0, 1, 1, 1, 1, 0};
     buffer files[NFILES];
     athena_params params;
     athena_encoded enc;
@@ -223,7 +226,8 @@ static int run_one(const char *dir, const char *write_name) {
     if (athena_encoded_init(&enc, &params, files[INDICES].data, files[INDICES].len,
                             files[CODEBOOK].data, files[CODEBOOK].len, files[SCALES].data,
                             files[SCALES].len, files[LRA].data, files[LRA].len, files[LRB].data,
-                            files[LRB].len, &err) != ATHENA_OK ||
+                            files[LRB].len, files[SIGNS].data, files[SIGNS].len,
+                            &err) != ATHENA_OK ||
         athena_check(&enc, &err) != ATHENA_OK) {
         athena_error_message(&err, msg, sizeof msg);
         printf("FAIL %s: %s: %s\n", name, athena_status_name(err.status), msg);
