@@ -33,6 +33,7 @@ BUDGET_RUNS=(
   "athena --bits 4|--bits 4"
   "athena --bits 3, 8192 calibration tokens|--bits 3 --calib-tokens 8192"
   "athena --bits 3, d=2 plan only|--bits 3 --max-dim 2"
+  "athena --bits 3, no column rotation|--bits 3 --rotation-block 0"
   "baseline kmeans --bits 3 (no Hessian at all)|--bits 3 --method kmeans"
   "baseline gptq --bits 3 (scalar, 1x128 grids)|--bits 3 --method gptq"
   "baseline gptq --bits 4|--bits 4 --method gptq"
@@ -48,6 +49,7 @@ ABLATION_RUNS=(
   "vq: low-rank auto|--vq 2,64,32,576 --lowrank-rank auto"
   "vq: natural group order|--vq 2,64,32,576 --order natural"
   "vq: plain Hessian for v_proj (no BoA)|--vq 2,64,32,576 --no-attention-hessians"
+  "vq: no column rotation|--vq 2,64,32,576 --rotation-block 0"
   "--bits 3: paper tiles (C = d)|--bits 3 --tiles paper --max-dim 2"
 )
 case "${SET:-all}" in

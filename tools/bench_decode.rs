@@ -76,7 +76,7 @@ fn bench(c: &Config, rng: &mut Rng) {
     let lowrank_b = rng.f16s(p.lowrank_b_len().unwrap() / 2);
     let mut signs = rng.bytes(p.signs_len().unwrap());
     if let Some(last) = signs.last_mut() {
-        if c.cols % 8 != 0 {
+        if !c.cols.is_multiple_of(8) {
             *last &= (1u8 << (c.cols % 8)) - 1;
         }
     }

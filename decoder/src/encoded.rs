@@ -750,6 +750,10 @@ mod tests {
         let mut row = [1.0f32, 2.0, 3.0, 4.0, -1.0, 0.5, 0.0, 2.0];
         rotate_row(&mut row, 4, &[0]);
         assert_eq!(row, [5.0, -1.0, -2.0, 0.0, 0.75, -1.75, -1.25, 0.25]);
+        // The spec's example (section 5, step 5).
+        let mut row = [1.0f32, 2.0, 3.0, 4.0];
+        rotate_row(&mut row, 4, &[0x05]);
+        assert_eq!(row, [-5.0, -1.0, 2.0, 0.0]);
     }
 
     #[test]

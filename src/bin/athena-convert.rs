@@ -235,9 +235,11 @@ struct AthenaArgs {
     /// Incoherence processing (QuIP#): quantize W Q instead of W, Q = random signs times a
     /// Walsh-Hadamard transform on blocks of B columns (the largest power of four up to this
     /// that divides the layer's columns: 64 for SmolLM2's 576, 256 for 1536); the decoder
-    /// undoes Q (encoding version 2). 0 turns it off.
-    #[arg(long, value_name = "B", default_value_t = 0)]
-    rotation_block: usize,
+    /// undoes Q (encoding version 2). On SmolLM2-135M at --bits 3: 18% lower layer loss
+    /// (geometric mean), perplexity 17.86 -> 17.63. 0 turns it off (a version 1 file).
+    /// [default: 4096 for --method athena, 0 for the baselines]
+    #[arg(long, value_name = "B")]
+    rotation_block: Option<usize>,
 
     /// Ablation: k-means and assignment in plain Euclidean distance instead of the
     /// inverse-Hessian metric.
