@@ -390,6 +390,23 @@ fn tuning_is_on_by_default_only_below_3_bits() {
 }
 
 #[test]
+fn column_rotation_is_on_by_default_from_3_bits_up() {
+    let t = Tiny::new("llama");
+    let rotated = |args: &[&str]| {
+        let args = [args, &["--force", "--tune-epochs", "0"]].concat();
+        let (code, err) = t.convert_with_report("r.gguf", &args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        err.contains(" rot=16")
+    };
+    assert!(rotated(&["--bits", "3"]));
+    assert!(!rotated(&["--bits", "2.9"]));
+    assert!(rotated(&["--bits", "2.9", "--rotation-block", "16"]));
+    assert!(!rotated(&["--bits", "3", "--rotation-block", "0"]));
+    assert!(rotated(&["--vq", "2,16,8,16"]));
+    assert!(!rotated(&["--bits", "3", "--method", "gptq"]));
+}
+
+#[test]
 fn bad_arguments_get_one_line_errors_and_no_output() {
     let t = Tiny::new("llama");
     let cases: [(&[&str], &str); 6] = [

@@ -236,8 +236,10 @@ struct AthenaArgs {
     /// Walsh-Hadamard transform on blocks of B columns (the largest power of four up to this
     /// that divides the layer's columns: 64 for SmolLM2's 576, 256 for 1536); the decoder
     /// undoes Q (encoding version 2). On SmolLM2-135M at --bits 3: 18% lower layer loss
-    /// (geometric mean), perplexity 17.86 -> 17.63. 0 turns it off (a version 1 file).
-    /// [default: 4096 for --method athena, 0 for the baselines]
+    /// (geometric mean), perplexity 17.86 -> 17.63; at --bits 2.25 (with block-wise tuning) 4%
+    /// lower layer loss but perplexity 29.80 -> 30.72, so it is off below 3 bits. 0 turns it off
+    /// (a version 1 file). [default: 4096 for --method athena from --bits 3 up or with --vq,
+    /// else 0]
     #[arg(long, value_name = "B")]
     rotation_block: Option<usize>,
 
@@ -392,6 +394,17 @@ fn default_tune_epochs(bits: Option<f64>, method: MethodArg) -> usize {
     }
 }
 
+/// The column rotation measured better at 3 bits (perplexity 17.86 -> 17.63, layer loss -18%)
+/// and worse at 2.25 bits (29.80 -> 30.72, layer loss only -4%; one run each). The baselines
+/// stay unrotated by default.
+fn default_rotation_block(bits: Option<f64>, method: MethodArg) -> usize {
+    match bits {
+        _ if method != MethodArg::Athena => 0,
+        Some(b) if b < 3.0 => 0,
+        _ => athena::quantizer::rotation::MAX_BLOCK,
+    }
+}
+
 fn parse_fraction(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
@@ -443,7 +456,9 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             OrderArg::Natural => GroupOrder::Natural,
         },
         kmeans_iters: a.kmeans_iters,
-        rotation_block: a.rotation_block,
+        rotation_block: a
+            .rotation_block
+            .unwrap_or(default_rotation_block(a.bits, a.method)),
         hessian_metric: !a.no_hessian_metric,
         error_feedback: !a.no_error_feedback,
         codebook_update: !a.no_codebook_update,

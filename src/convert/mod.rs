@@ -93,9 +93,8 @@ pub struct ConvertOptions {
     pub order: GroupOrder,
     pub kmeans_iters: usize,
     /// Largest column-rotation block (incoherence processing; 0: off). Each layer gets the
-    /// largest power of four up to this that divides its columns. None: [`rotation::MAX_BLOCK`]
-    /// for the Athena method, 0 for the baselines.
-    pub rotation_block: Option<usize>,
+    /// largest power of four up to this that divides its columns.
+    pub rotation_block: usize,
     /// Ablation switches of the Athena method (all on by default).
     pub hessian_metric: bool,
     pub error_feedback: bool,
@@ -201,11 +200,7 @@ fn apply_method(cfg: &mut VqConfig, opts: &ConvertOptions, cols: usize) {
     cfg.codebook = opts.codebook;
     cfg.order = opts.order;
     cfg.kmeans_iters = opts.kmeans_iters;
-    let default_block = match opts.method {
-        Method::Athena => rotation::MAX_BLOCK,
-        _ => 0,
-    };
-    cfg.rotation = rotation::block_size(cols, opts.rotation_block.unwrap_or(default_block));
+    cfg.rotation = rotation::block_size(cols, opts.rotation_block);
 }
 
 fn rank_for(choice: LowRankChoice, rows: usize, cols: usize) -> usize {
