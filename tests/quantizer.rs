@@ -268,3 +268,51 @@ fn column_rotation_lowers_the_loss_of_a_layer_with_massive_activations() {
     let direct = relative_loss_banded(&w, &rotated.dequantized, ROWS, COLS, &[h]);
     assert!((direct - rotated.relative_loss).abs() < 1e-4 * direct);
 }
+
+#[test]
+fn rotation_if_better_keeps_the_quantization_with_the_lower_layer_loss() {
+    let mut rng = SplitMix64::new(9);
+    let gaussian_w: Vec<f32> = (0..ROWS * COLS)
+        .map(|_| gaussian(&mut rng) * 0.05)
+        .collect();
+    let massive = hessian(&mut rng, |j| if j % 32 == 5 { 30.0 } else { 1.0 });
+    // Weights with a few large outliers (1 in 50 is 12x larger) under evenly scaled inputs:
+    // k-means gives the outliers their own centroids, which the rotation smears away.
+    let outlier_w: Vec<f32> = (0..ROWS * COLS)
+        .map(|_| {
+            let big = rng.unit() < 0.02;
+            gaussian(&mut rng) * if big { 0.6 } else { 0.05 }
+        })
+        .collect();
+    let even = hessian(&mut rng, |_| 1.0);
+    let rotated_cfg = VqConfig {
+        rotation: 64,
+        ..config()
+    };
+    let choosing = VqConfig {
+        rotation_if_better: true,
+        ..rotated_cfg.clone()
+    };
+    for (case, w, h, expect_rotated) in [
+        ("massive activations", &gaussian_w, &massive, true),
+        ("outlier weights", &outlier_w, &even, false),
+    ] {
+        let plain = quantize_linear(w, ROWS, COLS, h, &config(), 1).unwrap();
+        let rotated = quantize_linear(w, ROWS, COLS, h, &rotated_cfg, 1).unwrap();
+        let chosen = quantize_linear(w, ROWS, COLS, h, &choosing, 1).unwrap();
+        eprintln!(
+            "{case}: plain {} rotated {}",
+            plain.relative_loss, rotated.relative_loss
+        );
+        assert_eq!(
+            rotated.relative_loss < plain.relative_loss,
+            expect_rotated,
+            "{case}: the synthetic layer no longer shows the effect"
+        );
+        assert_eq!(chosen.rotation.is_some(), expect_rotated, "{case}");
+        assert_eq!(chosen.config.rotation, if expect_rotated { 64 } else { 0 });
+        let best = if expect_rotated { &rotated } else { &plain };
+        assert_eq!(chosen.relative_loss, best.relative_loss, "{case}");
+        assert_eq!(chosen.dequantized, best.dequantized, "{case}");
+    }
+}

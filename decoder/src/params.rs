@@ -234,3 +234,33 @@ impl Params {
         Ok(total)
     }
 }
+
+/// The configuration in one short line, as the converter's and athena-verify's tables print it:
+/// `d=3 n=512 tile=344x576 i8 r=0`, plus ` rot=B` when rotated.
+///
+/// ```
+/// # use athena_decode::{CodebookType, Params};
+/// let p = Params {
+///     rows: 576, cols: 576, vector_dim: 3, centroids: 512, tile_rows: 344, tile_cols: 576,
+///     rank: 0, codebook: CodebookType::I8, rotation: 64,
+/// };
+/// assert_eq!(p.to_string(), "d=3 n=512 tile=344x576 i8 r=0 rot=64");
+/// ```
+impl core::fmt::Display for Params {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "d={} n={} tile={}x{} {} r={}",
+            self.vector_dim,
+            self.centroids,
+            self.tile_rows,
+            self.tile_cols,
+            self.codebook.name(),
+            self.rank
+        )?;
+        if self.rotation > 0 {
+            write!(f, " rot={}", self.rotation)?;
+        }
+        Ok(())
+    }
+}

@@ -243,6 +243,12 @@ struct AthenaArgs {
     #[arg(long, value_name = "B")]
     rotation_block: Option<usize>,
 
+    /// With the column rotation on: rotate every layer. By default each layer is quantized both
+    /// rotated and unrotated and keeps whichever has the lower layer loss (the rotation helps
+    /// layers whose inputs have a few huge channels, and hurts layers with outlier weights).
+    #[arg(long)]
+    rotate_every_layer: bool,
+
     /// Ablation: k-means and assignment in plain Euclidean distance instead of the
     /// inverse-Hessian metric.
     #[arg(long)]
@@ -459,6 +465,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
         rotation_block: a
             .rotation_block
             .unwrap_or(default_rotation_block(a.bits, a.method)),
+        rotate_every_layer: a.rotate_every_layer,
         hessian_metric: !a.no_hessian_metric,
         error_feedback: !a.no_error_feedback,
         codebook_update: !a.no_codebook_update,

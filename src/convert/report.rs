@@ -3,22 +3,12 @@
 use std::fmt::Write;
 
 use super::{ConvertReport, PlannedLayer};
-use crate::quantizer::{CodebookKind, VqConfig};
+use crate::quantizer::{plan, VqConfig};
 
-/// `d=2 n=64 tile=72x576 i8 r=0` (plus the baseline markers).
-pub fn describe(cfg: &VqConfig) -> String {
-    let cb = if cfg.codebook == CodebookKind::Int8 {
-        "i8"
-    } else {
-        "f16"
-    };
-    let mut s = format!(
-        "d={} n={} tile={}x{} {cb} r={}",
-        cfg.d, cfg.n, cfg.tile_rows, cfg.tile_cols, cfg.rank
-    );
-    if cfg.rotation > 0 {
-        s.push_str(&format!(" rot={}", cfg.rotation));
-    }
+/// `d=2 n=64 tile=72x576 i8 r=0` (the stored parameters, as athena-verify prints them) plus
+/// the markers of the baselines and ablations, which the file does not record.
+pub fn describe(cfg: &VqConfig, rows: usize, cols: usize) -> String {
+    let mut s = cfg.encoding_params(rows, cols).to_string();
     if cfg.uniform_grid {
         s.push_str(" grid");
     }
@@ -51,7 +41,7 @@ pub fn render_plan(plan: &[PlannedLayer]) -> String {
             "{:<width$}  {:>11}  {:<40}  {:>7.4}",
             p.name,
             shape,
-            describe(&p.config),
+            describe(&p.config, p.rows, p.cols),
             p.bpw
         );
         bits += p.bpw * (p.rows * p.cols) as f64;
@@ -80,13 +70,13 @@ pub fn render_report(report: &ConvertReport) -> String {
         "{:<width$}  {:<40}  {:>7}  {:>10}  {:>7}",
         "layer", "config", "bpw", "rel. loss", "seconds"
     );
-    for (l, p) in report.layers.iter().zip(&report.plan) {
+    for l in &report.layers {
         let _ = writeln!(
             out,
             "{:<width$}  {:<40}  {:>7.4}  {:>10.3e}  {:>7.2}",
             l.name,
-            describe(&p.config),
-            p.bpw,
+            describe(&l.config, l.rows, l.cols),
+            plan::config_bpw(&l.config, l.rows, l.cols),
             l.relative_loss,
             l.seconds
         );

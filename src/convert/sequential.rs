@@ -39,6 +39,9 @@ pub struct LayerOutcome {
     pub name: String,
     pub rows: usize,
     pub cols: usize,
+    /// The configuration the layer ended with: the planned one, with `rotation` 0 where the
+    /// unrotated codes measured better.
+    pub config: VqConfig,
     pub relative_loss: f64,
     pub seconds: f64,
 }
@@ -307,6 +310,7 @@ fn write_block(
         };
         outcomes.push(LayerOutcome {
             relative_loss,
+            config: l.q.config.clone(),
             name: l.name,
             rows,
             cols,

@@ -76,6 +76,10 @@ pub struct VqConfig {
     pub damp: f64,
     /// Block size B of the column rotation (`rotation`; 0: none): the codes describe W Q.
     pub rotation: usize,
+    /// With `rotation` > 0: also quantize the layer unrotated and keep whichever has the lower
+    /// layer loss (the rotation helps layers with massive-activation channels and hurts layers
+    /// whose weights have outliers of their own).
+    pub rotation_if_better: bool,
 }
 
 impl VqConfig {
@@ -97,6 +101,7 @@ impl VqConfig {
             block_columns: 128,
             damp: 0.01,
             rotation: 0,
+            rotation_if_better: false,
         }
     }
 
@@ -209,6 +214,9 @@ pub fn quantize_linear(
 /// Hessians of v_proj, ATHENA-MATH 6). Each band runs the GPTQ loop under its own H when the
 /// codebook tiles fit inside a band; when a tile would span bands, the whole layer runs under the
 /// mean of the band Hessians. The low-rank residual is fitted under that mean too.
+///
+/// With `config.rotation_if_better` the result is the better of the rotated and the unrotated
+/// quantization (its `config.rotation` says which).
 pub fn quantize_linear_banded(
     w: &[f32],
     rows: usize,
@@ -224,7 +232,21 @@ pub fn quantize_linear_banded(
     let rotation = Rotation::new(cols, config.rotation, seed ^ 0x5EED_0F51_6E55_0000);
     let wr = rotation.rotate_weights(w, cols);
     let hr: Vec<Mat<f64>> = hs.iter().map(|h| rotation.rotate_hessian(h)).collect();
-    quantize_unrotated(&wr, rows, cols, &hr, config, seed, Some(rotation))
+    let rotated = quantize_unrotated(&wr, rows, cols, &hr, config, seed, Some(rotation))?;
+    if !config.rotation_if_better {
+        return Ok(rotated);
+    }
+    // Both losses are tr(dW H dW^T) / tr(W H W^T), which Q leaves unchanged: comparable.
+    let plain_config = VqConfig {
+        rotation: 0,
+        ..config.clone()
+    };
+    let plain = quantize_unrotated(w, rows, cols, hs, &plain_config, seed, None)?;
+    Ok(if plain.relative_loss < rotated.relative_loss {
+        plain
+    } else {
+        rotated
+    })
 }
 
 /// The quantizer on the (possibly already rotated) weight; `rotation` is undone on the final

@@ -131,18 +131,7 @@ pub fn verify(file: &GgufFile, path: &Path, options: Options) -> Result<Report, 
     for t in &file.tensors {
         if let Some(w) = weights.iter().find(|w| w.components[0].name == t.name) {
             let p = &w.params;
-            let mut params = format!(
-                "d={} n={} tile={}x{} {} r={}",
-                p.vector_dim,
-                p.centroids,
-                p.tile_rows,
-                p.tile_cols,
-                p.codebook.name(),
-                p.rank
-            );
-            if p.rotation > 0 {
-                params.push_str(&format!(" rot={}", p.rotation));
-            }
+            let params = p.to_string();
             let elements = p.rows * p.cols;
             parameters += elements;
             linear_bits += 8 * w.stored_bytes();
