@@ -173,8 +173,8 @@ fn baselines_and_options_all_produce_valid_files() {
     for (out, args) in runs {
         let (code, err) = t.convert(out, args);
         assert_eq!(code, 0, "{out}: {err}");
-        // Athena rotates the 16-column layers where that lowers the layer loss (some of them
-        // on this model); the baselines and --rotation-block 0 rotate none.
+        // Athena rotates the 16-column layers by default; the baselines and
+        // --rotation-block 0 do not.
         let report = verify_json(&t.path(out)).to_string();
         let plain = ["gptq.gguf", "rtn.gguf", "kmeans.gguf", "unrotated.gguf"].contains(&out);
         assert_eq!(report.contains("rot=16"), !plain, "{out}");
@@ -495,7 +495,7 @@ fn verify_reference_compares_with_the_source_model() {
 }
 
 #[test]
-fn rotation_is_kept_where_it_lowers_the_layer_loss_or_everywhere_when_asked() {
+fn rotation_per_layer_keeps_it_only_where_it_lowers_the_layer_loss() {
     let t = Tiny::new("llama");
     let rotated_layers = |out: &str, extra: &[&str]| {
         let args = [&["--vq", "2,16,8,16"], extra].concat();
@@ -507,8 +507,8 @@ fn rotation_is_kept_where_it_lowers_the_layer_loss_or_everywhere_when_asked() {
             report.matches("d=2 n=16").count(),
         )
     };
-    let (every, layers) = rotated_layers("every.gguf", &["--rotate-every-layer"]);
-    let (chosen, _) = rotated_layers("chosen.gguf", &[]);
+    let (every, layers) = rotated_layers("every.gguf", &[]);
+    let (chosen, _) = rotated_layers("chosen.gguf", &["--rotation-per-layer"]);
     eprintln!("{chosen} of {layers} layers rotated by choice");
     assert_eq!(every, layers);
     assert!(0 < chosen && chosen < layers, "{chosen} of {layers}");

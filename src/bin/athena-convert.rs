@@ -243,11 +243,13 @@ struct AthenaArgs {
     #[arg(long, value_name = "B")]
     rotation_block: Option<usize>,
 
-    /// With the column rotation on: rotate every layer. By default each layer is quantized both
-    /// rotated and unrotated and keeps whichever has the lower layer loss (the rotation helps
-    /// layers whose inputs have a few huge channels, and hurts layers with outlier weights).
+    /// With the column rotation on: quantize each layer both rotated and unrotated and keep
+    /// whichever has the lower layer loss, instead of rotating every layer (the rotation helps
+    /// layers whose inputs have a few huge channels and hurts layers with outlier weights).
+    /// Twice the quantization work; on SmolLM2-135M at --bits 3 it kept 172 of 210 layers
+    /// rotated, the layer loss fell 0.1% and perplexity came out 17.71 vs 17.63 (one run each).
     #[arg(long)]
-    rotate_every_layer: bool,
+    rotation_per_layer: bool,
 
     /// Ablation: k-means and assignment in plain Euclidean distance instead of the
     /// inverse-Hessian metric.
@@ -465,7 +467,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
         rotation_block: a
             .rotation_block
             .unwrap_or(default_rotation_block(a.bits, a.method)),
-        rotate_every_layer: a.rotate_every_layer,
+        rotation_per_layer: a.rotation_per_layer,
         hessian_metric: !a.no_hessian_metric,
         error_feedback: !a.no_error_feedback,
         codebook_update: !a.no_codebook_update,

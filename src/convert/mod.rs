@@ -95,9 +95,9 @@ pub struct ConvertOptions {
     /// Largest column-rotation block (incoherence processing; 0: off). Each layer gets the
     /// largest power of four up to this that divides its columns.
     pub rotation_block: usize,
-    /// Rotate every layer (with `rotation_block` > 0) instead of only the layers where the
-    /// rotated codes measure the lower layer loss.
-    pub rotate_every_layer: bool,
+    /// With `rotation_block` > 0: rotate only the layers where the rotated codes measure the
+    /// lower layer loss (each layer is quantized both ways) instead of every layer.
+    pub rotation_per_layer: bool,
     /// Ablation switches of the Athena method (all on by default).
     pub hessian_metric: bool,
     pub error_feedback: bool,
@@ -204,7 +204,7 @@ fn apply_method(cfg: &mut VqConfig, opts: &ConvertOptions, cols: usize) {
     cfg.order = opts.order;
     cfg.kmeans_iters = opts.kmeans_iters;
     cfg.rotation = rotation::block_size(cols, opts.rotation_block);
-    cfg.rotation_if_better = !opts.rotate_every_layer;
+    cfg.rotation_if_better = opts.rotation_per_layer;
 }
 
 fn rank_for(choice: LowRankChoice, rows: usize, cols: usize) -> usize {
