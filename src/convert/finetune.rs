@@ -47,6 +47,8 @@ pub struct FinetuneBlock<'a> {
 pub struct FinetuneOutcome {
     pub before: f64,
     pub after: f64,
+    /// The tuned model's KL divergence, also when it was not lower and the tuning was undone.
+    pub tuned: f64,
     pub steps: usize,
     /// Codes the discrete step changed (a code changed twice counts twice).
     pub recoded: usize,
@@ -225,7 +227,8 @@ pub fn finetune_model(
         b.block.post_attention_layernorm = m.as_tensor().detach();
     }
     head.norm = final_norm.as_tensor().detach();
-    let mut after = evaluate(blocks, head)?;
+    let tuned = evaluate(blocks, head)?;
+    let mut after = tuned;
     if after >= before {
         for (b, (layers, [a, m])) in blocks.iter_mut().zip(originals) {
             for (l, original) in b.layers.iter_mut().zip(layers) {
@@ -241,6 +244,7 @@ pub fn finetune_model(
     Ok(FinetuneOutcome {
         before,
         after,
+        tuned,
         steps,
         recoded,
         seconds: started.elapsed().as_secs_f64(),

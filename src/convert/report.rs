@@ -106,7 +106,11 @@ pub fn render_report(report: &ConvertReport) -> String {
             f.steps,
             f.recoded,
             f.seconds,
-            if f.after == f.before { ", undone" } else { "" }
+            if f.after == f.before {
+                format!(", undone: the tuned model had KL {:.4}", f.tuned)
+            } else {
+                String::new()
+            }
         );
     }
     let _ = writeln!(out);
