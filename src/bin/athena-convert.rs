@@ -280,7 +280,8 @@ struct AthenaArgs {
     tune_epochs: Option<usize>,
 
     /// Adam learning rate of the block-wise tuning (in weight units; of 1e-4, 1e-3 and 3e-3,
-    /// 1e-3 measured best).
+    /// 1e-3 measured best). Codebooks of rotated layers (block B) tune at this rate / sqrt(B),
+    /// so a step moves one input channel's weights as far as it does without the rotation.
     #[arg(long, default_value_t = 1e-3)]
     tune_lr: f64,
 
@@ -304,7 +305,7 @@ struct AthenaArgs {
     finetune_epochs: usize,
 
     /// Adam learning rate of the end-to-end tuning (in weight units; only 1e-3 was measured on
-    /// the real model).
+    /// the real model). Codebooks of rotated layers (block B) tune at this rate / sqrt(B).
     #[arg(long, default_value_t = 1e-3)]
     finetune_lr: f64,
 

@@ -11,10 +11,9 @@
 use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var, D};
-use candle_nn::Optimizer;
 
 use super::recode::{recode_layer, Moments, RECODE_WARMUP};
-use super::tune::{adam, parallel_gradients, per_thread, CodebookWeight, TuneLayer};
+use super::tune::{parallel_gradients, per_thread, CodebookWeight, GroupedAdam, TuneLayer};
 use crate::model::{Block, Head, Model, ModelError};
 use crate::quantizer::QuantizedLinear;
 
@@ -139,13 +138,8 @@ pub fn finetune_model(
         .collect();
     let original_final_norm = head.norm.clone();
 
-    let mut vars: Vec<Var> = params
-        .iter()
-        .flatten()
-        .map(|p| p.centroids.clone())
-        .collect();
-    vars.extend(norms.iter().flatten().cloned());
-    vars.push(final_norm.clone());
+    let mut norm_vars: Vec<Var> = norms.iter().flatten().cloned().collect();
+    norm_vars.push(final_norm.clone());
     // Gradients with respect to the stored vectors, for the discrete step: candle keeps the
     // gradients of variables only, so each layer's vectors get a zero variable added.
     let probes: Vec<Var> = if opts.code_fraction > 0.0 {
@@ -163,9 +157,16 @@ pub fn finetune_model(
         .take(probes.len())
         .map(|p| Moments::new(p.shape().0 * p.shape().1))
         .collect();
-    let mut keep: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    keep.extend(probes.iter().map(|z| z.as_tensor().clone()));
-    let mut adam = adam(vars, opts.learning_rate)?;
+    let keep: Vec<Tensor> = params
+        .iter()
+        .flatten()
+        .map(|p| &p.centroids)
+        .chain(&norm_vars)
+        .chain(&probes)
+        .map(|v| v.as_tensor().clone())
+        .collect();
+    let mut adam =
+        GroupedAdam::for_codebooks(params.iter().flatten(), norm_vars, opts.learning_rate)?;
     let batch = opts.batch.max(1);
     let steps = opts.epochs * items.len().div_ceil(batch);
     let mut step = 0;

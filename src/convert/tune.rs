@@ -127,6 +127,18 @@ impl CodebookWeight {
         })
     }
 
+    /// The factor on the tunings' learning rate for this layer's centroids: 1/sqrt(B) with a
+    /// column rotation of block B, else 1. Adam steps every coordinate by about the learning
+    /// rate; a rotated coordinate is spread over B weights, and when one input channel dominates
+    /// the gradient (the massive-activation channels) all B coordinates' steps add up coherently
+    /// on that channel's weights, sqrt(B) times the step an unrotated codebook takes there.
+    pub(super) fn learning_rate_scale(&self) -> f64 {
+        match &self.unrotate {
+            Some((hadamard, _)) => 1.0 / (hadamard.dims()[0] as f64).sqrt(),
+            None => 1.0,
+        }
+    }
+
     /// The weight in HF layout `[rows, cols]`, tracked for backprop.
     pub(super) fn weight(&self) -> candle_core::Result<Tensor> {
         self.weight_from(&self.gathered()?)
@@ -257,12 +269,17 @@ pub fn tune_block(
         }
         Ok(())
     };
-    let mut vars: Vec<Var> = params.iter().map(|p| p.centroids.clone()).collect();
-    if let Some((a, b)) = &norms {
-        vars.extend([a.clone(), b.clone()]);
-    }
-    let keep: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    let mut adam = adam(vars, opts.learning_rate)?;
+    let norm_vars: Vec<Var> = match &norms {
+        Some((a, b)) => vec![a.clone(), b.clone()],
+        None => Vec::new(),
+    };
+    let keep: Vec<Tensor> = params
+        .iter()
+        .map(|p| &p.centroids)
+        .chain(&norm_vars)
+        .map(|v| v.as_tensor().clone())
+        .collect();
+    let mut adam = GroupedAdam::for_codebooks(&params, norm_vars, opts.learning_rate)?;
     let batch = opts.batch.max(1);
     for _ in 0..opts.epochs {
         for (xs, ys) in inputs.chunks(batch).zip(targets.chunks(batch)) {
@@ -362,16 +379,51 @@ pub(super) fn per_thread<T: Sync, R: Send>(
     })
 }
 
-/// Adam without weight decay over `vars` (both tunings).
-pub(super) fn adam(vars: Vec<Var>, learning_rate: f64) -> candle_core::Result<AdamW> {
-    AdamW::new(
-        vars,
-        ParamsAdamW {
-            lr: learning_rate,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )
+/// Adam without weight decay (both tunings), with a learning rate per group of variables:
+/// candle's AdamW has one rate and steps only its own variables, so one AdamW per group.
+pub(super) struct GroupedAdam(Vec<AdamW>);
+
+impl GroupedAdam {
+    /// `groups`: variables and their learning rate.
+    pub(super) fn new(groups: Vec<(Vec<Var>, f64)>) -> candle_core::Result<Self> {
+        let optimizers = groups
+            .into_iter()
+            .filter(|(vars, _)| !vars.is_empty())
+            .map(|(vars, lr)| {
+                AdamW::new(
+                    vars,
+                    ParamsAdamW {
+                        lr,
+                        weight_decay: 0.0,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self(optimizers))
+    }
+
+    /// Codebook centroids at `learning_rate` times their layer's scale
+    /// (`CodebookWeight::learning_rate_scale`), `others` (norm weights) at `learning_rate`.
+    pub(super) fn for_codebooks<'a>(
+        codebooks: impl IntoIterator<Item = &'a CodebookWeight>,
+        others: Vec<Var>,
+        learning_rate: f64,
+    ) -> candle_core::Result<Self> {
+        let mut groups: Vec<(Vec<Var>, f64)> = vec![(others, learning_rate)];
+        for p in codebooks {
+            let lr = learning_rate * p.learning_rate_scale();
+            match groups.iter_mut().find(|(_, l)| *l == lr) {
+                Some((vars, _)) => vars.push(p.centroids.clone()),
+                None => groups.push((vec![p.centroids.clone()], lr)),
+            }
+        }
+        Self::new(groups)
+    }
+
+    pub(super) fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        self.0.iter_mut().try_for_each(|o| o.step(grads))
+    }
 }
 
 fn mean_square(ts: &[Tensor]) -> candle_core::Result<f64> {
@@ -432,6 +484,47 @@ mod tests {
             let before = q.dequantized.clone();
             cw.write_back(&mut q).unwrap();
             assert_eq!(before, q.dequantized);
+        }
+    }
+
+    #[test]
+    fn an_adam_step_moves_one_input_channel_by_the_learning_rate_with_or_without_rotation() {
+        // A loss that depends on one input column only, as when a massive-activation channel
+        // dominates the gradient: Adam's first step (about lr per coordinate) must not move that
+        // column's weights further than lr when the codebooks live in the rotated domain
+        // (without the per-layer rate they moved by 3.5 lr at B = 16 and 3.0 lr at B = 64).
+        let (rows, cols, channel, lr) = (16, 64, 5, 1e-3);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|k| ((k * 37 % 23) as f32 - 11.0) / 32.0)
+            .collect();
+        let h = faer::Mat::<f64>::from_fn(cols, cols, |i, j| if i == j { 1.0 } else { 0.0 });
+        for rotation in [0, 16, 64] {
+            let cfg = VqConfig {
+                rotation,
+                ..VqConfig::new(2, 16, 16, 64)
+            };
+            let mut q = quantize_linear(&w, rows, cols, &h, &cfg, 5).unwrap();
+            let layer = TuneLayer {
+                kind: LinearKind::Up,
+                quantized: &mut q,
+                qk_heads: None,
+            };
+            let cw = CodebookWeight::new(&layer, &Device::Cpu).unwrap();
+            let column = |cw: &CodebookWeight| cw.weight().unwrap().narrow(1, channel, 1).unwrap();
+            let before: Vec<f32> = column(&cw).flatten_all().unwrap().to_vec1().unwrap();
+            let grads = column(&cw).sum_all().unwrap().backward().unwrap();
+            let mut adam = GroupedAdam::for_codebooks([&cw], Vec::new(), lr).unwrap();
+            adam.step(&grads).unwrap();
+            let after: Vec<f32> = column(&cw).flatten_all().unwrap().to_vec1().unwrap();
+            let moved = before
+                .iter()
+                .zip(&after)
+                .map(|(a, b)| (a - b).abs() as f64)
+                .fold(0.0, f64::max);
+            assert!(
+                moved > 0.25 * lr && moved < 1.01 * lr,
+                "rotation {rotation}: moved {moved}"
+            );
         }
     }
 }
