@@ -298,7 +298,8 @@ struct AthenaArgs {
     /// every RMSNorm weight is tuned with Adam for this many passes over the calibration
     /// sequences so the quantized model's next-token distribution matches the unquantized
     /// model's (KL divergence; 0 turns it off). Measured on SmolLM2-135M at --bits 3 with 1
-    /// epoch: 17.86 -> 16.99 perplexity (at --bits 2.25: 29.80 -> 26.11). Each step is a forward
+    /// epoch: 17.63 -> 17.24 perplexity with the default column rotation, 17.86 -> 16.99 with
+    /// --rotation-block 0 (the best 3-bit result so far; at --bits 2.25: 29.80 -> 26.11). Each step is a forward
     /// and backward pass of the whole model per sequence (~7 GB of memory per sequence in flight, two at a time), so one epoch
     /// over the default calibration takes longer than the quantization itself.
     #[arg(long, value_name = "N", default_value_t = 0)]
