@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use super::rng::SplitMix64;
+use super::simd::with_best_simd;
 
 /// The points of one group: its metric (d x d, row-major) and its row vectors (count x d).
 pub struct GroupPoints {
@@ -52,8 +53,18 @@ impl MetricCentroids {
     }
 
     /// Index of the nearest centroid to w (ties go to the lower index) and its score
-    /// (w M w^T is left out: it is the same for every centroid).
+    /// (w M w^T is left out: it is the same for every centroid). Vectorised for the CPU's
+    /// widest SIMD extension, with the same result on every CPU (`super::simd`).
     pub fn nearest(&self, w: &[f32]) -> (u32, f32) {
+        with_best_simd(
+            #[inline(always)]
+            || self.nearest_portable(w),
+        )
+    }
+
+    /// The scoring loop itself, inlined into each SIMD variant of [`Self::nearest`].
+    #[inline(always)]
+    fn nearest_portable(&self, w: &[f32]) -> (u32, f32) {
         let (d, n) = (self.d, self.n);
         // Each lane keeps its own best (strict <, so the lowest index among equals) and the lanes
         // are reduced once at the end: no horizontal minimum per step, so the loop vectorizes.
@@ -214,13 +225,18 @@ fn seed_plus_plus(
             .par_chunks_mut(CHUNK)
             .enumerate()
             .map(|(chunk, dists)| {
-                for (j, dist) in dists.iter_mut().enumerate() {
-                    let s = chunk * CHUNK + j;
-                    let (mc, cmc) = &terms[group_of[s]];
-                    let w = &points[s * d..s * d + d];
-                    let dot: f32 = w.iter().zip(mc).map(|(a, b)| a * b).sum();
-                    *dist = dist.min((self_term[s] - 2.0 * dot + cmc).max(0.0));
-                }
+                with_best_simd(
+                    #[inline(always)]
+                    || {
+                        for (j, dist) in dists.iter_mut().enumerate() {
+                            let s = chunk * CHUNK + j;
+                            let (mc, cmc) = &terms[group_of[s]];
+                            let w = &points[s * d..s * d + d];
+                            let dot: f32 = w.iter().zip(mc).map(|(a, b)| a * b).sum();
+                            *dist = dist.min((self_term[s] - 2.0 * dot + cmc).max(0.0));
+                        }
+                    },
+                );
                 chunk_sum(dists)
             })
             .collect();
@@ -441,7 +457,16 @@ mod tests {
                 quad(&metric, &diff, d)
             };
             let want = (0..n).min_by(|&x, &y| dist(x).total_cmp(&dist(y))).unwrap();
-            let (got, _) = scorer.nearest(&w);
+            let (got, score) = scorer.nearest(&w);
+            // The run-time SIMD choice changes nothing: same index, same score bits.
+            let portable = scorer.nearest_portable(&w);
+            assert_eq!((got, score.to_bits()), (portable.0, portable.1.to_bits()));
+            if let Some(avx2) = crate::quantizer::simd::with_avx2(
+                #[inline(always)]
+                || scorer.nearest_portable(&w),
+            ) {
+                assert_eq!((got, score.to_bits()), (avx2.0, avx2.1.to_bits()));
+            }
             assert!(
                 got as usize == want || (dist(got as usize) - dist(want)).abs() < 1e-5,
                 "point {k}: got {got}, want {want}"

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod refine;
 pub mod rng;
 pub mod rotation;
+pub mod simd;
 
 use faer::Mat;
 
