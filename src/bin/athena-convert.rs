@@ -237,7 +237,8 @@ struct AthenaArgs {
     /// that divides the layer's columns: 64 for SmolLM2's 576, 256 for 1536); the decoder
     /// undoes Q (encoding version 2). On SmolLM2-135M at --bits 3: 18% lower layer loss
     /// (geometric mean), perplexity 17.86 -> 17.63; at --bits 2.25 (with block-wise tuning) 4%
-    /// lower layer loss but perplexity 29.80 -> 30.72, so it is off below 3 bits. 0 turns it off
+    /// lower layer loss but perplexity 30.72 and 31.69 (two runs) against 29.80 and 30.45
+    /// unrotated, so it is off below 3 bits. 0 turns it off
     /// (a version 1 file). [default: 4096 for --method athena from --bits 3 up or with --vq,
     /// else 0]
     #[arg(long, value_name = "B")]
@@ -299,7 +300,8 @@ struct AthenaArgs {
     /// sequences so the quantized model's next-token distribution matches the unquantized
     /// model's (KL divergence; 0 turns it off). Measured on SmolLM2-135M at --bits 3 with 1
     /// epoch: 17.63 -> 17.24 perplexity with the default column rotation, 17.86 -> 16.99 with
-    /// --rotation-block 0 (the best 3-bit result so far; at --bits 2.25: 29.80 -> 26.11). Each step is a forward
+    /// --rotation-block 0 (the best 3-bit result so far; a second epoch gave 17.23; at --bits
+    /// 2.25: 29.80 -> 26.11). Each step is a forward
     /// and backward pass of the whole model per sequence (~7 GB of memory per sequence in flight, two at a time), so one epoch
     /// over the default calibration takes longer than the quantization itself.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -405,7 +407,7 @@ fn default_tune_epochs(bits: Option<f64>, method: MethodArg) -> usize {
 }
 
 /// The column rotation measured better at 3 bits (perplexity 17.86 -> 17.63, layer loss -18%)
-/// and worse at 2.25 bits (29.80 -> 30.72, layer loss only -4%; one run each). The baselines
+/// and worse at 2.25 bits (30.72 and 31.69 against 29.80 and 30.45 unrotated). The baselines
 /// stay unrotated by default.
 fn default_rotation_block(bits: Option<f64>, method: MethodArg) -> usize {
     match bits {
