@@ -301,9 +301,9 @@ struct AthenaArgs {
     /// model's (KL divergence; 0 turns it off). Measured on SmolLM2-135M at --bits 3 with 1
     /// epoch: 17.63 -> 17.24 perplexity with the default column rotation, 17.86 -> 16.99 with
     /// --rotation-block 0 (the best 3-bit result so far; a second epoch gave 17.23; at --bits
-    /// 2.25: 29.80 -> 26.11). Each step is a forward
-    /// and backward pass of the whole model per sequence (~7 GB of memory per sequence in flight, two at a time), so one epoch
-    /// over the default calibration takes longer than the quantization itself.
+    /// 2.25: 29.80 -> 26.11). Each step is a forward and backward pass of the whole model per
+    /// sequence (~7 GB of memory per sequence in flight, two at a time), so one epoch over the
+    /// default calibration takes longer than the quantization itself.
     #[arg(long, value_name = "N", default_value_t = 0)]
     finetune_epochs: usize,
 
