@@ -311,6 +311,83 @@ fn end_to_end_tuning_lowers_the_kl_divergence_and_reaches_the_file() {
     }
 }
 
+/// The held-out line of the report: the KL after each epoch and the epoch kept (0: none).
+fn held_out_epochs(err: &str) -> (String, Vec<f64>, usize) {
+    let detail = err
+        .lines()
+        .find(|l| l.contains("held out; after each epoch:"))
+        .unwrap_or_else(|| panic!("no held-out line in:\n{err}"));
+    let (epochs, kept) = detail
+        .split_once("after each epoch: ")
+        .unwrap()
+        .1
+        .split_once("; kept: ")
+        .unwrap();
+    let epochs = epochs.split(", ").map(|k| k.parse().unwrap()).collect();
+    let kept = match kept {
+        "none" => 0,
+        e => e.trim_start_matches("epoch ").parse().unwrap(),
+    };
+    (detail.trim().to_string(), epochs, kept)
+}
+
+#[test]
+fn held_out_sequences_pick_the_epoch_that_is_kept() {
+    let t = Tiny::new("llama");
+    let args = |tokens: &'static str, epochs: &'static str, lr: &'static str| {
+        [
+            "--vq",
+            "2,16,8,16",
+            "--tune-epochs",
+            "0",
+            "--finetune-batch",
+            "1",
+            "--finetune-holdout",
+            "2",
+            "--finetune-tokens",
+            tokens,
+            "--finetune-epochs",
+            epochs,
+            "--finetune-lr",
+            lr,
+        ]
+    };
+
+    // 128 tokens of 16: 8 tuning sequences (the 4 calibration ones and 4 more), batch 1.
+    let (code, err) = t.convert_with_report("more.gguf", &args("128", "3", "1e-3"));
+    assert_eq!(code, 0, "{err}");
+    verify_json(&t.path("more.gguf"));
+    let (line, kl) = end_to_end_numbers(&err);
+    assert_eq!(kl[2], 24.0, "steps: {line}");
+    let (detail, epochs, kept) = held_out_epochs(&err);
+    assert!(
+        detail.starts_with("8 sequence(s) tuned on, KL on 2 held out"),
+        "{detail}"
+    );
+    assert_eq!(epochs.len(), 3, "{detail}");
+    let lowest = epochs.iter().copied().fold(f64::INFINITY, f64::min);
+    let best = 1 + epochs.iter().position(|&k| k == lowest).unwrap();
+    assert_eq!(
+        kept,
+        if lowest < kl[0] { best } else { 0 },
+        "{detail}\n{line}"
+    );
+
+    // One tuning sequence and eight epochs overfit it (seeded, so this run is reproducible):
+    // an earlier epoch is kept, and the file's KL is that epoch's, not the last one's.
+    let (code, err) = t.convert_with_report("overfit.gguf", &args("16", "8", "3e-3"));
+    assert_eq!(code, 0, "{err}");
+    verify_json(&t.path("overfit.gguf"));
+    let (line, kl) = end_to_end_numbers(&err);
+    let (detail, epochs, kept) = held_out_epochs(&err);
+    assert!((1..8).contains(&kept), "{detail}");
+    let after = kl[1];
+    assert!(
+        (after - epochs[kept - 1]).abs() < (after - epochs[7]).abs(),
+        "{detail}\n{line}"
+    );
+}
+
 #[test]
 fn the_discrete_step_changes_codes_and_the_file_verifies() {
     let t = Tiny::new("llama");
@@ -409,7 +486,7 @@ fn column_rotation_is_on_by_default_from_3_bits_up() {
 #[test]
 fn bad_arguments_get_one_line_errors_and_no_output() {
     let t = Tiny::new("llama");
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--bits", "0.5"], "below the smallest configuration"),
         (&["--vq", "2,16,99,16"], "tile rows 99"),
         (&["--vq", "3,16,4,15"], "not a multiple of d = 3"),
@@ -418,6 +495,28 @@ fn bad_arguments_get_one_line_errors_and_no_output() {
         (
             &["--bits", "3", "--calib-tokens", "100000"],
             "calibration needs",
+        ),
+        (
+            &[
+                "--bits",
+                "3",
+                "--finetune-epochs",
+                "1",
+                "--finetune-tokens",
+                "8",
+            ],
+            "--finetune-tokens must be at least one sequence",
+        ),
+        (
+            &[
+                "--bits",
+                "3",
+                "--finetune-epochs",
+                "1",
+                "--finetune-holdout",
+                "5000",
+            ],
+            "--finetune-holdout",
         ),
     ];
     for (args, needle) in cases {

@@ -329,6 +329,19 @@ struct AthenaArgs {
     #[arg(long, value_name = "STEP", default_value_t = 1e-2)]
     finetune_code_step: f64,
 
+    /// Calibration tokens the end-to-end tuning runs on, from the start of the --calib text
+    /// (more than --calib-tokens: the calibration sequences and the ones after them)
+    /// [default: --calib-tokens, the calibration sequences themselves].
+    #[arg(long, value_name = "N")]
+    finetune_tokens: Option<usize>,
+
+    /// Sequences (of --seq-len) that the end-to-end tuning holds out: taken from the --calib
+    /// text after every calibration and tuning sequence, never tuned on. Their KL divergence is
+    /// measured after every epoch; the epoch with the lowest is kept, and none when the untuned
+    /// model's is lower. 0: judge on the tuning sequences and keep the last epoch.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    finetune_holdout: usize,
+
     /// Seed of k-means seeding: the same seed gives a byte-identical file.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -490,6 +503,8 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             batch: a.finetune_batch,
             code_fraction: a.finetune_codes,
             code_step: a.finetune_code_step,
+            tokens: a.finetune_tokens.unwrap_or(0),
+            holdout: a.finetune_holdout,
         },
         calib: a
             .calib

@@ -43,7 +43,8 @@ pub fn calibration_sequences(
             path: path.to_path_buf(),
             message: format!(
                 "the text has {} tokens, calibration needs {} ({} sequences of {seq_len}; \
-                 lower --calib-tokens or give a longer --calib text)",
+                 lower --calib-tokens, --finetune-tokens or --finetune-holdout, or give a \
+                 longer --calib text)",
                 ids.len(),
                 count.max(1) * seq_len,
                 count.max(1)

@@ -31,6 +31,13 @@ pub struct FinetuneOptions {
     pub code_fraction: f64,
     /// The step (in weight units) of the quadratic model the discrete step judges moves by.
     pub code_step: f64,
+    /// Calibration tokens to tune on, from the start of the text (0: the calibration
+    /// sequences the Hessians came from).
+    pub tokens: usize,
+    /// Sequences after all others in the text, never tuned on: the KL divergence on them picks
+    /// the epoch to keep and decides whether the tuning is kept (0: judged on the tuning
+    /// sequences).
+    pub holdout: usize,
 }
 
 /// One quantized block and its quantized layers.
@@ -40,14 +47,21 @@ pub struct FinetuneBlock<'a> {
 }
 
 /// Mean KL divergence per token (nats) from the unquantized model's next-token distribution,
-/// on the calibration sequences, before and after (`after == before` when tuning did not help
-/// and was undone).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// on the held-out sequences (on the tuning sequences without any), before and after
+/// (`after == before` when tuning did not help and was undone).
+#[derive(Debug, Clone, PartialEq)]
 pub struct FinetuneOutcome {
     pub before: f64,
     pub after: f64,
     /// The tuned model's KL divergence, also when it was not lower and the tuning was undone.
     pub tuned: f64,
+    /// Sequences tuned on, and held out (0: the KLs are on the tuning sequences).
+    pub sequences: usize,
+    pub held_out: usize,
+    /// With held-out sequences: their KL after each epoch (codebooks not yet stored), and the
+    /// epoch kept (the lowest; 0 when none beat the untuned model).
+    pub epoch_kl: Vec<f64>,
+    pub kept_epoch: usize,
     pub steps: usize,
     /// Codes the discrete step changed (a code changed twice counts twice).
     pub recoded: usize,
@@ -56,8 +70,9 @@ pub struct FinetuneOutcome {
 
 /// Tunes every block's codebooks and norms and the final norm of `head` so that the quantized
 /// model maps `inputs` (embedded sequences) to the next-token distributions the unquantized model
-/// gives from `teacher` (its last block's outputs). Writes the stored codebooks back into the
-/// layers, the reconstructions and norms into the blocks, the final norm into `head`; keeps
+/// gives from `teacher` (its last block's outputs); the last `opts.holdout` of them are held out
+/// to judge by. Writes the stored codebooks back into the layers, the reconstructions and norms
+/// into the blocks, the final norm into `head`; keeps the epoch with the lowest held-out KL, and
 /// everything as it was when the KL divergence did not drop. `progress(step, steps)` per step.
 pub fn finetune_model(
     model: &Model,
@@ -77,7 +92,16 @@ pub fn finetune_model(
     }
     let (cos, sin) = model.rope_tables(seq)?;
     let teacher_head = head.clone();
-    let items: Vec<(&Tensor, &Tensor)> = inputs.iter().zip(teacher).collect();
+    let all: Vec<(&Tensor, &Tensor)> = inputs.iter().zip(teacher).collect();
+    if all.len() <= opts.holdout {
+        return Err(ModelError::Invalid(format!(
+            "end-to-end tuning has {} sequences, {} to hold out and none left to tune on",
+            all.len(),
+            opts.holdout
+        )));
+    }
+    let (items, held) = all.split_at(all.len() - opts.holdout);
+    let judge = if held.is_empty() { items } else { held };
     let loss_of = |blocks: &[&Block], head: &Head, x: &Tensor, t: &Tensor| {
         let mut h = x.clone();
         for b in blocks {
@@ -89,9 +113,12 @@ pub fn finetune_model(
             .sum(D::Minus1)?
             .mean_all()
     };
-    let evaluate = |blocks: &[FinetuneBlock<'_>], head: &Head| -> candle_core::Result<f64> {
+    let evaluate = |blocks: &[FinetuneBlock<'_>],
+                    head: &Head,
+                    on: &[(&Tensor, &Tensor)]|
+     -> candle_core::Result<f64> {
         let refs: Vec<&Block> = blocks.iter().map(|b| &*b.block).collect();
-        let per_item: Vec<f64> = per_thread(&items, &|part| {
+        let per_item: Vec<f64> = per_thread(on, &|part| {
             part.iter()
                 .map(|(x, t)| {
                     loss_of(&refs, head, x, t)?
@@ -103,7 +130,7 @@ pub fn finetune_model(
         .concat();
         Ok(per_item.iter().sum::<f64>() / per_item.len().max(1) as f64)
     };
-    let before = evaluate(blocks, head)?;
+    let before = evaluate(blocks, head, judge)?;
 
     let mut params: Vec<Vec<CodebookWeight>> = blocks
         .iter()
@@ -140,6 +167,7 @@ pub fn finetune_model(
 
     let mut norm_vars: Vec<Var> = norms.iter().flatten().cloned().collect();
     norm_vars.push(final_norm.clone());
+    let all_norms = norm_vars.clone();
     // Gradients with respect to the stored vectors, for the discrete step: candle keeps the
     // gradients of variables only, so each layer's vectors get a zero variable added.
     let probes: Vec<Var> = if opts.code_fraction > 0.0 {
@@ -171,7 +199,9 @@ pub fn finetune_model(
     let steps = opts.epochs * items.len().div_ceil(batch);
     let mut step = 0;
     let mut recoded = 0;
-    for _ in 0..opts.epochs {
+    let mut epoch_kl = Vec::new();
+    let mut best: Option<(f64, usize, Snapshot)> = None;
+    for epoch in 1..=opts.epochs {
         for chunk in items.chunks(batch) {
             progress(step, steps);
             let mut layer = 0;
@@ -214,8 +244,33 @@ pub fn finetune_model(
             }
             step += 1;
         }
+        if !held.is_empty() {
+            for ((b, ps), [a, m]) in blocks.iter_mut().zip(&params).zip(&norms) {
+                for p in ps {
+                    b.block.set_weight(p.kind, p.weight()?.detach())?;
+                }
+                b.block.input_layernorm = a.as_tensor().detach();
+                b.block.post_attention_layernorm = m.as_tensor().detach();
+            }
+            head.norm = final_norm.as_tensor().detach();
+            let kl = evaluate(blocks, head, held)?;
+            epoch_kl.push(kl);
+            if kl < before && best.as_ref().is_none_or(|(b, _, _)| kl < *b) {
+                best = Some((kl, epoch, Snapshot::take(&params, &all_norms)?));
+            }
+        }
     }
     progress(steps, steps);
+    let mut kept_epoch = opts.epochs;
+    if !held.is_empty() {
+        kept_epoch = 0;
+        if let Some((_, epoch, snapshot)) = best {
+            kept_epoch = epoch;
+            if epoch < opts.epochs {
+                snapshot.restore(&mut params, &all_norms)?;
+            }
+        }
+    }
 
     // Store the tuned codebooks as the file will hold them, install the stored reconstructions
     // and detached norms (the blocks must not keep the tuning graph alive), and measure again.
@@ -228,7 +283,7 @@ pub fn finetune_model(
         b.block.post_attention_layernorm = m.as_tensor().detach();
     }
     head.norm = final_norm.as_tensor().detach();
-    let tuned = evaluate(blocks, head)?;
+    let tuned = evaluate(blocks, head, judge)?;
     let mut after = tuned;
     if after >= before {
         for (b, (layers, [a, m])) in blocks.iter_mut().zip(originals) {
@@ -246,8 +301,45 @@ pub fn finetune_model(
         before,
         after,
         tuned,
+        sequences: items.len(),
+        held_out: held.len(),
+        epoch_kl,
+        kept_epoch,
         steps,
         recoded,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The tuned values at the end of an epoch: every layer's centroids and codes, every norm.
+struct Snapshot {
+    centroids: Vec<(Tensor, Vec<u32>)>,
+    norms: Vec<Tensor>,
+}
+
+impl Snapshot {
+    fn take(params: &[Vec<CodebookWeight>], norms: &[Var]) -> candle_core::Result<Self> {
+        Ok(Self {
+            centroids: params
+                .iter()
+                .flatten()
+                .map(|p| Ok((p.centroids.as_tensor().copy()?, p.codes.clone())))
+                .collect::<candle_core::Result<_>>()?,
+            norms: norms
+                .iter()
+                .map(|v| v.as_tensor().copy())
+                .collect::<candle_core::Result<_>>()?,
+        })
+    }
+
+    fn restore(self, params: &mut [Vec<CodebookWeight>], norms: &[Var]) -> candle_core::Result<()> {
+        for (p, (centroids, codes)) in params.iter_mut().flatten().zip(self.centroids) {
+            p.centroids.set(&centroids)?;
+            p.set_codes(codes)?;
+        }
+        for (v, t) in norms.iter().zip(self.norms) {
+            v.set(&t)?;
+        }
+        Ok(())
+    }
 }

@@ -231,6 +231,9 @@ fn check_options(opts: &ConvertOptions) -> Result<(), ConvertError> {
     if opts.seq_len < 16 || opts.calib_tokens < opts.seq_len {
         return fail("--seq-len must be at least 16 and --calib-tokens at least one sequence");
     }
+    if opts.finetune.tokens != 0 && opts.finetune.tokens < opts.seq_len {
+        return fail("--finetune-tokens must be at least one sequence (--seq-len)");
+    }
     if matches!(opts.method, Method::Gptq | Method::Rtn) && opts.vq.is_some_and(|v| v[0] != 1) {
         return fail("the scalar baselines (gptq, rtn) need d = 1 in --vq");
     }
@@ -386,12 +389,23 @@ pub fn convert(
     )?;
 
     progress(Progress::Stage("tokenizing calibration text"));
-    let sequences = calibration::calibration_sequences(
+    // One tokenization for both sets: the calibration sequences open the text, the end-to-end
+    // tuning's start there too (more or fewer of them), its held-out ones follow both.
+    let calib_count = opts.calib_tokens / opts.seq_len;
+    let (tune_count, holdout) = match opts.finetune.epochs {
+        0 => (0, 0),
+        _ if opts.finetune.tokens == 0 => (calib_count, opts.finetune.holdout),
+        _ => (opts.finetune.tokens / opts.seq_len, opts.finetune.holdout),
+    };
+    let mut sequences = calibration::calibration_sequences(
         &opts.calib,
         &tokenizer,
-        opts.calib_tokens,
+        (calib_count.max(tune_count) + holdout) * opts.seq_len,
         opts.seq_len,
     )?;
+    let mut finetune_sequences = sequences[..tune_count].to_vec();
+    finetune_sequences.extend_from_slice(&sequences[sequences.len() - holdout..]);
+    sequences.truncate(calib_count);
     let plan_started = Instant::now();
     let plan = make_plan(opts, &model, &source, &sequences, progress)?;
     let plan_seconds = plan_started.elapsed().as_secs_f64();
@@ -447,6 +461,7 @@ pub fn convert(
     let outcome = sequential::quantize_model(
         &model,
         &sequences,
+        &finetune_sequences,
         &planned,
         opts.seed,
         opts.attention_hessians && opts.method == Method::Athena,

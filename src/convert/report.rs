@@ -112,6 +112,23 @@ pub fn render_report(report: &ConvertReport) -> String {
                 String::new()
             }
         );
+        let _ = match f.held_out {
+            0 => writeln!(out, "  on the {} tuning sequences", f.sequences),
+            held => writeln!(
+                out,
+                "  {} sequence(s) tuned on, KL on {held} held out; after each epoch: {}; kept: {}",
+                f.sequences,
+                f.epoch_kl
+                    .iter()
+                    .map(|kl| format!("{kl:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                match f.kept_epoch {
+                    0 => "none".to_string(),
+                    e => format!("epoch {e}"),
+                }
+            ),
+        };
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "linear bpw (stored):  {:.4}", report.linear_bpw);

@@ -136,12 +136,14 @@ pub fn hessian_traces(
 /// Hessians instead of the plain input Hessian it shares with q/k. With `tune.epochs > 0`, each
 /// block's codebooks are then tuned on the block output (`tune`) before the block is written.
 /// With `finetune.epochs > 0`, the blocks are kept until the last one is quantized, every
-/// codebook and norm is tuned end to end (`finetune`), and then all are written, followed by the
-/// final norm ([`FINAL_NORM_NAME`]).
+/// codebook and norm is tuned end to end (`finetune`) on `finetune_sequences` (the last
+/// `finetune.holdout` of them held out), and then all are written, followed by the final norm
+/// ([`FINAL_NORM_NAME`]).
 #[allow(clippy::too_many_arguments)]
 pub fn quantize_model(
     model: &Model,
     sequences: &[Vec<u32>],
+    finetune_sequences: &[Vec<u32>],
     plan: &BTreeMap<String, VqConfig>,
     seed: u64,
     attention_hessians: bool,
@@ -156,7 +158,10 @@ pub fn quantize_model(
     let mut hidden = model.embed(sequences)?;
     let finetuning = finetune.epochs > 0;
     // End-to-end tuning's target: the unquantized model's last hidden states.
-    let mut teacher = finetuning.then(|| hidden.clone());
+    let mut teacher = match finetuning {
+        true => Some(model.embed(finetune_sequences)?),
+        false => None,
+    };
     let mut pending = Vec::new();
     for layer in 0..config.num_hidden_layers {
         let mut block = model.load_block(layer)?;
@@ -258,7 +263,7 @@ pub fn quantize_model(
                 layers: done.iter_mut().map(Done::tune_layer).collect(),
             })
             .collect();
-        let inputs = model.embed(sequences)?;
+        let inputs = model.embed(finetune_sequences)?;
         finetuned = Some(finetune::finetune_model(
             model,
             &mut parts,
