@@ -137,7 +137,7 @@ pub fn finetune_model(
         .map(|b| {
             b.layers
                 .iter()
-                .map(|l| CodebookWeight::new(l, device))
+                .map(|l| CodebookWeight::new(l, device).map(CodebookWeight::straight_through))
                 .collect::<Result<Vec<_>, _>>()
         })
         .collect::<Result<_, _>>()?;
@@ -285,7 +285,9 @@ pub fn finetune_model(
     head.norm = final_norm.as_tensor().detach();
     let tuned = evaluate(blocks, head, judge)?;
     let mut after = tuned;
-    if after >= before {
+    // With held-out sequences, no epoch beat the untuned model (kept_epoch 0): undo, even if
+    // storing the codebooks happened to lower the KL.
+    if after >= before || kept_epoch == 0 {
         for (b, (layers, [a, m])) in blocks.iter_mut().zip(originals) {
             for (l, original) in b.layers.iter_mut().zip(layers) {
                 *l.quantized = original;

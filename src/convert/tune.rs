@@ -12,7 +12,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 use crate::checkpoint::names;
 use crate::model::{Block, LinearKind, Model, ModelError};
-use crate::quantizer::{codebook, QuantizedLinear};
+use crate::quantizer::{codebook, CodebookKind, QuantizedLinear};
 
 /// How long and how fast to tune.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +64,10 @@ pub(super) struct CodebookWeight {
     /// The column rotation's transpose, applied after the codebooks and the low-rank term:
     /// the B x B Hadamard block divided by sqrt(B), and the +-1 column signs `[1, cols]`.
     unrotate: Option<(Tensor, Tensor)>,
+    /// How the file stores the codebooks, and whether the loss sees them stored
+    /// (`straight_through`).
+    stored: CodebookKind,
+    straight_through: bool,
 }
 
 impl CodebookWeight {
@@ -124,7 +128,19 @@ impl CodebookWeight {
             to_hf,
             lowrank,
             unrotate,
+            stored: cfg.codebook,
+            straight_through: false,
         })
+    }
+
+    /// Quantization-aware tuning: the weight is built from the centroids as the file will
+    /// store them (int8 on its per-dimension grid, or f16), and the gradient passes straight
+    /// through the rounding to the tuned values. Adam's steps then accumulate until they move a
+    /// stored value, and the loss is the stored model's. Without it, storing the tuned
+    /// codebooks re-rounds every value, noise that can outweigh small tuning steps.
+    pub(super) fn straight_through(mut self) -> Self {
+        self.straight_through = true;
+        self
     }
 
     /// The factor on the tunings' learning rate for this layer's centroids: 1/sqrt(B) with a
@@ -146,8 +162,20 @@ impl CodebookWeight {
 
     /// The codebook part of the weight in stored row order, `[rows, cols]`.
     pub(super) fn gathered(&self) -> candle_core::Result<Tensor> {
-        self.centroids
-            .as_tensor()
+        let tuned = self.centroids.as_tensor();
+        let centroids = match self.straight_through {
+            true => {
+                let values: Vec<f32> = tuned.flatten_all()?.to_vec1()?;
+                let stored: Vec<f32> = values
+                    .chunks(self.n * self.d)
+                    .flat_map(|tile| codebook::store(tile, self.d, self.stored).values)
+                    .collect();
+                let stored = Tensor::from_vec(stored, tuned.shape(), tuned.device())?;
+                (tuned + (stored - tuned)?.detach())?
+            }
+            false => tuned.clone(),
+        };
+        centroids
             .index_select(&self.index, 0)?
             .reshape((self.rows, self.cols))
     }
@@ -526,5 +554,67 @@ mod tests {
                 "rotation {rotation}: moved {moved}"
             );
         }
+    }
+
+    #[test]
+    fn straight_through_tuning_sees_the_stored_codebooks_and_passes_the_gradient_on() {
+        let (rows, cols) = (8, 16);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|k| ((k * 13 % 19) as f32 - 9.0) / 8.0)
+            .collect();
+        let h = faer::Mat::<f64>::from_fn(cols, cols, |i, j| if i == j { 1.0 } else { 0.0 });
+        let mut q = quantize_linear(&w, rows, cols, &h, &VqConfig::new(2, 8, 8, 16), 1).unwrap();
+        let layer = TuneLayer {
+            kind: LinearKind::Up,
+            quantized: &mut q,
+            qk_heads: None,
+        };
+        let free = CodebookWeight::new(&layer, &Device::Cpu).unwrap();
+        let rounded = CodebookWeight::new(&layer, &Device::Cpu)
+            .unwrap()
+            .straight_through();
+        // Move every centroid off the int8 grid, by less than half a step for most.
+        let nudged = (free.centroids.as_tensor() + 1e-4).unwrap();
+        free.centroids.set(&nudged).unwrap();
+        rounded.centroids.set(&nudged).unwrap();
+
+        let values: Vec<f32> = nudged.flatten_all().unwrap().to_vec1().unwrap();
+        let stored = codebook::store(&values, 2, CodebookKind::Int8).values;
+        let gathered_values = |cw: &CodebookWeight| -> Vec<f32> {
+            let g = cw.gathered().unwrap();
+            g.flatten_all().unwrap().to_vec1().unwrap()
+        };
+        let codes = &free.codes;
+        let expect = |table: &[f32]| -> Vec<f32> {
+            codes
+                .iter()
+                .flat_map(|&c| table[c as usize * 2..c as usize * 2 + 2].to_vec())
+                .collect()
+        };
+        assert_eq!(gathered_values(&rounded), expect(&stored));
+        assert_eq!(gathered_values(&free), expect(&values));
+        assert_ne!(stored, values, "the nudge must leave the grid");
+
+        // The gradient reaches the tuned values unchanged: d(sum)/dc = the centroid's uses.
+        let grads = rounded
+            .gathered()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g: Vec<f32> = grads
+            .get(rounded.centroids.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let mut uses = vec![0f32; values.len()];
+        for &c in codes {
+            uses[c as usize * 2] += 1.0;
+            uses[c as usize * 2 + 1] += 1.0;
+        }
+        assert_eq!(g, uses);
     }
 }
