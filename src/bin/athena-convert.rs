@@ -298,12 +298,14 @@ struct AthenaArgs {
     /// End-to-end tuning: after the last block is quantized, every codebook (indices fixed) and
     /// every RMSNorm weight is tuned with Adam for this many passes over the calibration
     /// sequences so the quantized model's next-token distribution matches the unquantized
-    /// model's (KL divergence; 0 turns it off). Measured on SmolLM2-135M at --bits 3 with 1
-    /// epoch: 17.63 -> 17.24 perplexity with the default column rotation, 17.86 -> 16.99 with
-    /// --rotation-block 0 (the best 3-bit result so far; a second epoch gave 17.23; at --bits
-    /// 2.25: 29.80 -> 26.11). Each step is a forward and backward pass of the whole model per
-    /// sequence (~7 GB of memory per sequence in flight, two at a time), so one epoch over the
-    /// default calibration takes longer than the quantization itself.
+    /// model's (KL divergence; 0 turns it off). The loss sees the codebooks as the file stores
+    /// them (int8), gradients pass straight through the rounding. Measured on SmolLM2-135M at
+    /// --bits 3 --rotation-block 0 with 1 epoch: 17.86 -> 17.01 perplexity (the best 3-bit
+    /// setting so far; 16.99 before the rounding was part of the loss); with the default
+    /// rotation 17.63 -> 17.24; at --bits 2.25 29.80 -> 26.11 (both before). Each step is a
+    /// forward and backward pass of the whole model per sequence (~7 GB of memory per sequence
+    /// in flight, two at a time), so one epoch over the default calibration takes longer than
+    /// the quantization itself.
     #[arg(long, value_name = "N", default_value_t = 0)]
     finetune_epochs: usize,
 
