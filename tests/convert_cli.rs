@@ -486,7 +486,7 @@ fn column_rotation_is_on_by_default_from_3_bits_up() {
 #[test]
 fn bad_arguments_get_one_line_errors_and_no_output() {
     let t = Tiny::new("llama");
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["--bits", "0.5"], "below the smallest configuration"),
         (&["--vq", "2,16,99,16"], "tile rows 99"),
         (&["--vq", "3,16,4,15"], "not a multiple of d = 3"),
@@ -504,6 +504,17 @@ fn bad_arguments_get_one_line_errors_and_no_output() {
                 "1",
                 "--finetune-tokens",
                 "8",
+            ],
+            "--finetune-tokens must be at least one sequence",
+        ),
+        (
+            &[
+                "--bits",
+                "3",
+                "--finetune-epochs",
+                "1",
+                "--finetune-tokens",
+                "0",
             ],
             "--finetune-tokens must be at least one sequence",
         ),

@@ -505,7 +505,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             batch: a.finetune_batch,
             code_fraction: a.finetune_codes,
             code_step: a.finetune_code_step,
-            tokens: a.finetune_tokens.unwrap_or(0),
+            tokens: a.finetune_tokens,
             holdout: a.finetune_holdout,
         },
         calib: a

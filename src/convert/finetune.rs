@@ -31,9 +31,9 @@ pub struct FinetuneOptions {
     pub code_fraction: f64,
     /// The step (in weight units) of the quadratic model the discrete step judges moves by.
     pub code_step: f64,
-    /// Calibration tokens to tune on, from the start of the text (0: the calibration
+    /// Calibration tokens to tune on, from the start of the text (None: the calibration
     /// sequences the Hessians came from).
-    pub tokens: usize,
+    pub tokens: Option<usize>,
     /// Sequences after all others in the text, never tuned on: the KL divergence on them picks
     /// the epoch to keep and decides whether the tuning is kept (0: judged on the tuning
     /// sequences).
@@ -167,7 +167,6 @@ pub fn finetune_model(
 
     let mut norm_vars: Vec<Var> = norms.iter().flatten().cloned().collect();
     norm_vars.push(final_norm.clone());
-    let all_norms = norm_vars.clone();
     // Gradients with respect to the stored vectors, for the discrete step: candle keeps the
     // gradients of variables only, so each layer's vectors get a zero variable added.
     let probes: Vec<Var> = if opts.code_fraction > 0.0 {
@@ -193,8 +192,11 @@ pub fn finetune_model(
         .chain(&probes)
         .map(|v| v.as_tensor().clone())
         .collect();
-    let mut adam =
-        GroupedAdam::for_codebooks(params.iter().flatten(), norm_vars, opts.learning_rate)?;
+    let mut adam = GroupedAdam::for_codebooks(
+        params.iter().flatten(),
+        norm_vars.clone(),
+        opts.learning_rate,
+    )?;
     let batch = opts.batch.max(1);
     let steps = opts.epochs * items.len().div_ceil(batch);
     let mut step = 0;
@@ -256,7 +258,7 @@ pub fn finetune_model(
             let kl = evaluate(blocks, head, held)?;
             epoch_kl.push(kl);
             if kl < before && best.as_ref().is_none_or(|(b, _, _)| kl < *b) {
-                best = Some((kl, epoch, Snapshot::take(&params, &all_norms)?));
+                best = Some((kl, epoch, Snapshot::take(&params, &norm_vars)?));
             }
         }
     }
@@ -267,7 +269,7 @@ pub fn finetune_model(
         if let Some((_, epoch, snapshot)) = best {
             kept_epoch = epoch;
             if epoch < opts.epochs {
-                snapshot.restore(&mut params, &all_norms)?;
+                snapshot.restore(&mut params, &norm_vars)?;
             }
         }
     }

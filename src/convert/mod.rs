@@ -231,7 +231,7 @@ fn check_options(opts: &ConvertOptions) -> Result<(), ConvertError> {
     if opts.seq_len < 16 || opts.calib_tokens < opts.seq_len {
         return fail("--seq-len must be at least 16 and --calib-tokens at least one sequence");
     }
-    if opts.finetune.tokens != 0 && opts.finetune.tokens < opts.seq_len {
+    if opts.finetune.tokens.is_some_and(|t| t < opts.seq_len) {
         return fail("--finetune-tokens must be at least one sequence (--seq-len)");
     }
     if matches!(opts.method, Method::Gptq | Method::Rtn) && opts.vq.is_some_and(|v| v[0] != 1) {
@@ -394,8 +394,12 @@ pub fn convert(
     let calib_count = opts.calib_tokens / opts.seq_len;
     let (tune_count, holdout) = match opts.finetune.epochs {
         0 => (0, 0),
-        _ if opts.finetune.tokens == 0 => (calib_count, opts.finetune.holdout),
-        _ => (opts.finetune.tokens / opts.seq_len, opts.finetune.holdout),
+        _ => (
+            opts.finetune
+                .tokens
+                .map_or(calib_count, |t| t / opts.seq_len),
+            opts.finetune.holdout,
+        ),
     };
     let mut sequences = calibration::calibration_sequences(
         &opts.calib,
