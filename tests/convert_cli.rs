@@ -494,7 +494,7 @@ fn bad_arguments_get_one_line_errors_and_no_output() {
         (&["--vq", "2,16,4,16", "--bits", "3"], "exclude each other"),
         (
             &["--bits", "3", "--calib-tokens", "100000"],
-            "calibration needs",
+            "calibration needs 100000 (6250 sequences of 16; lower --calib-tokens, or give",
         ),
         (
             &[

@@ -25,12 +25,14 @@ pub fn hessian_owner(layer: &str) -> String {
 
 /// Tokenizes `path` and cuts it into `tokens / seq_len` sequences of `seq_len` consecutive
 /// tokens; the first token of each becomes BOS when the tokenizer adds one (as llama.cpp's
-/// perplexity does). Errors when the text is too short.
+/// perplexity does). Errors when the text is too short; the message suggests lowering
+/// `count_options` (the options that set `tokens`).
 pub fn calibration_sequences(
     path: &Path,
     tokenizer: &Tokenizer,
     tokens: usize,
     seq_len: usize,
+    count_options: &str,
 ) -> Result<Vec<Vec<u32>>, CheckpointError> {
     let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
@@ -43,8 +45,7 @@ pub fn calibration_sequences(
             path: path.to_path_buf(),
             message: format!(
                 "the text has {} tokens, calibration needs {} ({} sequences of {seq_len}; \
-                 lower --calib-tokens, --finetune-tokens or --finetune-holdout, or give a \
-                 longer --calib text)",
+                 lower {count_options}, or give a longer --calib text)",
                 ids.len(),
                 count.max(1) * seq_len,
                 count.max(1)

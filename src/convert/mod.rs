@@ -392,13 +392,14 @@ pub fn convert(
     // One tokenization for both sets: the calibration sequences open the text, the end-to-end
     // tuning's start there too (more or fewer of them), its held-out ones follow both.
     let calib_count = opts.calib_tokens / opts.seq_len;
-    let (tune_count, holdout) = match opts.finetune.epochs {
-        0 => (0, 0),
+    let (tune_count, holdout, count_options) = match opts.finetune.epochs {
+        0 => (0, 0, "--calib-tokens"),
         _ => (
             opts.finetune
                 .tokens
                 .map_or(calib_count, |t| t / opts.seq_len),
             opts.finetune.holdout,
+            "--calib-tokens, --finetune-tokens or --finetune-holdout",
         ),
     };
     let mut sequences = calibration::calibration_sequences(
@@ -406,6 +407,7 @@ pub fn convert(
         &tokenizer,
         (calib_count.max(tune_count) + holdout) * opts.seq_len,
         opts.seq_len,
+        count_options,
     )?;
     let mut finetune_sequences = sequences[..tune_count].to_vec();
     finetune_sequences.extend_from_slice(&sequences[sequences.len() - holdout..]);

@@ -467,6 +467,14 @@ mod tests {
     use super::*;
     use crate::quantizer::{quantize_linear, VqConfig};
 
+    fn up_layer(q: &mut QuantizedLinear) -> TuneLayer<'_> {
+        TuneLayer {
+            kind: LinearKind::Up,
+            quantized: q,
+            qk_heads: None,
+        }
+    }
+
     #[test]
     fn the_tuned_weight_is_the_reconstruction_with_rotation_and_low_rank() {
         let (rows, cols) = (12, 32);
@@ -492,11 +500,7 @@ mod tests {
                 ..VqConfig::new(2, 8, 4, 16)
             };
             let mut q = quantize_linear(&w, rows, cols, &h, &cfg, 3).unwrap();
-            let layer = TuneLayer {
-                kind: LinearKind::Up,
-                quantized: &mut q,
-                qk_heads: None,
-            };
+            let layer = up_layer(&mut q);
             let cw = CodebookWeight::new(&layer, &Device::Cpu).unwrap();
             let got: Vec<f32> = cw
                 .weight()
@@ -525,18 +529,14 @@ mod tests {
         let w: Vec<f32> = (0..rows * cols)
             .map(|k| ((k * 37 % 23) as f32 - 11.0) / 32.0)
             .collect();
-        let h = faer::Mat::<f64>::from_fn(cols, cols, |i, j| if i == j { 1.0 } else { 0.0 });
+        let h = faer::Mat::<f64>::identity(cols, cols);
         for rotation in [0, 16, 64] {
             let cfg = VqConfig {
                 rotation,
                 ..VqConfig::new(2, 16, 16, 64)
             };
             let mut q = quantize_linear(&w, rows, cols, &h, &cfg, 5).unwrap();
-            let layer = TuneLayer {
-                kind: LinearKind::Up,
-                quantized: &mut q,
-                qk_heads: None,
-            };
+            let layer = up_layer(&mut q);
             let cw = CodebookWeight::new(&layer, &Device::Cpu).unwrap();
             let column = |cw: &CodebookWeight| cw.weight().unwrap().narrow(1, channel, 1).unwrap();
             let before: Vec<f32> = column(&cw).flatten_all().unwrap().to_vec1().unwrap();
@@ -562,13 +562,9 @@ mod tests {
         let w: Vec<f32> = (0..rows * cols)
             .map(|k| ((k * 13 % 19) as f32 - 9.0) / 8.0)
             .collect();
-        let h = faer::Mat::<f64>::from_fn(cols, cols, |i, j| if i == j { 1.0 } else { 0.0 });
+        let h = faer::Mat::<f64>::identity(cols, cols);
         let mut q = quantize_linear(&w, rows, cols, &h, &VqConfig::new(2, 8, 8, 16), 1).unwrap();
-        let layer = TuneLayer {
-            kind: LinearKind::Up,
-            quantized: &mut q,
-            qk_heads: None,
-        };
+        let layer = up_layer(&mut q);
         let free = CodebookWeight::new(&layer, &Device::Cpu).unwrap();
         let rounded = CodebookWeight::new(&layer, &Device::Cpu)
             .unwrap()
