@@ -5,8 +5,9 @@
 # same run as the reference.
 #
 # Usage: [SET=budget|ablation|all] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
-# (run tools/fetch-models.sh first; SET=all took about two hours on 2 cores before block tuning
-# became the default below 3 bits, which adds ~7 minutes to each of the --bits 2, 2.25, 2.5 rows)
+# (run tools/fetch-models.sh first; on 2 cores SET=budget takes about 2.5 hours, the --bits 2,
+# 2.25 and 2.5 rows about half an hour each with block-wise tuning; SET=ablation was last
+# timed in session 3)
 #
 # Perplexity of each file comes from `athena-verify FILE --text` (the code behind athena-eval and
 # athena-convert --eval-text), so every row is also a verified file.
