@@ -23,8 +23,9 @@ mkdir -p "$OUT"
 BIN="$REPO/target/release"
 
 # name | athena-convert arguments. The budget rows meet --bits with the mixed-precision plan; the
-# ablation rows switch off one part of the method at one fixed configuration (--vq 2,64,32,576,
-# 3 index bits everywhere) so that each difference is that part's effect alone.
+# ablation rows switch off or change one part of the default --bits 3 conversion, so each
+# difference is that part's effect alone at the same budget (the plan absorbs any extra bytes, e.g.
+# of f16 codebooks or low-rank factors, by lowering other layers' index bits).
 BUDGET_RUNS=(
   "f32 export (reference)|--type f32"
   "athena --bits 2|--bits 2"
@@ -42,16 +43,16 @@ BUDGET_RUNS=(
   "baseline rtn --bits 4|--bits 4 --method rtn"
 )
 ABLATION_RUNS=(
-  "vq 2,64,32,576: full method|--vq 2,64,32,576"
-  "vq: no Hessian metric|--vq 2,64,32,576 --no-hessian-metric"
-  "vq: no error feedback|--vq 2,64,32,576 --no-error-feedback"
-  "vq: no codebook update|--vq 2,64,32,576 --no-codebook-update"
-  "vq: f16 codebook|--vq 2,64,32,576 --codebook f16"
-  "vq: low-rank auto|--vq 2,64,32,576 --lowrank-rank auto"
-  "vq: natural group order|--vq 2,64,32,576 --order natural"
-  "vq: plain Hessian for v_proj (no BoA)|--vq 2,64,32,576 --no-attention-hessians"
-  "vq: no column rotation|--vq 2,64,32,576 --rotation-block 0"
-  "--bits 3: paper tiles (C = d)|--bits 3 --tiles paper --max-dim 2"
+  "--bits 3: full method (defaults)|--bits 3"
+  "--bits 3: no Hessian metric|--bits 3 --no-hessian-metric"
+  "--bits 3: no error feedback|--bits 3 --no-error-feedback"
+  "--bits 3: no codebook update|--bits 3 --no-codebook-update"
+  "--bits 3: f16 codebooks|--bits 3 --codebook f16"
+  "--bits 3: low-rank residual auto|--bits 3 --lowrank-rank auto"
+  "--bits 3: natural group order|--bits 3 --order natural"
+  "--bits 3: plain Hessian for v_proj (no BoA)|--bits 3 --no-attention-hessians"
+  "--bits 3: no column rotation|--bits 3 --rotation-block 0"
+  "--bits 3: paper tiles (C = d)|--bits 3 --tiles paper"
 )
 case "${SET:-all}" in
   budget) RUNS=("${BUDGET_RUNS[@]}") ;;
