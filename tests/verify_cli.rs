@@ -168,11 +168,8 @@ fn each_corruption_gets_its_specific_error() {
     );
 
     // Metadata and tensor edits, written back through our (valid) GGUF writer.
-    let cases: Vec<(
-        &str,
-        &str,
-        Box<dyn FnOnce(&mut Vec<(String, Value)>, &mut Tensors)>,
-    )> = vec![
+    type Edit = Box<dyn FnOnce(&mut Vec<(String, Value)>, &mut Tensors)>;
+    let cases: Vec<(&str, &str, Edit)> = vec![
         (
             "wrong-key-type.gguf",
             "key 'athena.blk.0.ffn_up.weight.vector_dim': expected u32",

@@ -156,10 +156,11 @@ pub fn encode(name: &str, q: &QuantizedLinear) -> EncodedWeight {
     EncodedWeight::from_parts(name, params, parts)
 }
 
+/// One component tensor of an encoded weight: name suffix, ggml type and GGUF dims.
+type ComponentShape = (&'static str, GgmlType, Vec<u64>);
+
 /// The component tensors' suffix, ggml type and GGUF dims for `params` (spec section 3).
-fn component_layout(
-    params: &Params,
-) -> Result<Vec<(&'static str, GgmlType, Vec<u64>)>, DecodeError> {
+fn component_layout(params: &Params) -> Result<Vec<ComponentShape>, DecodeError> {
     let (rows, cols) = (params.rows, params.cols);
     let (d, n, rank) = (
         params.vector_dim as u64,
