@@ -6,8 +6,9 @@
 #
 # Usage: [SET=budget|ablation|all] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
 # (run tools/fetch-models.sh first; on 2 cores SET=budget takes about 2.5 hours, the --bits 2,
-# 2.25 and 2.5 rows about half an hour each with block-wise tuning; SET=ablation about 1.75 hours,
-# ten --bits 3 conversions of 6.5-8 minutes, each followed by verify and perplexity: ~10 min a row, session 17)
+# 2.25 and 2.5 rows about half an hour each with block-wise tuning; SET=ablation about 1.75
+# hours: ten --bits 3 conversions of 6.5-8 minutes, each then verified and measured, ~10 minutes
+# a row in session 17)
 #
 # Perplexity of each file comes from `athena-verify FILE --text` (the code behind athena-eval and
 # athena-convert --eval-text), so every row is also a verified file.
