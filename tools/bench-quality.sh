@@ -58,7 +58,16 @@ ABLATION_RUNS=(
 case "${SET:-all}" in
   budget) RUNS=("${BUDGET_RUNS[@]}") ;;
   ablation) RUNS=("${ABLATION_RUNS[@]}") ;;
-  all) RUNS=("${BUDGET_RUNS[@]}" "${ABLATION_RUNS[@]}") ;;
+  all)
+    # The ablation set repeats two budget conversions (--bits 3 and --bits 3 --rotation-block 0)
+    # as its own references: run each set of arguments once.
+    RUNS=("${BUDGET_RUNS[@]}")
+    for run in "${ABLATION_RUNS[@]}"; do
+      dup=0
+      for have in "${RUNS[@]}"; do [[ "${have#*|}" == "${run#*|}" ]] && dup=1; done
+      ((dup)) || RUNS+=("$run")
+    done
+    ;;
   *) echo "SET must be budget, ablation or all" >&2; exit 2 ;;
 esac
 
