@@ -75,6 +75,26 @@ fn round_trip_is_bit_exact_for_every_layout() {
                 ..VqConfig::new(3, 32, 20, 36)
             },
         ),
+        // Row scales (encoding version 3): rotated with a low-rank term, and plain f16.
+        (
+            24,
+            64,
+            VqConfig {
+                rank: 3,
+                rotation: 16,
+                row_scales: true,
+                ..VqConfig::new(2, 16, 7, 10)
+            },
+        ),
+        (
+            20,
+            36,
+            VqConfig {
+                codebook: CodebookKind::F16,
+                row_scales: true,
+                ..VqConfig::new(3, 32, 20, 36)
+            },
+        ),
     ];
     let mut writer = ModelFileWriter::create(&path).unwrap();
     writer.add_metadata("general.architecture", "llama".to_string());
@@ -99,7 +119,7 @@ fn round_trip_is_bit_exact_for_every_layout() {
     let file = GgufFile::open(&path).unwrap();
     assert_eq!(
         file.get("athena.encoding_version"),
-        Some(&athena::container::gguf::Value::U32(2))
+        Some(&athena::container::gguf::Value::U32(3))
     );
     for t in &file.tensors {
         verify_checksum(&file, t).unwrap();

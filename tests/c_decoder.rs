@@ -96,6 +96,8 @@ fn c_port_and_rust_report_the_same_errors() {
     let f16v = get("d3_n4_f16_full_rank_wild"); // 4 x 6, d 3, n 4, tiles 3 x 3, r 4
     let rotv = get("d3_n8_i8_r1_rot4_sign_padding"); // 4 x 12, d 3, n 8, r 1, B 4
     let plain32 = get("d4_n16_f16_r3_nondiv"); // 10 x 32, no rotation
+    let rsv = get("d5_n32_i8_r2_rs_wild"); // 9 x 35, d 5, n 32, r 2, row scales
+    assert!(rsv.params.row_scales && rsv.row_scales.len() == 18);
 
     type Corrupt = fn(&mut VectorFiles);
     let cases: Vec<(&str, VectorFiles, &str, Corrupt)> = vec![
@@ -160,6 +162,66 @@ fn c_port_and_rust_report_the_same_errors() {
                 // The signs are checked last.
                 v.signs[1] |= 0x80;
                 set_f16(&mut v.lowrank_b, 11, 0x7c00);
+            },
+        ),
+        ("trunc_row_scales", rsv.clone(), "length_mismatch", |v| {
+            v.row_scales.truncate(16);
+        }),
+        ("long_row_scales", rsv.clone(), "length_mismatch", |v| {
+            v.row_scales.extend([0, 0])
+        }),
+        ("row_scales_unscaled", i8v.clone(), "length_mismatch", |v| {
+            // row_scales.bin present but row_scales=0.
+            v.row_scales = vec![0; 18]
+        }),
+        (
+            "row_scales_without_file",
+            plain32.clone(),
+            "length_mismatch",
+            |v| v.params.row_scales = true,
+        ),
+        (
+            "row_scales_after_signs",
+            rotv.clone(),
+            "length_mismatch",
+            |v| {
+                // Both signs and row scales missing: signs are checked first.
+                v.signs.clear();
+                v.params.row_scales = true;
+            },
+        ),
+        ("inf_row_scale", rsv.clone(), "non_finite_row_scale", |v| {
+            set_f16(&mut v.row_scales, 7, 0x7c00)
+        }),
+        (
+            "nan_row_scale_0",
+            rsv.clone(),
+            "non_finite_row_scale",
+            |v| {
+                set_f16(&mut v.row_scales, 0, 0xfe00);
+                set_f16(&mut v.row_scales, 8, 0xfc00);
+            },
+        ),
+        (
+            "row_scale_after_lowrank",
+            rsv.clone(),
+            "non_finite_lowrank",
+            |v| {
+                set_f16(&mut v.row_scales, 3, 0x7c00);
+                set_f16(&mut v.lowrank_b, 35 + 4, 0x7e00);
+            },
+        ),
+        (
+            "row_scale_before_sign_padding",
+            rotv.clone(),
+            "non_finite_row_scale",
+            |v| {
+                v.params.row_scales = true;
+                v.row_scales = [0x3c00u16, 0x0001, 0x8000, 0xfc01]
+                    .iter()
+                    .flat_map(|h| h.to_le_bytes())
+                    .collect();
+                v.signs[1] |= 0x10;
             },
         ),
         ("zero_rows", i8v.clone(), "invalid_param", |v| {

@@ -23,17 +23,18 @@ proptest! {
         rank in prop_oneof![0..6u32, any::<u32>()],
         f16 in any::<bool>(),
         rotation in prop_oneof![Just(0u32), Just(4), Just(16), 0..20u32, any::<u32>()],
-        lens in proptest::collection::vec(0..80usize, 6),
+        row_scales in any::<bool>(),
+        lens in proptest::collection::vec(0..80usize, 7),
     ) {
         let params = Params {
             rows, cols, vector_dim, centroids, tile_rows, tile_cols, rank,
             codebook: if f16 { CodebookType::F16 } else { CodebookType::I8 },
-            rotation,
+            rotation, row_scales,
         };
         let bufs: Vec<Vec<u8>> = lens.iter().map(|&n| vec![0xffu8; n]).collect();
         let parts = Parts {
             indices: &bufs[0], codebook: &bufs[1], scales: &bufs[2],
-            lowrank_a: &bufs[3], lowrank_b: &bufs[4], signs: &bufs[5],
+            lowrank_a: &bufs[3], lowrank_b: &bufs[4], signs: &bufs[5], row_scales: &bufs[6],
         };
         if let Ok(enc) = Encoded::new(params, parts) {
             let _ = enc.check();
@@ -51,7 +52,7 @@ proptest! {
     fn decode_matches_naive_spec(
         d in 1..=8u32, b in 1..=12u32, rows in 1..=9u64, groups in 1..=9u64,
         tr_frac in 0.0..1.0f64, tc_frac in 0.0..1.0f64, rank_frac in 0.0..1.0f64,
-        f16 in any::<bool>(), seed in any::<u64>(),
+        f16 in any::<bool>(), seed in any::<u64>(), row_scales in any::<bool>(),
         block in prop_oneof![Just(0u64), Just(4), Just(16), Just(64)],
     ) {
         let cols = groups * d as u64;
@@ -62,7 +63,7 @@ proptest! {
         let p = Params {
             rows, cols, vector_dim: d, centroids: 1 << b, tile_rows, tile_cols, rank,
             codebook: if f16 { CodebookType::F16 } else { CodebookType::I8 },
-            rotation,
+            rotation, row_scales,
         };
         p.validate().unwrap();
         let mut rng = seed | 1;
@@ -94,6 +95,7 @@ proptest! {
         let scales = f16s(p.scales_len().unwrap() / 2, &mut next);
         let lra = f16s(p.lowrank_a_len().unwrap() / 2, &mut next);
         let lrb = f16s(p.lowrank_b_len().unwrap() / 2, &mut next);
+        let rs = f16s(p.row_scales_len().unwrap() / 2, &mut next);
         let mut signs: Vec<u8> = (0..p.signs_len().unwrap()).map(|_| next() as u8).collect();
         if let Some(last) = signs.last_mut() {
             // Clear the padding bits, which check() rejects.
@@ -101,7 +103,7 @@ proptest! {
         }
         let enc = Encoded::new(p, Parts {
             indices: &indices, codebook: &codebook, scales: &scales, lowrank_a: &lra, lowrank_b: &lrb,
-            signs: &signs,
+            signs: &signs, row_scales: &rs,
         }).unwrap();
         prop_assert_eq!(enc.check(), Ok(()));
 
@@ -121,6 +123,7 @@ proptest! {
                     let prod = h(&scales, (t * dd + e) * 2 + 1) * codebook[((t * n + a) * dd + e) as usize] as f32;
                     h(&scales, (t * dd + e) * 2) + prod
                 };
+                let v = if row_scales { v * h(&rs, i) } else { v };
                 let mut acc = 0.0f32;
                 for k in 0..r {
                     let prod = h(&lra, i * r + k) * h(&lrb, k * cols + j);

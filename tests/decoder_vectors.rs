@@ -105,6 +105,32 @@ fn truncated_component_is_a_length_mismatch() {
             other => panic!("{component:?}: {other:?}"),
         }
     }
+    // Row scales: short or long with row_scales, present without, missing with.
+    let scaled = find("d5_n32_i8_r2_rs_wild");
+    let plain = v.clone();
+    let mut cases = vec![
+        (scaled.clone(), 18, 16),
+        (scaled, 18, 20),
+        (plain.clone(), 0, 18),
+    ];
+    cases[0].0.row_scales.truncate(16);
+    cases[1].0.row_scales.extend([0, 0]);
+    cases[2].0.row_scales = vec![0; 18];
+    let mut missing = plain;
+    missing.params.row_scales = true;
+    cases.push((missing, 18, 0));
+    for (bad, expected, actual) in cases {
+        assert_eq!(
+            encoded(&bad).err(),
+            Some(DecodeError::LengthMismatch {
+                component: Component::RowScales,
+                expected,
+                actual
+            }),
+            "{}",
+            bad.name
+        );
+    }
     // Signs: missing with a rotation, present without one.
     let rotated = find("d3_n8_i8_r1_rot4_sign_padding");
     for (mut bad, signs) in [(rotated, vec![]), (v, vec![0; 3])] {
@@ -142,6 +168,87 @@ fn sign_padding_is_checked_last() {
             col: 7
         })
     );
+}
+
+#[test]
+fn non_finite_row_scales_are_located_after_lowrank_and_before_sign_padding() {
+    let mut v = find("d5_n32_i8_r2_rs_wild"); // 9 rows, rank 2, cols 35
+    v.row_scales[14..16].copy_from_slice(&0x7c00u16.to_le_bytes());
+    v.row_scales[16..18].copy_from_slice(&0xfe00u16.to_le_bytes());
+    let err = encoded(&v).unwrap().check().unwrap_err();
+    assert_eq!(err, DecodeError::NonFiniteRowScale { row: 7 });
+    assert_eq!(err.code(), "non_finite_row_scale");
+    assert_eq!(err.to_string(), "non-finite row scale at row 7");
+    // Low-rank B, row 1, column 4 := NaN: reported first.
+    let i = 35 + 4;
+    v.lowrank_b[2 * i..2 * i + 2].copy_from_slice(&0x7e00u16.to_le_bytes());
+    assert_eq!(
+        encoded(&v).unwrap().check(),
+        Err(DecodeError::NonFiniteLowRank {
+            component: Component::LowRankB,
+            row: 1,
+            col: 4
+        })
+    );
+    // Set sign padding is reported after the row scales.
+    let mut v = find("d3_n8_i8_r1_rot4_sign_padding"); // 4 rows, cols 12
+    v.params.row_scales = true;
+    v.row_scales = [0x3c00u16, 0xfc00, 0x0001, 0x7bff]
+        .iter()
+        .flat_map(|h| h.to_le_bytes())
+        .collect();
+    v.signs[1] |= 0x10;
+    assert_eq!(
+        encoded(&v).unwrap().check(),
+        Err(DecodeError::NonFiniteRowScale { row: 1 })
+    );
+}
+
+/// The `_fma` vectors catch a decoder that fuses the row-scale product with the low-rank sum:
+/// recomputed from the unscaled codebook values (the decoder without rs and low-rank), the
+/// separately rounded v * s + acc matches expected.f32 everywhere, fma(v, s, acc) somewhere not.
+#[test]
+fn fma_vectors_catch_a_fused_row_scale() {
+    let vectors: Vec<_> = common::all()
+        .into_iter()
+        .filter(|v| v.name.ends_with("_rs_fma") && v.params.rotation == 0)
+        .collect();
+    assert!(!vectors.is_empty());
+    for v in vectors {
+        assert!(v.params.row_scales && v.params.rank > 0, "{}", v.name);
+        assert_eq!(v.params.encoding_version(), 3);
+        let mut plain = v.clone();
+        plain.params.row_scales = false;
+        plain.params.rank = 0;
+        plain.row_scales.clear();
+        plain.lowrank_a.clear();
+        plain.lowrank_b.clear();
+        let unscaled = encoded(&plain).unwrap().decode().unwrap();
+        let f16 = |b: &[u8], i: usize| {
+            athena_decode::f16_to_f32(u16::from_le_bytes([b[2 * i], b[2 * i + 1]]))
+        };
+        let (cols, r) = (v.params.cols as usize, v.params.rank as usize);
+        let mut fused_differs = 0;
+        for (e, (&v0, &want)) in unscaled.iter().zip(&v.expected).enumerate() {
+            let (i, j) = (e / cols, e % cols);
+            let s = f16(&v.row_scales, i);
+            let mut acc = 0.0f32;
+            for k in 0..r {
+                acc += f16(&v.lowrank_a, i * r + k) * f16(&v.lowrank_b, k * cols + j);
+            }
+            let separate = v0 * s + acc;
+            assert_eq!(separate.to_bits(), want.to_bits(), "{} ({i}, {j})", v.name);
+            if v0.mul_add(s, acc).to_bits() != want.to_bits() {
+                fused_differs += 1;
+            }
+        }
+        println!(
+            "{}: fma differs at {fused_differs} of {} elements",
+            v.name,
+            unscaled.len()
+        );
+        assert!(fused_differs > 0, "{}", v.name);
+    }
 }
 
 #[test]

@@ -68,6 +68,7 @@ fn spec_worked_examples() {
         rank: 2,
         codebook: CodebookType::I8,
         rotation: 0,
+        row_scales: false,
     };
     assert_eq!(p.indices_len().unwrap(), 55296);
     assert_eq!(p.codebook_len().unwrap(), 4608);

@@ -186,6 +186,38 @@ fn each_corruption_gets_its_specific_error() {
             Box::new(|m, _| m.push(("athena.blk.0.ffn_up.weight.rotation".into(), Value::U32(4)))),
         ),
         (
+            "row-scales-in-version-1.gguf",
+            "not allowed in encoding version 1 (row scales need version 3)",
+            Box::new(|m, _| {
+                m.push((
+                    "athena.blk.0.ffn_up.weight.row_scales".into(),
+                    Value::Bool(true),
+                ))
+            }),
+        ),
+        (
+            "row-scales-not-bool.gguf",
+            "key 'athena.blk.0.ffn_up.weight.row_scales': expected bool, found u32",
+            Box::new(|m, _| {
+                set_meta(m, "athena.encoding_version", Value::U32(3));
+                m.push((
+                    "athena.blk.0.ffn_up.weight.row_scales".into(),
+                    Value::U32(1),
+                ));
+            }),
+        ),
+        (
+            "row-scales-missing.gguf",
+            "component tensor 'blk.0.ffn_up.weight.athena_rs' is missing",
+            Box::new(|m, _| {
+                set_meta(m, "athena.encoding_version", Value::U32(3));
+                m.push((
+                    "athena.blk.0.ffn_up.weight.row_scales".into(),
+                    Value::Bool(true),
+                ));
+            }),
+        ),
+        (
             "bad-codebook-type.gguf",
             "unknown codebook type 'int4'",
             Box::new(|m, _| {

@@ -6,8 +6,8 @@
 #
 # Usage: [SET=budget|ablation|all] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
 # (run tools/fetch-models.sh first; on 2 cores SET=budget takes about 2.5 hours, the --bits 2,
-# 2.25 and 2.5 rows about half an hour each with block-wise tuning; SET=ablation about 1.75
-# hours: ten --bits 3 conversions of 6.5-8 minutes, each then verified and measured, ~10 minutes
+# 2.25 and 2.5 rows about half an hour each with block-wise tuning; SET=ablation about 2 hours:
+# eleven --bits 3 conversions of 6.5-8 minutes, each then verified and measured, ~10 minutes
 # a row in session 17)
 #
 # Perplexity of each file comes from `athena-verify FILE --text` (the code behind athena-eval and
@@ -48,6 +48,7 @@ ABLATION_RUNS=(
   "--bits 3: no Hessian metric|--bits 3 --no-hessian-metric"
   "--bits 3: no error feedback|--bits 3 --no-error-feedback"
   "--bits 3: no codebook update|--bits 3 --no-codebook-update"
+  "--bits 3: no row scales|--bits 3 --no-row-scales"
   "--bits 3: f16 codebooks|--bits 3 --codebook f16"
   "--bits 3: low-rank residual auto|--bits 3 --lowrank-rank auto"
   "--bits 3: natural group order|--bits 3 --order natural"

@@ -43,6 +43,8 @@ struct Config {
     cb: CodebookType,
     /// Column-rotation block (0: none).
     rotation: u32,
+    /// Per-row scales (encoding version 3).
+    row_scales: bool,
 }
 
 fn bench(c: &Config, rng: &mut Rng) {
@@ -56,6 +58,7 @@ fn bench(c: &Config, rng: &mut Rng) {
         rank: c.rank,
         codebook: c.cb,
         rotation: c.rotation,
+        row_scales: c.row_scales,
     };
     p.validate().expect("bench config");
     let mut indices = rng.bytes(p.indices_len().unwrap());
@@ -74,6 +77,7 @@ fn bench(c: &Config, rng: &mut Rng) {
     let scales = rng.f16s(p.scales_len().unwrap() / 2);
     let lowrank_a = rng.f16s(p.lowrank_a_len().unwrap() / 2);
     let lowrank_b = rng.f16s(p.lowrank_b_len().unwrap() / 2);
+    let row_scales = rng.f16s(p.row_scales_len().unwrap() / 2);
     let mut signs = rng.bytes(p.signs_len().unwrap());
     if let Some(last) = signs.last_mut() {
         if !c.cols.is_multiple_of(8) {
@@ -89,6 +93,7 @@ fn bench(c: &Config, rng: &mut Rng) {
             lowrank_a: &lowrank_a,
             lowrank_b: &lowrank_b,
             signs: &signs,
+            row_scales: &row_scales,
         },
     )
     .unwrap();
@@ -119,6 +124,9 @@ fn bench(c: &Config, rng: &mut Rng) {
     if c.rotation > 0 {
         config.push_str(&format!(" rot{}", c.rotation));
     }
+    if c.row_scales {
+        config.push_str(" rs");
+    }
     println!(
         "| {:<36} | {:>5} | {:>5} | {:>5.2} | {:>8.3} | {:>10.2} | {:>5} |",
         config, c.rows, c.cols, bpw, ms, gbs, iters
@@ -136,8 +144,13 @@ fn main() {
         rank,
         cb,
         rotation: 0,
+        row_scales: false,
     };
     let rotated = |c: Config, rotation| Config { rotation, ..c };
+    let scaled = |c: Config| Config {
+        row_scales: true,
+        ..c
+    };
     let configs = [
         cfg(1536, 576, 2, 256, (64, 576), 0, I8),
         cfg(1536, 576, 2, 256, (64, 576), 0, F16),
@@ -156,6 +169,9 @@ fn main() {
         rotated(cfg(1536, 576, 3, 512, (344, 576), 0, I8), 64),
         cfg(576, 1536, 4, 1024, (343, 1536), 0, I8),
         rotated(cfg(576, 1536, 4, 1024, (343, 1536), 0, I8), 256),
+        // The same with row scales (the default since encoding version 3).
+        scaled(rotated(cfg(1536, 576, 3, 512, (344, 576), 0, I8), 64)),
+        scaled(rotated(cfg(576, 1536, 4, 1024, (343, 1536), 0, I8), 256)),
     ];
     println!("single thread, best of >= 5 decodes (>= 0.4 s) of the whole tensor via Encoded::decode_into");
     println!(

@@ -4,8 +4,8 @@
 //!
 //! Contents come from a fixed-seed SplitMix64. `expected.f32` is computed here with a
 //! deliberately naive, independent transcription of the spec formula (bit-by-bit index
-//! extraction, `half` for f16 -> f32, the rotation's butterfly stages as the spec words them);
-//! it does not use the athena-decode crate.
+//! extraction, `half` for f16 -> f32, the row scale and the rotation's butterfly stages as the
+//! spec words them); it does not use the athena-decode crate.
 
 use athena::quantizer::rng::SplitMix64;
 use std::fs;
@@ -56,6 +56,8 @@ struct Spec {
     style: Style,
     /// B, the rotation's block size; 0 = none (encoding version 1).
     rotation: u32,
+    /// rs: per-row scales (encoding version 3).
+    row_scales: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -84,6 +86,7 @@ const fn v(
         f16_codebook,
         style,
         rotation: 0,
+        row_scales: false,
     }
 }
 
@@ -95,12 +98,21 @@ impl Spec {
             ..self
         }
     }
+
+    /// This spec with per-row scales.
+    const fn rs(self) -> Spec {
+        Spec {
+            row_scales: true,
+            ..self
+        }
+    }
 }
 
 use Style::{Realistic as Re, Wild as Wi, Zeros as Ze};
 
-/// The vectors. Names: d<d>_n<n>_<cb>[_r<rank>][_rot<B>]_<what is special>. Rotated vectors come
-/// last: their sign draws must not shift the random contents of the version 1 vectors.
+/// The vectors. Names: d<d>_n<n>_<cb>[_r<rank>][_rot<B>][_rs]_<what is special>. Rotated vectors
+/// come after the version 1 vectors and the row-scaled ones (version 3) last: their extra draws
+/// must not shift the random contents of the vectors before them.
 const SPECS: &[Spec] = &[
     v("d1_n2_i8_one_row", 1, 37, 1, 2, 1, 5, 0, "i8", Re),
     v("d1_n2_f16_one_col_r1", 9, 1, 1, 2, 4, 1, 1, "f16", Re),
@@ -375,6 +387,123 @@ const SPECS: &[Spec] = &[
         Wi,
     )
     .rot(16),
+    // Version 3: per-row scales. Only now may new draws happen (see above).
+    // i8 codebook values have up to 24 significant bits, so v * s is rounded and
+    // fma(v, s, acc) differs from the separately rounded v * s + acc (emit() asserts it).
+    v("d2_n16_i8_r2_rs_fma", 8, 24, 2, 16, 4, 8, 2, "i8", Re).rs(),
+    v("d3_n8_f16_rs_nondiv", 7, 21, 3, 8, 3, 9, 0, "f16", Re).rs(),
+    v(
+        "d2_n4_f16_r2_rs_signed_zeros",
+        6,
+        8,
+        2,
+        4,
+        2,
+        4,
+        2,
+        "f16",
+        Ze,
+    )
+    .rs(),
+    v(
+        "d2_n16_i8_r3_rs_signed_zeros",
+        5,
+        12,
+        2,
+        16,
+        5,
+        6,
+        3,
+        "i8",
+        Ze,
+    )
+    .rs(),
+    v("d5_n32_i8_r2_rs_wild", 9, 35, 5, 32, 4, 15, 2, "i8", Wi).rs(),
+    v(
+        "d1_n128_f16_rs_wide_wild",
+        8,
+        50,
+        1,
+        128,
+        3,
+        50,
+        0,
+        "f16",
+        Wi,
+    )
+    .rs(),
+    // The table paths of decode() (paper layout; tiles of several groups) with row scales.
+    v(
+        "d2_n4_i8_rs_paper_layout_tall",
+        40,
+        12,
+        2,
+        4,
+        40,
+        2,
+        0,
+        "i8",
+        Wi,
+    )
+    .rs(),
+    v(
+        "d4_n16_f16_r1_rs_tall_nondiv",
+        40,
+        32,
+        4,
+        16,
+        16,
+        12,
+        1,
+        "f16",
+        Re,
+    )
+    .rs(),
+    v("d2_n4_i8_rot4_rs_two_blocks", 3, 8, 2, 4, 2, 4, 0, "i8", Re)
+        .rot(4)
+        .rs(),
+    v(
+        "d2_n16_i8_r2_rot16_rs_fma",
+        5,
+        32,
+        2,
+        16,
+        3,
+        12,
+        2,
+        "i8",
+        Re,
+    )
+    .rot(16)
+    .rs(),
+    v(
+        "d4_n64_f16_r1_rot64_rs_wild",
+        6,
+        128,
+        4,
+        64,
+        2,
+        32,
+        1,
+        "f16",
+        Wi,
+    )
+    .rot(64)
+    .rs(),
+    v(
+        "d2_n16_i8_r3_rot16_rs_signed_zeros",
+        4,
+        16,
+        2,
+        16,
+        3,
+        8,
+        3,
+        "i8",
+        Ze,
+    )
+    .rot(16)
+    .rs(),
 ];
 
 /// All the stored contents of one vector.
@@ -385,7 +514,8 @@ struct Vector {
     scales: Vec<u8>,
     lowrank_a: Vec<u8>,
     lowrank_b: Vec<u8>,
-    signs: Vec<bool>, // [column]; empty without a rotation
+    signs: Vec<bool>,    // [column]; empty without a rotation
+    row_scales: Vec<u8>, // N f16 LE; empty without row scales
 }
 
 fn f16_bits(rng: &mut Rng, style: Style, sd: f32) -> u16 {
@@ -456,6 +586,12 @@ fn random_vector(spec: Spec, rng: &mut Rng) -> Vector {
     } else {
         Vec::new()
     };
+    let mut row_scales = Vec::new();
+    if spec.row_scales {
+        for i in 0..spec.rows {
+            push_f16(&mut row_scales, row_scale_bits(rng, spec.style, i));
+        }
+    }
     Vector {
         spec,
         indices,
@@ -464,6 +600,26 @@ fn random_vector(spec: Spec, rng: &mut Rng) -> Vector {
         lowrank_a,
         lowrank_b,
         signs,
+        row_scales,
+    }
+}
+
+/// The scale of row i. Realistic: positive, 2^-3 <= s < 2^3 with a random 10-bit mantissa (built
+/// from bits, so no libm function makes the draw platform-dependent). Wild: rows 0..6 are
+/// 65504, -65504, the smallest subnormal, minus the largest subnormal, +0 and -0, then any
+/// finite f16. Zeros: +0, -0, +1, -1 in turn.
+fn row_scale_bits(rng: &mut Rng, style: Style, i: u64) -> u16 {
+    const WILD_FIRST: [u16; 6] = [0x7bff, 0xfbff, 0x0001, 0x83ff, 0x0000, 0x8000];
+    match style {
+        Style::Realistic => {
+            let exp = 12 + rng.below(6) as u16; // biased exponent: 2^-3 .. 2^2
+            (exp << 10) | rng.below(1 << 10) as u16
+        }
+        Style::Wild => match WILD_FIRST.get(i as usize) {
+            Some(&b) => b,
+            None => f16_bits(rng, style, 0.0),
+        },
+        Style::Zeros => [0x0000, 0x8000, 0x3c00, 0xbc00][(i % 4) as usize],
     }
 }
 
@@ -502,6 +658,7 @@ fn spec_example() -> Vector {
         lowrank_a,
         lowrank_b,
         signs: Vec::new(),
+        row_scales: Vec::new(),
     }
 }
 
@@ -536,13 +693,16 @@ fn h(bytes: &[u8], i: u64) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32()
 }
 
-/// The spec formula, transcribed as literally as possible, reading the packed bytes.
-fn expected(vec: &Vector, packed: &[Vec<u8>], signs: &[u8]) -> Vec<f32> {
+/// The spec formula, transcribed as literally as possible, reading the packed bytes. Also
+/// returns how many elements (before the rotation) a decoder that fuses the row-scale product
+/// with the low-rank addition, fma(v, s, acc), would get wrong.
+fn expected(vec: &Vector, packed: &[Vec<u8>], signs: &[u8]) -> (Vec<f32>, usize) {
     let s = &vec.spec;
     let (d, n, m, r) = (s.d as u64, s.n as u64, s.cols, s.rank as u64);
     let b = s.n.trailing_zeros() as u64;
     let (_, tiles_c) = tiles(s);
     let mut out = Vec::with_capacity((s.rows * s.cols) as usize);
+    let mut fma_differs = 0;
     for i in 0..s.rows {
         for j in 0..s.cols {
             let g = j / d;
@@ -563,11 +723,22 @@ fn expected(vec: &Vector, packed: &[Vec<u8>], signs: &[u8]) -> Vec<f32> {
                 let prod = step * u;
                 off + prod
             };
+            // Row scale: v = v * f32(rs[i]), rounded (Rust never fuses it with the sum below).
+            let (unscaled, row_scale) = (v, s.row_scales.then(|| h(&vec.row_scales, i)));
+            let v = match row_scale {
+                Some(scale) => v * scale,
+                None => v,
+            };
             let w = if r > 0 {
                 let mut acc = 0.0f32;
                 for k in 0..r {
                     let prod = h(&vec.lowrank_a, i * r + k) * h(&vec.lowrank_b, k * m + j);
                     acc += prod;
+                }
+                if let Some(scale) = row_scale {
+                    if unscaled.mul_add(scale, acc).to_bits() != (v + acc).to_bits() {
+                        fma_differs += 1;
+                    }
                 }
                 v + acc
             } else {
@@ -580,7 +751,7 @@ fn expected(vec: &Vector, packed: &[Vec<u8>], signs: &[u8]) -> Vec<f32> {
             rotate(&mut out[start..], s.rotation as usize, signs);
         }
     }
-    out
+    (out, fma_differs)
 }
 
 /// Step 5 on row x, worded as in the spec.
@@ -631,6 +802,9 @@ fn emit(root: &Path, vec: &Vector) {
     if s.rotation > 0 {
         params += &format!("rotation={}\n", s.rotation);
     }
+    if s.row_scales {
+        params += "row_scales=1\n";
+    }
     write(&dir, "params.txt", params.as_bytes());
     let bits = s.n.trailing_zeros();
     let packed: Vec<Vec<u8>> = vec.indices.iter().map(|row| pack_row(row, bits)).collect();
@@ -647,10 +821,17 @@ fn emit(root: &Path, vec: &Vector) {
     if s.rotation > 0 {
         write(&dir, "signs.bin", &signs);
     }
-    let exp: Vec<u8> = expected(vec, &packed, &signs)
-        .iter()
-        .flat_map(|x| x.to_le_bytes())
-        .collect();
+    if s.row_scales {
+        write(&dir, "row_scales.bin", &vec.row_scales);
+    }
+    let (values, fma_differs) = expected(vec, &packed, &signs);
+    // The `_fma` vectors must catch a decoder that contracts v * s + acc.
+    assert!(
+        !s.name.ends_with("_fma") || fma_differs > 0,
+        "{}: fma(v, s, acc) never differs from v * s + acc; change the vector",
+        s.name
+    );
+    let exp: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
     write(&dir, "expected.f32", &exp);
 }
 

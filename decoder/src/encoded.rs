@@ -23,6 +23,8 @@ pub struct Parts<'a> {
     /// `<W>.athena_rot`: ceil(M / 8) bytes of sign bits (bit j mod 8 of byte j / 8 set: column
     /// j is negated); empty without a rotation.
     pub signs: &'a [u8],
+    /// `<W>.athena_rs`: N little-endian f16 row scales; empty without row scales.
+    pub row_scales: &'a [u8],
 }
 
 /// One encoded weight whose parameters are valid and whose buffers have the right lengths.
@@ -86,6 +88,11 @@ impl<'a> Encoded<'a> {
             parts.lowrank_b.len(),
         )?;
         expect_len(Component::Signs, params.signs_len()?, parts.signs.len())?;
+        expect_len(
+            Component::RowScales,
+            params.row_scales_len()?,
+            parts.row_scales.len(),
+        )?;
         // All casts below are lossless: validate() proved that rows * cols, and every byte
         // size, fit in usize, and every other quantity is bounded by one of them.
         let (_, tiles_c) = params.tiles();
@@ -148,7 +155,8 @@ impl<'a> Encoded<'a> {
     /// Scans the contents. Checks, in this order, and reports the first failure:
     /// every index row (index < centroids, padding bits zero), every f16 codebook value
     /// (codebook t, entry a, dimension j), every int8 offset/step, every value of A, then of B
-    /// (all must be finite), then the padding bits of the rotation signs (must be zero).
+    /// (all must be finite), then every row scale (must be finite), then the padding bits of
+    /// the rotation signs (must be zero).
     pub fn check(&self) -> Result<(), DecodeError> {
         for row in 0..self.rows {
             let bytes = self.index_row(row);
@@ -208,6 +216,11 @@ impl<'a> Encoded<'a> {
                         col: (i % width) as u64,
                     });
                 }
+            }
+        }
+        for i in 0..self.parts.row_scales.len() / 2 {
+            if !f16_is_finite(le_u16(self.parts.row_scales, i)) {
+                return Err(DecodeError::NonFiniteRowScale { row: i as u64 });
             }
         }
         let used = self.cols % 8;
@@ -403,6 +416,12 @@ impl<'a> Encoded<'a> {
                         }
                     }
                 }
+            }
+        }
+        if self.params.row_scales {
+            let s = f16_to_f32(le_u16(self.parts.row_scales, row));
+            for v in out.iter_mut() {
+                *v *= s;
             }
         }
         if self.rank > 0 {
@@ -633,7 +652,67 @@ mod tests {
             rank: 0,
             codebook: CodebookType::F16,
             rotation: 0,
+            row_scales: false,
         }
+    }
+
+    #[test]
+    fn row_scale_multiplies_the_codebook_value_before_the_lowrank_sum() {
+        // One row, d = 1, n = 2, f16 codebook (1 + 2^-10, 3), rank 1, scale 1 + 2^-10.
+        let p = Params {
+            rank: 1,
+            row_scales: true,
+            ..params(1, 2, 1, 2)
+        };
+        let cb = [0x01, 0x3c, 0x00, 0x42];
+        let a = [0x00, 0x3c]; // 1.0
+        let b = [0x00, 0x00, 0x00, 0x1c]; // +0, 2^-8
+        let rs = [0x01, 0x3c];
+        let parts = Parts {
+            indices: &[0b10],
+            codebook: &cb,
+            lowrank_a: &a,
+            lowrank_b: &b,
+            row_scales: &rs,
+            ..Parts::default()
+        };
+        let enc = Encoded::new(p, parts).unwrap();
+        enc.check().unwrap();
+        let mut out = [0.0f32; 2];
+        enc.decode_row(0, &mut out).unwrap();
+        let s = 1.0f32 + 2f32.powi(-10);
+        // Column 0: index 0, acc = 1 * +0 = +0. Column 1: index 1, acc = 2^-8, added unscaled.
+        assert_eq!(out[0].to_bits(), (s * s).to_bits());
+        assert_eq!(out[1].to_bits(), (3.0 * s + 2f32.powi(-8)).to_bits());
+        assert_ne!(out[1], (3.0 + 2f32.powi(-8)) * s);
+        let mut whole = [0.0f32; 2];
+        enc.decode_into(&mut whole).unwrap();
+        assert_eq!(whole, out);
+        let bad = [0x00, 0x7c];
+        let enc = Encoded::new(
+            p,
+            Parts {
+                row_scales: &bad,
+                ..parts
+            },
+        )
+        .unwrap();
+        assert_eq!(enc.check(), Err(DecodeError::NonFiniteRowScale { row: 0 }));
+        assert_eq!(
+            Encoded::new(
+                p,
+                Parts {
+                    row_scales: &[],
+                    ..parts
+                }
+            )
+            .unwrap_err(),
+            DecodeError::LengthMismatch {
+                component: Component::RowScales,
+                expected: 2,
+                actual: 0
+            }
+        );
     }
 
     struct Lcg(u64);

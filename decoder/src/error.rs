@@ -68,6 +68,8 @@ pub enum Component {
     LowRankB,
     /// `<W>.athena_rot`: the column rotation's sign bits.
     Signs,
+    /// `<W>.athena_rs`: the per-row scales.
+    RowScales,
     /// The caller's output buffer (counted in f32 values, not bytes).
     Output,
 }
@@ -82,6 +84,7 @@ impl Component {
             Component::LowRankA => "lowrank_a",
             Component::LowRankB => "lowrank_b",
             Component::Signs => "signs",
+            Component::RowScales => "row_scales",
             Component::Output => "output",
         }
     }
@@ -138,6 +141,8 @@ pub enum DecodeError {
         row: u64,
         col: u64,
     },
+    /// A row scale is infinite or NaN.
+    NonFiniteRowScale { row: u64 },
 }
 
 impl DecodeError {
@@ -155,6 +160,7 @@ impl DecodeError {
             DecodeError::NonFiniteCodebook { .. } => "non_finite_codebook",
             DecodeError::NonFiniteScale { .. } => "non_finite_scale",
             DecodeError::NonFiniteLowRank { .. } => "non_finite_lowrank",
+            DecodeError::NonFiniteRowScale { .. } => "non_finite_row_scale",
         }
     }
 }
@@ -236,6 +242,9 @@ impl fmt::Display for DecodeError {
                 row,
                 col
             ),
+            DecodeError::NonFiniteRowScale { row } => {
+                write!(f, "non-finite row scale at row {}", row)
+            }
         }
     }
 }

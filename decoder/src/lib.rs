@@ -1,5 +1,5 @@
 //! Reference dequantizer for the Athena vector-codebook encoding
-//! (`format-spec/athena-encoding.md`, encoding versions 1 and 2).
+//! (`format-spec/athena-encoding.md`, encoding versions 1, 2 and 3).
 //!
 //! `no_std`, no dependencies; the `alloc` feature adds [`Encoded::decode`].
 //!
@@ -7,7 +7,7 @@
 //! use athena_decode::{CodebookType, Encoded, Params, Parts};
 //! let params = Params {
 //!     rows: 1, cols: 4, vector_dim: 2, centroids: 2, tile_rows: 1, tile_cols: 4,
-//!     rank: 0, codebook: CodebookType::F16, rotation: 0,
+//!     rank: 0, codebook: CodebookType::F16, rotation: 0, row_scales: false,
 //! };
 //! // Two groups with indices 1, 0 (LSB first: 0b01); codebook entries (1, 2) and (3, 4).
 //! let codebook = [0x00, 0x3c, 0x00, 0x40, 0x00, 0x42, 0x00, 0x44];
@@ -20,7 +20,8 @@
 //! ```
 //!
 //! Bit-exactness: all arithmetic is IEEE-754 binary32 with round-to-nearest-even, each
-//! multiply and add rounded separately. Rust never contracts `a * b + c` into a fused
+//! multiply and add rounded separately (the row-scale product is the one that is not exact, so
+//! a fused multiply-add would change results). Rust never contracts `a * b + c` into a fused
 //! multiply-add (there is no fast-math), so the code below is exact as written.
 #![no_std]
 #![forbid(unsafe_code)]

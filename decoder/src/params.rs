@@ -60,6 +60,8 @@ pub struct Params {
     /// B: block size of the column rotation (a power of four in 4..=4096 dividing M), or 0 for
     /// none (encoding version 1).
     pub rotation: u32,
+    /// rs: every row has an f16 scale that multiplies its codebook values (encoding version 3).
+    pub row_scales: bool,
 }
 
 fn mul(a: u64, b: u64, what: &'static str) -> Result<u64, DecodeError> {
@@ -112,6 +114,7 @@ impl Params {
         self.lowrank_a_len()?;
         self.lowrank_b_len()?;
         self.signs_len()?;
+        self.row_scales_len()?;
         Ok(())
     }
 
@@ -207,12 +210,25 @@ impl Params {
         to_usize(v, "signs bytes")
     }
 
-    /// The lowest encoding version that can hold these parameters: 2 with a rotation, else 1.
-    pub fn encoding_version(&self) -> u32 {
-        if self.rotation == 0 {
-            1
+    /// Bytes of `<W>.athena_rs`: 2 * N with row scales, 0 without.
+    pub fn row_scales_len(&self) -> Result<usize, DecodeError> {
+        let v = if self.row_scales {
+            mul(self.rows, 2, "row scales bytes")?
         } else {
+            0
+        };
+        to_usize(v, "row scales bytes")
+    }
+
+    /// The lowest encoding version that can hold these parameters: 3 with row scales, else 2
+    /// with a rotation, else 1.
+    pub fn encoding_version(&self) -> u32 {
+        if self.row_scales {
+            3
+        } else if self.rotation != 0 {
             2
+        } else {
+            1
         }
     }
 
@@ -226,6 +242,7 @@ impl Params {
             self.lowrank_a_len()?,
             self.lowrank_b_len()?,
             self.signs_len()?,
+            self.row_scales_len()?,
         ] {
             total = total.checked_add(len as u64).ok_or(DecodeError::Overflow {
                 what: "total bytes",
@@ -236,13 +253,13 @@ impl Params {
 }
 
 /// The configuration in one short line, as the converter's and athena-verify's tables print it:
-/// `d=3 n=512 tile=344x576 i8 r=0`, plus ` rot=B` when rotated.
+/// `d=3 n=512 tile=344x576 i8 r=0`, plus ` rot=B` when rotated and ` rs` with row scales.
 ///
 /// ```
 /// # use athena_decode::{CodebookType, Params};
 /// let p = Params {
 ///     rows: 576, cols: 576, vector_dim: 3, centroids: 512, tile_rows: 344, tile_cols: 576,
-///     rank: 0, codebook: CodebookType::I8, rotation: 64,
+///     rank: 0, codebook: CodebookType::I8, rotation: 64, row_scales: false,
 /// };
 /// assert_eq!(p.to_string(), "d=3 n=512 tile=344x576 i8 r=0 rot=64");
 /// ```
@@ -260,6 +277,9 @@ impl core::fmt::Display for Params {
         )?;
         if self.rotation > 0 {
             write!(f, " rot={}", self.rotation)?;
+        }
+        if self.row_scales {
+            write!(f, " rs")?;
         }
         Ok(())
     }

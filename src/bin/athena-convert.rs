@@ -252,6 +252,13 @@ struct AthenaArgs {
     #[arg(long)]
     rotation_per_layer: bool,
 
+    /// Without per-row scales: by default every row of a vector-quantized weight gets an f16
+    /// scale (its RMS; 16 bits per row, 0.028 bpw on 576 columns, counted in --bits) and the
+    /// codebooks fit the rows divided by it, so rows of very different norms share a codebook
+    /// (encoding version 3). See docs/benchmarks.md, "Session 18", for what they buy.
+    #[arg(long)]
+    no_row_scales: bool,
+
     /// Ablation: k-means and assignment in plain Euclidean distance instead of the
     /// inverse-Hessian metric.
     #[arg(long)]
@@ -491,6 +498,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             .rotation_block
             .unwrap_or(default_rotation_block(a.bits, a.method)),
         rotation_per_layer: a.rotation_per_layer,
+        row_scales: !a.no_row_scales,
         hessian_metric: !a.no_hessian_metric,
         error_feedback: !a.no_error_feedback,
         codebook_update: !a.no_codebook_update,

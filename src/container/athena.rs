@@ -9,9 +9,9 @@ use athena_decode::{CodebookType, DecodeError, Encoded, Params, Parts};
 use super::gguf::{Array, GgmlType, GgufFile, TensorInfo, Value};
 use crate::quantizer::QuantizedLinear;
 
-/// The newest encoding version this code writes and reads (spec section 9): 1, and 2 for
-/// rotated weights. A file is written with the lowest version its weights need.
-pub const ENCODING_VERSION: u32 = 2;
+/// The newest encoding version this code writes and reads (spec section 9): 1, 2 for rotated
+/// weights, 3 for row scales. A file is written with the lowest version its weights need.
+pub const ENCODING_VERSION: u32 = 3;
 pub const VERSION_KEY: &str = "athena.encoding_version";
 pub const TENSORS_KEY: &str = "athena.tensors";
 
@@ -22,6 +22,7 @@ pub const CBS: &str = ".athena_cbs";
 pub const LRA: &str = ".athena_lra";
 pub const LRB: &str = ".athena_lrb";
 pub const ROT: &str = ".athena_rot";
+pub const RS: &str = ".athena_rs";
 
 /// The metadata key holding the checksum of a tensor's data.
 pub fn sha256_key(tensor: &str) -> String {
@@ -94,6 +95,9 @@ impl EncodedWeight {
         if p.rotation > 0 {
             keys.push((weight_key(&self.name, "rotation"), Value::U32(p.rotation)));
         }
+        if p.row_scales {
+            keys.push((weight_key(&self.name, "row_scales"), Value::Bool(true)));
+        }
         keys
     }
 }
@@ -145,6 +149,7 @@ pub fn encode(name: &str, q: &QuantizedLinear) -> EncodedWeight {
         (halves(&lr.a), halves(&lr.b))
     });
     let signs = q.rotation.as_ref().map_or(&[][..], |r| &r.signs[..]);
+    let row_scales = halves(&q.vq.row_scales);
     let parts = Parts {
         indices: &indices,
         codebook: &codebook,
@@ -152,6 +157,7 @@ pub fn encode(name: &str, q: &QuantizedLinear) -> EncodedWeight {
         lowrank_a: &lowrank_a,
         lowrank_b: &lowrank_b,
         signs,
+        row_scales: &row_scales,
     };
     EncodedWeight::from_parts(name, params, parts)
 }
@@ -187,6 +193,9 @@ fn component_layout(params: &Params) -> Result<Vec<ComponentShape>, DecodeError>
     if params.rotation > 0 {
         layout.push((ROT, GgmlType::I8, vec![params.signs_len()? as u64]));
     }
+    if params.row_scales {
+        layout.push((RS, GgmlType::F16, vec![rows]));
+    }
     Ok(layout)
 }
 
@@ -204,7 +213,8 @@ impl EncodedWeight {
                     CBS => parts.scales,
                     LRA => parts.lowrank_a,
                     LRB => parts.lowrank_b,
-                    _ => parts.signs,
+                    ROT => parts.signs,
+                    _ => parts.row_scales,
                 };
                 Component {
                     name: format!("{name}{suffix}"),
@@ -358,6 +368,29 @@ fn rotation_key(file: &GgufFile, name: &str) -> Result<u32, AthenaError> {
     get_u32(file, &key)
 }
 
+/// `athena.<W>.row_scales`: absent means false; present only in files of version 3 or later.
+fn row_scales_key(file: &GgufFile, name: &str) -> Result<bool, AthenaError> {
+    let key = weight_key(name, "row_scales");
+    let value = match file.get(&key) {
+        None => return Ok(false),
+        Some(v) => v,
+    };
+    let version = get_u32(file, VERSION_KEY)?;
+    if version < 3 {
+        return Err(key_err(
+            &key,
+            format!("not allowed in encoding version {version} (row scales need version 3)"),
+        ));
+    }
+    match value {
+        Value::Bool(b) => Ok(*b),
+        other => Err(key_err(
+            &key,
+            format!("expected bool, found {}", other.type_description()),
+        )),
+    }
+}
+
 /// Reads one weight `name` (listed in `athena.tensors`): its keys, parameters and components.
 pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<'f>, AthenaError> {
     let werr = |problem: String| AthenaError::Weight {
@@ -400,6 +433,7 @@ pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<
         rank: get_u32(file, &weight_key(name, "lowrank_rank"))?,
         codebook,
         rotation: rotation_key(file, name)?,
+        row_scales: row_scales_key(file, name)?,
     };
     let decode_err = |error| AthenaError::Decode {
         weight: name.to_string(),
@@ -424,7 +458,7 @@ pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<
         }
         components.push(t);
     }
-    for suffix in [CBS, LRA, LRB, ROT] {
+    for suffix in [CBS, LRA, LRB, ROT, RS] {
         let tname = format!("{name}{suffix}");
         if !expected.iter().any(|e| e.0 == suffix) && file.tensor(&tname).is_some() {
             return Err(werr(format!(
@@ -445,6 +479,7 @@ pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<
         lowrank_a: data(LRA),
         lowrank_b: data(LRB),
         signs: data(ROT),
+        row_scales: data(RS),
     };
     let encoded = Encoded::new(params, parts).map_err(decode_err)?;
     Ok(StoredWeight {

@@ -239,7 +239,8 @@ pub fn finetune_model(
                     p.n,
                     &mut codes,
                     moments,
-                    opts.code_step as f32,
+                    // The moments are in the centroids' units: with row scales, weight / s.
+                    (opts.code_step / p.row_scale_rms()) as f32,
                     opts.code_fraction,
                 );
                 p.set_codes(codes)?;

@@ -98,6 +98,8 @@ pub struct ConvertOptions {
     /// With `rotation_block` > 0: rotate only the layers where the rotated codes measure the
     /// lower layer loss (each layer is quantized both ways) instead of every layer.
     pub rotation_per_layer: bool,
+    /// Per-row f16 scales (encoding version 3) for the vector-quantized methods.
+    pub row_scales: bool,
     /// Ablation switches of the Athena method (all on by default).
     pub hessian_metric: bool,
     pub error_feedback: bool,
@@ -207,6 +209,12 @@ fn apply_method(cfg: &mut VqConfig, opts: &ConvertOptions, cols: usize) {
     cfg.rotation_if_better = opts.rotation_per_layer;
 }
 
+/// Whether the method's configurations get per-row scales (the --bits plan may still drop them
+/// on a layer too narrow to pay for them).
+fn row_scales(opts: &ConvertOptions) -> bool {
+    opts.row_scales && matches!(opts.method, Method::Athena | Method::Kmeans)
+}
+
 fn rank_for(choice: LowRankChoice, rows: usize, cols: usize) -> usize {
     match choice {
         LowRankChoice::Off => 0,
@@ -284,6 +292,7 @@ fn make_plan(
                     l,
                     VqConfig {
                         rank: rank_for(opts.lowrank, l.rows, l.cols),
+                        row_scales: row_scales(opts),
                         ..VqConfig::new(d, n, r, c)
                     },
                 )
@@ -346,6 +355,7 @@ fn make_plan(
                     },
                 };
                 cfg.rank = rank_for(opts.lowrank, l.rows, l.cols);
+                cfg.row_scales = row_scales(opts);
                 apply_method(&mut cfg, opts, l.cols);
                 cfg
             })?;

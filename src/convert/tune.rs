@@ -59,6 +59,9 @@ pub(super) struct CodebookWeight {
     cols: usize,
     /// HF row r is stored row `to_hf[r]` (q/k only).
     to_hf: Option<Tensor>,
+    /// The fixed per-row scales `[rows, 1]` (stored row order), applied to the codebook part,
+    /// and their root mean square.
+    row_scales: Option<(Tensor, f64)>,
     /// The fixed low-rank term, in stored row order (in the rotated domain, as the codebooks).
     lowrank: Option<Tensor>,
     /// The column rotation's transpose, applied after the codebooks and the low-rank term:
@@ -96,6 +99,14 @@ impl CodebookWeight {
             }
             None => None,
         };
+        let row_scales = match q.vq.row_scales.is_empty() {
+            true => None,
+            false => {
+                let s: Vec<f32> = q.vq.row_scales.iter().map(|s| s.to_f32()).collect();
+                let rms = (s.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / rows as f64).sqrt();
+                Some((Tensor::from_vec(s, (rows, 1), device)?, rms))
+            }
+        };
         let lowrank = match &q.lowrank {
             Some(lr) => {
                 let mut with = q.vq.dequantized.clone();
@@ -126,6 +137,7 @@ impl CodebookWeight {
             rows,
             cols,
             to_hf,
+            row_scales,
             lowrank,
             unrotate,
             stored: cfg.codebook,
@@ -148,10 +160,24 @@ impl CodebookWeight {
     /// rate; a rotated coordinate is spread over B weights, and when one input channel dominates
     /// the gradient (the massive-activation channels) all B coordinates' steps add up coherently
     /// on that channel's weights, sqrt(B) times the step an unrotated codebook takes there.
+    ///
+    /// With row scales the centroids are in units of the scaled rows (RMS about 1), not of the
+    /// weights: the rate is divided by the scales' root mean square so that a step moves the
+    /// weights by about the learning rate as before.
     pub(super) fn learning_rate_scale(&self) -> f64 {
-        match &self.unrotate {
+        let rotation = match &self.unrotate {
             Some((hadamard, _)) => 1.0 / (hadamard.dims()[0] as f64).sqrt(),
             None => 1.0,
+        };
+        rotation / self.row_scale_rms()
+    }
+
+    /// The root mean square of the row scales (1 without them): weight units per unit of the
+    /// centroids.
+    pub(super) fn row_scale_rms(&self) -> f64 {
+        match &self.row_scales {
+            Some((_, rms)) if *rms > 0.0 => *rms,
+            _ => 1.0,
         }
     }
 
@@ -160,7 +186,9 @@ impl CodebookWeight {
         self.weight_from(&self.gathered()?)
     }
 
-    /// The codebook part of the weight in stored row order, `[rows, cols]`.
+    /// The codebook part of the weight in stored row order, `[rows, cols]`, before the row
+    /// scales (so its gradient is in the codebooks' units, as end-to-end tuning's code step
+    /// needs).
     pub(super) fn gathered(&self) -> candle_core::Result<Tensor> {
         let tuned = self.centroids.as_tensor();
         let centroids = match self.straight_through {
@@ -187,9 +215,13 @@ impl CodebookWeight {
 
     /// The weight in HF layout from `gathered()`'s output.
     pub(super) fn weight_from(&self, gathered: &Tensor) -> candle_core::Result<Tensor> {
-        let mut w = match &self.lowrank {
-            Some(lr) => (gathered + lr)?,
+        let scaled = match &self.row_scales {
+            Some((s, _)) => gathered.broadcast_mul(s)?,
             None => gathered.clone(),
+        };
+        let mut w = match &self.lowrank {
+            Some(lr) => (scaled + lr)?,
+            None => scaled,
         };
         if let Some((hadamard, signs)) = &self.unrotate {
             let b = hadamard.dim(0)?;
@@ -223,10 +255,14 @@ impl CodebookWeight {
         for (stored, &code) in q.vq.indices.iter_mut().zip(&self.codes) {
             *stored = code % n as u32;
         }
+        let groups = q.vq.cols / d;
         for (i, &code) in self.codes.iter().enumerate() {
             let (tile, idx) = (code as usize / n, code as usize % n);
             let c = &q.vq.codebooks[tile].values[idx * d..(idx + 1) * d];
-            q.vq.dequantized[i * d..(i + 1) * d].copy_from_slice(c);
+            let s = q.vq.row_scales.get(i / groups).map_or(1.0, |s| s.to_f32());
+            for (out, &v) in q.vq.dequantized[i * d..(i + 1) * d].iter_mut().zip(c) {
+                *out = v * s;
+            }
         }
         q.dequantized.clone_from(&q.vq.dequantized);
         if let Some(lr) = &q.lowrank {
@@ -476,7 +512,7 @@ mod tests {
     }
 
     #[test]
-    fn the_tuned_weight_is_the_reconstruction_with_rotation_and_low_rank() {
+    fn the_tuned_weight_is_the_reconstruction_with_rotation_row_scales_and_low_rank() {
         let (rows, cols) = (12, 32);
         let w: Vec<f32> = (0..rows * cols)
             .map(|k| ((k * 29 % 17) as f32 - 8.0) / 16.0)
@@ -493,10 +529,11 @@ mod tests {
                     }
                 },
             );
-        for rotation in [0, 16] {
+        for (rotation, row_scales) in [(0, false), (16, false), (0, true), (16, true)] {
             let cfg = VqConfig {
                 rank: 2,
                 rotation,
+                row_scales,
                 ..VqConfig::new(2, 8, 4, 16)
             };
             let mut q = quantize_linear(&w, rows, cols, &h, &cfg, 3).unwrap();
@@ -530,9 +567,14 @@ mod tests {
             .map(|k| ((k * 37 % 23) as f32 - 11.0) / 32.0)
             .collect();
         let h = faer::Mat::<f64>::identity(cols, cols);
-        for rotation in [0, 16, 64] {
+        // With row scales the centroids are in units of the scaled rows (RMS ~1 against the
+        // weights' ~0.2 here; unscaled, a step would move them by 0.2 lr): the per-layer rate must
+        // bring the step back to weight units.
+        for (rotation, row_scales) in [(0, false), (16, false), (64, false), (0, true), (64, true)]
+        {
             let cfg = VqConfig {
                 rotation,
+                row_scales,
                 ..VqConfig::new(2, 16, 16, 64)
             };
             let mut q = quantize_linear(&w, rows, cols, &h, &cfg, 5).unwrap();
@@ -549,9 +591,10 @@ mod tests {
                 .zip(&after)
                 .map(|(a, b)| (a - b).abs() as f64)
                 .fold(0.0, f64::max);
+            eprintln!("rotation {rotation} row scales {row_scales}: moved {moved}");
             assert!(
                 moved > 0.25 * lr && moved < 1.01 * lr,
-                "rotation {rotation}: moved {moved}"
+                "rotation {rotation}, row scales {row_scales}: moved {moved}"
             );
         }
     }

@@ -21,6 +21,9 @@ pub struct VqLayer {
     pub indices: Vec<u32>,
     /// One codebook per tile, tile t = tile_row * tile_columns + tile_column.
     pub codebooks: Vec<StoredCodebook>,
+    /// Per-row scales (`VqConfig::row_scales`), or empty: row i decodes to s_i times its
+    /// codebook values.
+    pub row_scales: Vec<half::f16>,
     /// The reconstructed weights (row-major), exactly what a decoder returns without low-rank.
     pub dequantized: Vec<f32>,
 }
@@ -66,6 +69,22 @@ fn block_metric(u: &[f64], d: usize) -> (Vec<f64>, Vec<f32>) {
     (inv, metric)
 }
 
+/// Each row's RMS, rounded to f16 (1 for an all-zero row, and never 0 or infinite).
+fn rms_scales(w: &[f32], rows: usize, cols: usize) -> Vec<half::f16> {
+    (0..rows)
+        .map(|i| {
+            let row = &w[i * cols..(i + 1) * cols];
+            let rms = (row.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / cols as f64).sqrt();
+            let s = half::f16::from_f64(rms);
+            if s.to_f32() > 0.0 && s.is_finite() {
+                s
+            } else {
+                half::f16::ONE
+            }
+        })
+        .collect()
+}
+
 /// Quantizes W (`rows x cols`, row-major) with the Hessian `h` (`cols x cols`).
 pub fn quantize(
     w: &[f32],
@@ -91,7 +110,15 @@ pub fn quantize(
         Mat::identity(cols, cols)
     };
     let u32m = Mat::<f32>::from_fn(cols, cols, |i, j| u[(i, j)] as f32);
-    let mut wp = Mat::<f32>::from_fn(rows, cols, |i, j| w[i * cols + col(j)]);
+    // With row scales the loop runs on W / s_i: every step of it (assignment, error feedback)
+    // is row-wise linear, so only the codebooks see a different problem, rows of equal shape.
+    let row_scales = if cfg.row_scales {
+        rms_scales(w, rows, cols)
+    } else {
+        Vec::new()
+    };
+    let scale = |i: usize| row_scales.get(i).map_or(1.0, |s| s.to_f32());
+    let mut wp = Mat::<f32>::from_fn(rows, cols, |i, j| w[i * cols + col(j)] / scale(i));
 
     // Per group (in processing order): U_QQ^-1 and the metric used for its points.
     let mut position_of_group = vec![0usize; groups];
@@ -199,6 +226,7 @@ pub fn quantize(
             .collect();
         for i in 0..rows {
             let a = chosen[i] as usize;
+            let s = scale(i);
             let values = &codebooks[(i / tile_r) * tiles_c + tc]
                 .as_ref()
                 .unwrap()
@@ -207,7 +235,7 @@ pub fn quantize(
             let mut diff = [0f64; 8];
             for e in 0..d {
                 let c = values[a * d + e];
-                dequantized[i * cols + g * d + e] = c;
+                dequantized[i * cols + g * d + e] = c * s;
                 diff[e] = (wp[(i, q + e)] - c) as f64;
             }
             // E = diff U_QQ^-1 (row vector times upper-triangular inverse).
@@ -247,6 +275,7 @@ pub fn quantize(
             .into_iter()
             .map(|c| c.expect("every tile column is visited"))
             .collect(),
+        row_scales,
         dequantized,
     })
 }

@@ -81,6 +81,9 @@ pub struct VqConfig {
     /// layer loss (the rotation helps layers with massive-activation channels and hurts layers
     /// whose weights have outliers of their own).
     pub rotation_if_better: bool,
+    /// Give every row an f16 scale (its RMS) and quantize the rows divided by it, so a tile's
+    /// codebook fits the shape of its rows rather than their magnitudes (encoding version 3).
+    pub row_scales: bool,
 }
 
 impl VqConfig {
@@ -103,6 +106,7 @@ impl VqConfig {
             damp: 0.01,
             rotation: 0,
             rotation_if_better: false,
+            row_scales: false,
         }
     }
 
@@ -122,6 +126,7 @@ impl VqConfig {
                 CodebookKind::F16 => athena_decode::CodebookType::F16,
             },
             rotation: self.rotation as u32,
+            row_scales: self.row_scales,
         }
     }
 
@@ -281,6 +286,7 @@ fn quantize_unrotated(
         cols,
         indices: Vec::with_capacity(rows * cols / config.d),
         codebooks: Vec::new(),
+        row_scales: Vec::new(),
         dequantized: Vec::with_capacity(rows * cols),
     };
     for (b, h) in band_hs.iter().enumerate() {
@@ -293,6 +299,7 @@ fn quantize_unrotated(
         }
         vq.indices.extend(part.indices);
         vq.codebooks.extend(part.codebooks);
+        vq.row_scales.extend(part.row_scales);
         vq.dequantized.extend(part.dequantized);
     }
     let mut dequantized = vq.dequantized.clone();

@@ -42,6 +42,8 @@ pub fn refine_codebooks(w: &[f32], layer: &mut VqLayer, h: &Mat<f64>, cfg: &VqCo
     let mut residual = Mat::<f64>::from_fn(rows, cols, |i, j| {
         (w[i * cols + j] - layer.dequantized[i * cols + j]) as f64
     });
+    // Row i's weights are s_i times its codebook entries: a centroid step e moves them by s_i e.
+    let scale = |i: usize| layer.row_scales.get(i).map_or(1.0, |s| s.to_f32() as f64);
     let mut changed = 0;
 
     for tc in 0..tiles_c {
@@ -69,12 +71,13 @@ pub fn refine_codebooks(w: &[f32], layer: &mut VqLayer, h: &Mat<f64>, cfg: &VqCo
                         let col = c0 + j;
                         *slot = layer.indices[i * groups + col / d] as usize * d + col % d;
                     }
+                    let s = scale(i);
                     for (j, &sj) in slots.iter().enumerate() {
-                        rhs[(sj, 0)] += grad[(i - r0, j)];
+                        rhs[(sj, 0)] += s * grad[(i - r0, j)];
                         let hrow = &h_tile[j * width..(j + 1) * width];
                         let arow = &mut acc[sj * unknowns..(sj + 1) * unknowns];
                         for (&sk, &hv) in slots.iter().zip(hrow) {
-                            arow[sk] += hv;
+                            arow[sk] += s * s * hv;
                         }
                     }
                 }
@@ -109,9 +112,10 @@ pub fn refine_codebooks(w: &[f32], layer: &mut VqLayer, h: &Mat<f64>, cfg: &VqCo
             changed += 1;
             let (r0, r1) = (tr * tile_r, ((tr + 1) * tile_r).min(rows));
             for i in r0..r1 {
+                let s = layer.row_scales.get(i).map_or(1.0, |s| s.to_f32());
                 for col in c0..c1 {
                     let a = layer.indices[i * groups + col / d] as usize;
-                    let value = new.values[a * d + col % d];
+                    let value = new.values[a * d + col % d] * s;
                     layer.dequantized[i * cols + col] = value;
                     residual[(i, col)] = (w[i * cols + col] - value) as f64;
                 }
@@ -148,10 +152,21 @@ mod tests {
     fn refinement_never_raises_the_layer_loss() {
         let (rows, cols) = (48, 32);
         let (w, h) = layer_and_hessian(rows, cols);
-        for (tile_r, tile_c) in [(16, 32), (48, 2), (24, 8)] {
-            for kind in [codebook::CodebookKind::Int8, codebook::CodebookKind::F16] {
+        // Rows of different magnitudes, for the row-scaled runs.
+        let w: Vec<f32> = w
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| v * (1 + k / cols % 7) as f32)
+            .collect();
+        let kinds = [codebook::CodebookKind::Int8, codebook::CodebookKind::F16];
+        for ((tile_r, tile_c), row_scales) in [(16, 32), (48, 2), (24, 8)]
+            .into_iter()
+            .flat_map(|s| [(s, false), (s, true)])
+        {
+            for kind in kinds {
                 let mut cfg = VqConfig::new(2, 8, tile_r, tile_c);
                 cfg.codebook = kind;
+                cfg.row_scales = row_scales;
                 let mut layer = gptvq::quantize(&w, rows, cols, &h, &cfg, 1).unwrap();
                 // The update minimises the damped loss (the one the quantizer works with).
                 let hd = damped(&h, cfg.damp);
@@ -163,14 +178,16 @@ mod tests {
                     "{tile_r}x{tile_c}: {after} > {before}"
                 );
                 assert!(changed > 0, "{tile_r}x{tile_c} {kind:?}: no tile improved");
-                // The dequantized weights are still exactly the codebook entries the indices name.
+                // The dequantized weights are still exactly the codebook entries the indices name
+                // (times the row scale).
                 for i in 0..rows {
+                    let s = layer.row_scales.get(i).map_or(1.0, |s| s.to_f32());
                     for col in 0..cols {
                         let t = (i / tile_r) * cols.div_ceil(tile_c) + col / tile_c;
                         let a = layer.indices[i * (cols / 2) + col / 2] as usize;
                         assert_eq!(
                             layer.dequantized[i * cols + col],
-                            layer.codebooks[t].values[a * 2 + col % 2]
+                            layer.codebooks[t].values[a * 2 + col % 2] * s
                         );
                     }
                 }

@@ -21,6 +21,7 @@ pub struct VectorFiles {
     pub lowrank_a: Vec<u8>,
     pub lowrank_b: Vec<u8>,
     pub signs: Vec<u8>,
+    pub row_scales: Vec<u8>,
     pub expected: Vec<f32>,
 }
 
@@ -35,6 +36,7 @@ pub fn parse_params(text: &str) -> Params {
         rank: 0,
         codebook: CodebookType::I8,
         rotation: 0,
+        row_scales: false,
     };
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let (key, value) = line
@@ -55,6 +57,13 @@ pub fn parse_params(text: &str) -> Params {
             "tile_cols" => p.tile_cols = num(),
             "rank" => p.rank = num() as u32,
             "rotation" => p.rotation = num() as u32,
+            "row_scales" => {
+                p.row_scales = match num() {
+                    0 => false,
+                    1 => true,
+                    other => panic!("row_scales={other}"),
+                }
+            }
             "codebook" => p.codebook = CodebookType::from_name(value.trim()).expect("codebook"),
             other => panic!("unknown key {other}"),
         }
@@ -81,6 +90,7 @@ pub fn load(dir: &Path) -> VectorFiles {
         lowrank_a: read_opt(dir, "lowrank_a.bin"),
         lowrank_b: read_opt(dir, "lowrank_b.bin"),
         signs: read_opt(dir, "signs.bin"),
+        row_scales: read_opt(dir, "row_scales.bin"),
         expected,
     }
 }
@@ -111,6 +121,7 @@ impl VectorFiles {
             lowrank_a: &self.lowrank_a,
             lowrank_b: &self.lowrank_b,
             signs: &self.signs,
+            row_scales: &self.row_scales,
         }
     }
 
@@ -120,8 +131,8 @@ impl VectorFiles {
         fs::create_dir_all(&dir).unwrap();
         let p = &self.params;
         let text = format!(
-            "rows={}\ncols={}\nvector_dim={}\ncentroids={}\ntile_rows={}\ntile_cols={}\nrank={}\ncodebook={}\nrotation={}\n",
-            p.rows, p.cols, p.vector_dim, p.centroids, p.tile_rows, p.tile_cols, p.rank, p.codebook.name(), p.rotation
+            "rows={}\ncols={}\nvector_dim={}\ncentroids={}\ntile_rows={}\ntile_cols={}\nrank={}\ncodebook={}\nrotation={}\nrow_scales={}\n",
+            p.rows, p.cols, p.vector_dim, p.centroids, p.tile_rows, p.tile_cols, p.rank, p.codebook.name(), p.rotation, u8::from(p.row_scales)
         );
         fs::write(dir.join("params.txt"), text).unwrap();
         fs::write(dir.join("indices.bin"), &self.indices).unwrap();
@@ -130,6 +141,7 @@ impl VectorFiles {
         fs::write(dir.join("lowrank_a.bin"), &self.lowrank_a).unwrap();
         fs::write(dir.join("lowrank_b.bin"), &self.lowrank_b).unwrap();
         fs::write(dir.join("signs.bin"), &self.signs).unwrap();
+        fs::write(dir.join("row_scales.bin"), &self.row_scales).unwrap();
         let exp: Vec<u8> = self.expected.iter().flat_map(|x| x.to_le_bytes()).collect();
         fs::write(dir.join("expected.f32"), exp).unwrap();
         dir

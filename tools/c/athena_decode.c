@@ -161,6 +161,14 @@ athena_status athena_params_validate(const athena_params *p, athena_sizes *sizes
     if (!fits_size(v)) OVERFLOW("signs bytes");
     s.signs_len = (size_t)v;
 
+    if (p->row_scales) {
+        MUL(p->rows, 2, &v, "row scales bytes");
+    } else {
+        v = 0;
+    }
+    if (!fits_size(v)) OVERFLOW("row scales bytes");
+    s.row_scales_len = (size_t)v;
+
     if (sizes) *sizes = s;
     return ATHENA_OK;
 }
@@ -178,7 +186,9 @@ athena_status athena_encoded_init(athena_encoded *e, const athena_params *p,
                                   const uint8_t *scales, size_t scales_len,
                                   const uint8_t *lowrank_a, size_t lowrank_a_len,
                                   const uint8_t *lowrank_b, size_t lowrank_b_len,
-                                  const uint8_t *signs, size_t signs_len, athena_error *err) {
+                                  const uint8_t *signs, size_t signs_len,
+                                  const uint8_t *row_scales, size_t row_scales_len,
+                                  athena_error *err) {
     athena_sizes s;
     athena_status st = athena_params_validate(p, &s, err);
     if (st != ATHENA_OK) return st;
@@ -189,6 +199,7 @@ athena_status athena_encoded_init(athena_encoded *e, const athena_params *p,
     if (!lowrank_a) lowrank_a_len = 0;
     if (!lowrank_b) lowrank_b_len = 0;
     if (!signs) signs_len = 0;
+    if (!row_scales) row_scales_len = 0;
     if ((st = expect_len(err, "indices", s.indices_len, indices_len)) != ATHENA_OK) return st;
     if ((st = expect_len(err, "codebook", s.codebook_len, codebook_len)) != ATHENA_OK) return st;
     if ((st = expect_len(err, "scales", s.scales_len, scales_len)) != ATHENA_OK) return st;
@@ -197,6 +208,8 @@ athena_status athena_encoded_init(athena_encoded *e, const athena_params *p,
     if ((st = expect_len(err, "lowrank_b", s.lowrank_b_len, lowrank_b_len)) != ATHENA_OK)
         return st;
     if ((st = expect_len(err, "signs", s.signs_len, signs_len)) != ATHENA_OK) return st;
+    if ((st = expect_len(err, "row_scales", s.row_scales_len, row_scales_len)) != ATHENA_OK)
+        return st;
     e->params = *p;
     e->sizes = s;
     e->indices = indices;
@@ -205,6 +218,7 @@ athena_status athena_encoded_init(athena_encoded *e, const athena_params *p,
     e->lowrank_a = lowrank_a;
     e->lowrank_b = lowrank_b;
     e->signs = signs;
+    e->row_scales = row_scales;
     return ATHENA_OK;
 }
 
@@ -304,6 +318,9 @@ athena_status athena_check(const athena_encoded *e, athena_error *err) {
     for (i = 0; i < e->sizes.lowrank_b_len / 2; i++)
         if (!f16_is_finite(le_u16(e->lowrank_b, i)))
             return fail(err, ATHENA_E_NON_FINITE_LOWRANK, "lowrank_b", i / cols, i % cols, 0);
+    for (i = 0; i < e->sizes.row_scales_len / 2; i++)
+        if (!f16_is_finite(le_u16(e->row_scales, i)))
+            return fail(err, ATHENA_E_NON_FINITE_ROW_SCALE, NULL, i, 0, 0);
     if (e->sizes.signs_len > 0 && cols % 8 != 0 &&
         (e->signs[e->sizes.signs_len - 1] >> (cols % 8)) != 0)
         return fail(err, ATHENA_E_NONZERO_SIGN_PADDING, NULL, 0, 0, 0);
@@ -376,6 +393,13 @@ static void decode_row_inner(const athena_encoded *e, size_t row, float *out) {
         }
     }
 
+    if (p->row_scales) {
+        /* Step 3, row scale: v = v * s, rounded (not exact: needs -ffp-contract=off so that it
+         * is not fused with the low-rank addition below). */
+        float s = athena_f16_to_f32(le_u16(e->row_scales, row));
+        for (j = 0; j < cols; j++) out[j] = out[j] * s;
+    }
+
     if (r > 0) {
         /* w = v + acc, acc = ((0 + A[i,0] B[0,j]) + A[i,1] B[1,j]) + ... in binary32. */
         enum { CHUNK = 64 };
@@ -435,6 +459,7 @@ const char *athena_status_name(athena_status s) {
     case ATHENA_E_NON_FINITE_SCALE: return "non_finite_scale";
     case ATHENA_E_NON_FINITE_LOWRANK: return "non_finite_lowrank";
     case ATHENA_E_NONZERO_SIGN_PADDING: return "nonzero_sign_padding";
+    case ATHENA_E_NON_FINITE_ROW_SCALE: return "non_finite_row_scale";
     }
     return "unknown";
 }
@@ -493,6 +518,8 @@ int athena_error_message(const athena_error *e, char *buf, size_t len) {
                         e->b);
     case ATHENA_E_NONZERO_SIGN_PADDING:
         return snprintf(buf, len, "non-zero padding bits at the end of the rotation signs");
+    case ATHENA_E_NON_FINITE_ROW_SCALE:
+        return snprintf(buf, len, "non-finite row scale at row %" PRIu64, e->a);
     }
     return snprintf(buf, len, "unknown error");
 }

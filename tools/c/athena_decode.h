@@ -1,6 +1,6 @@
 /*
- * athena_decode.h: reference dequantizer for the Athena vector-codebook encoding, versions 1
- * and 2 (format-spec/athena-encoding.md). A C99 port of the Rust crate athena-decode: same
+ * athena_decode.h: reference dequantizer for the Athena vector-codebook encoding, versions 1,
+ * 2 and 3 (format-spec/athena-encoding.md). A C99 port of the Rust crate athena-decode: same
  * validation, same error names and messages, bit-identical output.
  *
  * Dependencies: libc only (stdint.h, stddef.h, string.h, stdio.h for snprintf).
@@ -14,14 +14,16 @@
  *   without /fp:contract). Never build with -ffast-math / -Ofast (they reassociate sums and
  *   flush subnormals). The code also refuses to compile where float arithmetic is evaluated
  *   in wider precision (FLT_EVAL_METHOD != 0, e.g. x87 without -msse2 -mfpmath=sse).
- *   Note: every product of steps 3-4 (f16 x u8, f16 x f16) is exact in binary32, so a
- *   contracted multiply-add happens to give the same result; the flag is required anyway so
- *   that the guarantee does not rest on that property.
+ *   The flag is essential: the row-scale product of step 3 (version 3, v * f32(rs[i])) is
+ *   rounded, and contracting it with the low-rank addition into fma(v, s, acc) changes
+ *   results (the test vectors *_rs_fma catch it). The other products of steps 3-4 (f16 x u8,
+ *   f16 x f16) are exact in binary32, but the flag must not be dropped for them either.
  *
  * Usage:
  *   athena_encoded enc; athena_error err;
  *   if (athena_encoded_init(&enc, &params, idx, idx_len, cb, cb_len, cbs, cbs_len,
- *                           lra, lra_len, lrb, lrb_len, rot, rot_len, &err) != ATHENA_OK ||
+ *                           lra, lra_len, lrb, lrb_len, rot, rot_len, rs, rs_len,
+ *                           &err) != ATHENA_OK ||
  *       athena_check(&enc, &err) != ATHENA_OK ||
  *       athena_decode(&enc, out, out_len, &err) != ATHENA_OK) {
  *       char msg[256]; athena_error_message(&err, msg, sizeof msg); ...
@@ -39,7 +41,7 @@ extern "C" {
 
 /* The highest encoding version this decoder implements (metadata key
  * athena.encoding_version); it implements every version from 1 up to this one. */
-#define ATHENA_ENCODING_VERSION 2u
+#define ATHENA_ENCODING_VERSION 3u
 
 typedef enum { ATHENA_CB_I8 = 0, ATHENA_CB_F16 = 1 } athena_codebook_type;
 
@@ -54,6 +56,7 @@ typedef struct {
     uint32_t rank;       /* r, 0..min(N, M) */
     athena_codebook_type codebook;
     uint32_t rotation;   /* B: 0 (none), or a power of four in 4..4096 dividing M */
+    int row_scales;      /* rs: nonzero = every row has an f16 scale (encoding version 3) */
 } athena_params;
 
 /* Status codes; athena_status_name() gives the same snake_case names as the Rust
@@ -70,7 +73,8 @@ typedef enum {
     ATHENA_E_NON_FINITE_CODEBOOK, /* a = codebook, b = entry, c = dimension */
     ATHENA_E_NON_FINITE_SCALE,    /* what = "offset" or "step", a = codebook, b = dimension */
     ATHENA_E_NON_FINITE_LOWRANK,  /* what = "lowrank_a" or "lowrank_b", a = row, b = column */
-    ATHENA_E_NONZERO_SIGN_PADDING /* no details; last so the version 1 values stay */
+    ATHENA_E_NONZERO_SIGN_PADDING, /* no details; after the version 1 codes so their values stay */
+    ATHENA_E_NON_FINITE_ROW_SCALE  /* a = row; appended in version 3 so older values stay */
 } athena_status;
 
 /* Details of a failure. Every function taking an athena_error* accepts NULL. */
@@ -93,13 +97,14 @@ typedef struct {
     size_t lowrank_a_len; /* N * r * 2 */
     size_t lowrank_b_len; /* r * M * 2 */
     size_t signs_len;     /* ceil(M / 8) if B > 0, else 0 */
+    size_t row_scales_len; /* 2 * N if rs, else 0 */
 } athena_sizes;
 
 /* A validated encoded weight. Fill with athena_encoded_init; treat the fields as read-only. */
 typedef struct {
     athena_params params;
     athena_sizes sizes;
-    const uint8_t *indices, *codebook, *scales, *lowrank_a, *lowrank_b, *signs;
+    const uint8_t *indices, *codebook, *scales, *lowrank_a, *lowrank_b, *signs, *row_scales;
 } athena_encoded;
 
 /* Exact IEEE half -> single conversion (subnormals exact; NaN payload kept, returned quiet). */
@@ -113,15 +118,19 @@ athena_status athena_params_validate(const athena_params *p, athena_sizes *sizes
 /* b = log2(centroids). */
 uint32_t athena_index_bits(const athena_params *p);
 
-/* Validates the parameters and the length of every buffer (absent components: NULL, 0).
- * O(1): does not read the buffers. */
+/* Validates the parameters and the length of every buffer (absent components: NULL, 0), in the
+ * order of the Rust Encoded::new: indices, codebook, scales, lowrank_a, lowrank_b, signs
+ * (<W>.athena_rot), row_scales (<W>.athena_rs, N little-endian f16). O(1): does not read the
+ * buffers. */
 athena_status athena_encoded_init(athena_encoded *e, const athena_params *p,
                                   const uint8_t *indices, size_t indices_len,
                                   const uint8_t *codebook, size_t codebook_len,
                                   const uint8_t *scales, size_t scales_len,
                                   const uint8_t *lowrank_a, size_t lowrank_a_len,
                                   const uint8_t *lowrank_b, size_t lowrank_b_len,
-                                  const uint8_t *signs, size_t signs_len, athena_error *err);
+                                  const uint8_t *signs, size_t signs_len,
+                                  const uint8_t *row_scales, size_t row_scales_len,
+                                  athena_error *err);
 
 /* The index of group `group` of row `row`. */
 athena_status athena_index(const athena_encoded *e, uint64_t row, uint64_t group,
@@ -129,7 +138,7 @@ athena_status athena_index(const athena_encoded *e, uint64_t row, uint64_t group
 
 /* Scans the contents; reports the first problem in the order of the Rust Encoded::check:
  * index rows (index < n, zero padding), f16 codebook values, int8 offsets/steps, A, B, the
- * padding bits of the rotation signs. */
+ * row scales (finite), the padding bits of the rotation signs. */
 athena_status athena_check(const athena_encoded *e, athena_error *err);
 
 /* Decodes one row into out[0 .. cols). out_len must equal cols. */

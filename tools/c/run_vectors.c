@@ -91,12 +91,13 @@ static int parse_u64(const char *s, uint64_t *out) {
     return 1;
 }
 
-/* Parses params.txt ("key=value" lines, every key exactly once; rotation is optional, 0 if
- * missing). */
+/* Parses params.txt ("key=value" lines, every key at most once; rotation (0 if missing) and
+ * row_scales (0 or 1, 0 if missing) are optional, the others required). */
 static int parse_params(const buffer *text, athena_params *p) {
     static const char *const keys[] = {"rows",      "cols",      "vector_dim", "centroids",
                                        "tile_rows", "tile_cols", "rank",       "codebook",
-                                       "rotation"};
+                                       "rotation",  "row_scales"};
+    enum { NKEYS = sizeof keys / sizeof keys[0] };
     unsigned seen = 0;
     size_t pos = 0;
     memset(p, 0, sizeof *p);
@@ -123,9 +124,9 @@ static int parse_params(const buffer *text, athena_params *p) {
         *eq = 0;
         key = line;
         val = eq + 1;
-        for (k = 0; k < 9; k++)
+        for (k = 0; k < NKEYS; k++)
             if (strcmp(key, keys[k]) == 0) break;
-        if (k == 9 || (seen & (1u << k))) {
+        if (k == NKEYS || (seen & (1u << k))) {
             snprintf(io_error, sizeof io_error, "params.txt: unknown or repeated key '%s'", key);
             return 0;
         }
@@ -140,7 +141,7 @@ static int parse_params(const buffer *text, athena_params *p) {
             continue;
         }
         if (!parse_u64(val, &v) ||
-            ((k == 2 || k == 3 || k == 6 || k == 8) && v > UINT32_MAX)) {
+            ((k == 2 || k == 3 || k == 6 || k == 8) && v > UINT32_MAX) || (k == 9 && v > 1)) {
             snprintf(io_error, sizeof io_error, "params.txt: bad value for %s", key);
             return 0;
         }
@@ -153,6 +154,7 @@ static int parse_params(const buffer *text, athena_params *p) {
         case 5: p->tile_cols = v; break;
         case 6: p->rank = (uint32_t)v; break;
         case 8: p->rotation = (uint32_t)v; break;
+        case 9: p->row_scales = (int)v; break;
         }
     }
     if ((seen & 0xffu) != 0xffu) {
@@ -197,11 +199,11 @@ static const char *base_name(const char *path) {
 
 /* Returns 1 if the vector passed. */
 static int run_one(const char *dir, const char *write_name) {
-    enum { PARAMS, INDICES, CODEBOOK, SCALES, LRA, LRB, SIGNS, EXPECTED, NFILES };
-    static const char *const names[NFILES] = {"params.txt",    "indices.bin",   "codebook.bin",
-                                              "scales.bin",    "lowrank_a.bin", "lowrank_b.bin",
-                                              "signs.bin",     "expected.f32"};
-    static const int optional[NFILES] = {0, 0, 0, 1, 1, 1, 1, 0};
+    enum { PARAMS, INDICES, CODEBOOK, SCALES, LRA, LRB, SIGNS, ROW_SCALES, EXPECTED, NFILES };
+    static const char *const names[NFILES] = {
+        "params.txt",    "indices.bin", "codebook.bin",   "scales.bin",  "lowrank_a.bin",
+        "lowrank_b.bin", "signs.bin",   "row_scales.bin", "expected.f32"};
+    static const int optional[NFILES] = {0, 0, 0, 1, 1, 1, 1, 1, 0};
     buffer files[NFILES];
     athena_params params;
     athena_encoded enc;
@@ -227,7 +229,7 @@ static int run_one(const char *dir, const char *write_name) {
                             files[CODEBOOK].data, files[CODEBOOK].len, files[SCALES].data,
                             files[SCALES].len, files[LRA].data, files[LRA].len, files[LRB].data,
                             files[LRB].len, files[SIGNS].data, files[SIGNS].len,
-                            &err) != ATHENA_OK ||
+                            files[ROW_SCALES].data, files[ROW_SCALES].len, &err) != ATHENA_OK ||
         athena_check(&enc, &err) != ATHENA_OK) {
         athena_error_message(&err, msg, sizeof msg);
         printf("FAIL %s: %s: %s\n", name, athena_status_name(err.status), msg);
