@@ -238,8 +238,8 @@ struct AthenaArgs {
     /// undoes Q (encoding version 2). On SmolLM2-135M at --bits 3: 18% lower layer loss
     /// (geometric mean), perplexity 17.86 -> 17.63; at --bits 2.25 (with block-wise tuning) 4%
     /// lower layer loss but perplexity 30.72 and 31.69 (two runs) against 29.80 and 30.45
-    /// unrotated, so it is off below 3 bits. 0 turns it off
-    /// (a version 1 file). [default: 4096 for --method athena from --bits 3 up or with --vq,
+    /// unrotated, so it is off below 3 bits. 0 turns it off (with --no-row-scales too, a
+    /// version 1 file). [default: 4096 for --method athena from --bits 3 up or with --vq,
     /// else 0]
     #[arg(long, value_name = "B")]
     rotation_block: Option<usize>,
