@@ -4,7 +4,7 @@ use athena::quantizer::hessian::HessianAccumulator;
 use athena::quantizer::rng::SplitMix64;
 use athena::quantizer::{
     quantize_linear, quantize_linear_banded, relative_loss_banded, CodebookKind, GroupOrder,
-    VqConfig,
+    QuantizedLinear, VqConfig,
 };
 use faer::Mat;
 
@@ -237,6 +237,33 @@ fn row_bands_use_their_own_hessians() {
     assert_eq!(q.vq.codebooks.len(), 1);
 }
 
+/// Quantizes `w` with `plain` and with `better`, asserts that `better` reports at most 0.85x
+/// the layer loss, and that its reported loss is the loss of its final reconstruction (rotation
+/// undone, row scales applied). Returns the `better` quantization.
+fn assert_clearly_lower_loss(
+    w: &[f32],
+    h: &Mat<f64>,
+    plain: &VqConfig,
+    better: &VqConfig,
+    what: &str,
+) -> QuantizedLinear {
+    let plain = quantize_linear(w, ROWS, COLS, h, plain, 1).unwrap();
+    let better = quantize_linear(w, ROWS, COLS, h, better, 1).unwrap();
+    eprintln!(
+        "plain {} {what} {}",
+        plain.relative_loss, better.relative_loss
+    );
+    assert!(
+        better.relative_loss < 0.85 * plain.relative_loss,
+        "{what} {} vs plain {}",
+        better.relative_loss,
+        plain.relative_loss
+    );
+    let direct = relative_loss_banded(w, &better.dequantized, ROWS, COLS, std::slice::from_ref(h));
+    assert!((direct - better.relative_loss).abs() < 1e-4 * direct);
+    better
+}
+
 #[test]
 fn row_scales_lower_the_loss_of_rows_with_different_norms() {
     // Rows of the same distribution at norms 1x to 8x (real layers spread their row norms
@@ -248,25 +275,12 @@ fn row_scales_lower_the_loss_of_rows_with_different_norms() {
         .collect();
     let h = hessian(&mut rng, |j| 1.0 + (j % 7) as f32);
     let cfg = VqConfig::new(2, 16, ROWS, COLS);
-    let plain = quantize_linear(&w, ROWS, COLS, &h, &cfg, 1).unwrap();
     let scaled_cfg = VqConfig {
         row_scales: true,
-        ..cfg
+        ..cfg.clone()
     };
-    let scaled = quantize_linear(&w, ROWS, COLS, &h, &scaled_cfg, 1).unwrap();
+    let scaled = assert_clearly_lower_loss(&w, &h, &cfg, &scaled_cfg, "scaled");
     assert_eq!(scaled.vq.row_scales.len(), ROWS);
-    eprintln!(
-        "plain {} scaled {}",
-        plain.relative_loss, scaled.relative_loss
-    );
-    assert!(
-        scaled.relative_loss < 0.85 * plain.relative_loss,
-        "scaled {} vs plain {}",
-        scaled.relative_loss,
-        plain.relative_loss
-    );
-    let direct = relative_loss_banded(&w, &scaled.dequantized, ROWS, COLS, &[h]);
-    assert!((direct - scaled.relative_loss).abs() < 1e-4 * direct);
 }
 
 #[test]
@@ -280,25 +294,11 @@ fn column_rotation_lowers_the_loss_of_a_layer_with_massive_activations() {
         .map(|_| gaussian(&mut rng) * 0.05)
         .collect();
     let h = hessian(&mut rng, |j| if j % 32 == 5 { 30.0 } else { 1.0 });
-    let plain = quantize_linear(&w, ROWS, COLS, &h, &config(), 1).unwrap();
     let rotated_cfg = VqConfig {
         rotation: 64,
         ..config()
     };
-    let rotated = quantize_linear(&w, ROWS, COLS, &h, &rotated_cfg, 1).unwrap();
-    eprintln!(
-        "plain {} rotated {}",
-        plain.relative_loss, rotated.relative_loss
-    );
-    assert!(
-        rotated.relative_loss < 0.85 * plain.relative_loss,
-        "rotated {} vs plain {}",
-        rotated.relative_loss,
-        plain.relative_loss
-    );
-    // The reported loss is the loss of the unrotated reconstruction.
-    let direct = relative_loss_banded(&w, &rotated.dequantized, ROWS, COLS, &[h]);
-    assert!((direct - rotated.relative_loss).abs() < 1e-4 * direct);
+    assert_clearly_lower_loss(&w, &h, &config(), &rotated_cfg, "rotated");
 }
 
 #[test]

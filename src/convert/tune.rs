@@ -259,7 +259,7 @@ impl CodebookWeight {
         for (i, &code) in self.codes.iter().enumerate() {
             let (tile, idx) = (code as usize / n, code as usize % n);
             let c = &q.vq.codebooks[tile].values[idx * d..(idx + 1) * d];
-            let s = q.vq.row_scales.get(i / groups).map_or(1.0, |s| s.to_f32());
+            let s = q.vq.row_scale(i / groups);
             for (out, &v) in q.vq.dequantized[i * d..(i + 1) * d].iter_mut().zip(c) {
                 *out = v * s;
             }

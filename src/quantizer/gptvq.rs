@@ -28,6 +28,18 @@ pub struct VqLayer {
     pub dequantized: Vec<f32>,
 }
 
+/// Scale of row `i` (1 without row scales).
+fn row_scale(scales: &[half::f16], i: usize) -> f32 {
+    scales.get(i).map_or(1.0, |s| s.to_f32())
+}
+
+impl VqLayer {
+    /// The scale row `i` decodes with: s_i with row scales, else 1.
+    pub fn row_scale(&self, i: usize) -> f32 {
+        row_scale(&self.row_scales, i)
+    }
+}
+
 /// Order in which column groups are quantized.
 fn group_order(h: &Mat<f64>, d: usize, order: GroupOrder) -> Vec<usize> {
     let groups = h.nrows() / d;
@@ -117,7 +129,7 @@ pub fn quantize(
     } else {
         Vec::new()
     };
-    let scale = |i: usize| row_scales.get(i).map_or(1.0, |s| s.to_f32());
+    let scale = |i: usize| row_scale(&row_scales, i);
     let mut wp = Mat::<f32>::from_fn(rows, cols, |i, j| w[i * cols + col(j)] / scale(i));
 
     // Per group (in processing order): U_QQ^-1 and the metric used for its points.

@@ -4,9 +4,10 @@
 //!
 //! Predicted loss of a layer under a configuration: sensitivity * s(d) * 2^(-2 * index bits per
 //! weight) (the rate-distortion slope of a quantizer with that many bits; s(d) the measured
-//! advantage of larger vectors at the same rate), times 0.92 with per-row scales. The caller chooses the sensitivity
-//! (`convert::Sensitivity`): e.g. APTQ's tr(H) * ||W||_F^2 / M, the expected tr(dW H dW^T) of a
-//! relative error spread over the layer, or the model loss's Fisher trace in the same role.
+//! advantage of larger vectors at the same rate), times 0.92 with per-row scales. The caller
+//! chooses the sensitivity (`convert::Sensitivity`): e.g. APTQ's tr(H) * ||W||_F^2 / M, the
+//! expected tr(dW H dW^T) of a relative error spread over the layer, or the model loss's Fisher
+//! trace in the same role.
 //! The knapsack is solved greedily by marginal loss reduction per added bit.
 
 use super::{CodebookKind, VqConfig};

@@ -42,8 +42,6 @@ pub fn refine_codebooks(w: &[f32], layer: &mut VqLayer, h: &Mat<f64>, cfg: &VqCo
     let mut residual = Mat::<f64>::from_fn(rows, cols, |i, j| {
         (w[i * cols + j] - layer.dequantized[i * cols + j]) as f64
     });
-    // Row i's weights are s_i times its codebook entries: a centroid step e moves them by s_i e.
-    let scale = |i: usize| layer.row_scales.get(i).map_or(1.0, |s| s.to_f32() as f64);
     let mut changed = 0;
 
     for tc in 0..tiles_c {
@@ -71,7 +69,9 @@ pub fn refine_codebooks(w: &[f32], layer: &mut VqLayer, h: &Mat<f64>, cfg: &VqCo
                         let col = c0 + j;
                         *slot = layer.indices[i * groups + col / d] as usize * d + col % d;
                     }
-                    let s = scale(i);
+                    // Row i's weights are s_i times its codebook entries: a centroid step e
+                    // moves them by s_i e.
+                    let s = layer.row_scale(i) as f64;
                     for (j, &sj) in slots.iter().enumerate() {
                         rhs[(sj, 0)] += s * grad[(i - r0, j)];
                         let hrow = &h_tile[j * width..(j + 1) * width];
@@ -112,7 +112,7 @@ pub fn refine_codebooks(w: &[f32], layer: &mut VqLayer, h: &Mat<f64>, cfg: &VqCo
             changed += 1;
             let (r0, r1) = (tr * tile_r, ((tr + 1) * tile_r).min(rows));
             for i in r0..r1 {
-                let s = layer.row_scales.get(i).map_or(1.0, |s| s.to_f32());
+                let s = layer.row_scale(i);
                 for col in c0..c1 {
                     let a = layer.indices[i * groups + col / d] as usize;
                     let value = new.values[a * d + col % d] * s;
@@ -181,7 +181,7 @@ mod tests {
                 // The dequantized weights are still exactly the codebook entries the indices name
                 // (times the row scale).
                 for i in 0..rows {
-                    let s = layer.row_scales.get(i).map_or(1.0, |s| s.to_f32());
+                    let s = layer.row_scale(i);
                     for col in 0..cols {
                         let t = (i / tile_r) * cols.div_ceil(tile_c) + col / tile_c;
                         let a = layer.indices[i * (cols / 2) + col / 2] as usize;
