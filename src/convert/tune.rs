@@ -393,34 +393,41 @@ pub(super) fn parallel_gradients<T: Sync>(
     loss_of: &(dyn Fn(&T) -> candle_core::Result<Tensor> + Sync),
 ) -> candle_core::Result<GradStore> {
     let scale = 1.0 / items.len().max(1) as f64;
-    // Adds `part`'s gradients of `keep` into `into` (a store of those alone: `part` also holds
-    // the gradient of every other intermediate tensor, which must not outlive this call).
-    let accumulate = |into: &mut Option<GradStore>, part: GradStore| -> candle_core::Result<()> {
-        let acc = into.get_or_insert_with(GradStore::default);
-        for t in keep {
-            if let Some(g) = part.get(t) {
-                let sum = match acc.get(t) {
-                    Some(a) => (a + g)?,
-                    None => g.clone(),
-                };
-                acc.insert(t, sum);
-            }
-        }
-        Ok(())
-    };
     let parts = per_thread(items, &|part| {
-        let mut grads = None;
+        let mut grads = GradStore::default();
         for item in part {
             let g = (loss_of(item)? * scale)?.backward()?;
-            accumulate(&mut grads, g)?;
+            accumulate(&mut grads, &g, keep)?;
         }
         Ok(grads)
     })?;
-    let mut grads = None;
-    for part in parts.into_iter().flatten() {
-        accumulate(&mut grads, part)?;
+    let mut grads = GradStore::default();
+    for part in &parts {
+        accumulate(&mut grads, part, keep)?;
     }
-    Ok(grads.unwrap_or_default())
+    Ok(grads)
+}
+
+/// Adds `part`'s gradients of `keep` into `into`, a store of those alone: `part` also holds the
+/// gradient of every other intermediate tensor of its graph, which must not outlive the pass.
+/// The sums are detached: candle's gradients are results of ops on the forward pass's tensors
+/// (a weight's is the layer input times the output gradient) and would keep that whole graph,
+/// every activation of the sequence, alive for as long as the sum lives.
+pub(super) fn accumulate(
+    into: &mut GradStore,
+    part: &GradStore,
+    keep: &[Tensor],
+) -> candle_core::Result<()> {
+    for t in keep {
+        if let Some(g) = part.get(t) {
+            let sum = match into.get(t) {
+                Some(a) => (a + g)?,
+                None => g.clone(),
+            };
+            into.insert(t, sum.detach());
+        }
+    }
+    Ok(())
 }
 
 /// `f` of each of up to one contiguous part of `items` per CPU thread, run on those threads;
