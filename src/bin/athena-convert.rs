@@ -285,9 +285,9 @@ struct AthenaArgs {
     #[arg(long)]
     no_attention_hessians: bool,
 
-    /// Block-wise tuning: after each block is quantized, its codebook values are tuned with Adam
-    /// for this many passes over the calibration sequences so the block's output matches the
-    /// unquantized block's (indices fixed; 0 turns it off). Default: 1 for --bits below 3 (with
+    /// Block-wise tuning: after each block is quantized, its codebook values (and row scales)
+    /// are tuned with Adam for this many passes over the calibration sequences so the block's
+    /// output matches the unquantized block's (indices fixed; 0 turns it off). Default: 1 for --bits below 3 (with
     /// --method athena), else 0. Measured with 1 epoch on SmolLM2-135M: --bits 2.25 33.39 -> 30.45 and 32.25 -> 29.80
     /// perplexity (two runs), --bits 3 17.78 -> 17.71; each epoch adds ~14 s per block.
     #[arg(long, value_name = "N")]
@@ -308,19 +308,16 @@ struct AthenaArgs {
     #[arg(long)]
     tune_norms: bool,
 
-    /// End-to-end tuning: after the last block is quantized, every codebook (indices fixed) and
-    /// every RMSNorm weight is tuned with Adam for this many passes over the calibration
-    /// sequences so the quantized model's next-token distribution matches the unquantized
-    /// model's (KL divergence; 0 turns it off). The loss sees the codebooks as the file stores
-    /// them (int8), gradients pass straight through the rounding. Measured on SmolLM2-135M at
-    /// --bits 3 --rotation-block 0 with 1 epoch: 17.86 -> 17.01 perplexity (the best 3-bit
-    /// setting so far; 16.99 before the rounding was part of the loss); with the default
-    /// rotation 17.63 -> 17.24; at --bits 2.25 29.80 -> 26.11 (both before). Each step is a
-    /// forward and backward pass of the whole model per sequence (~7 GB of memory per sequence
-    /// in flight, two at a time), so one epoch over the default calibration takes longer than
-    /// the quantization itself. With the default row scales, --bits 3 with 1 epoch peaked above
-    /// 24 GB and was killed on the 24 GB test machine (session 18; not yet fixed): add
-    /// --no-row-scales there.
+    /// End-to-end tuning: after the last block is quantized, every codebook (indices fixed),
+    /// every row scale and every RMSNorm weight is tuned with Adam for this many passes over
+    /// the calibration sequences so the quantized model's next-token distribution matches the
+    /// unquantized model's (KL divergence; 0 turns it off). The loss sees the codebooks and
+    /// scales as the file stores them (int8, f16), gradients pass straight through the
+    /// rounding. Measured on SmolLM2-135M at --bits 3 with 1 epoch: 17.25 -> 16.38 perplexity
+    /// (the best 3-bit setting so far; 16.57 with the row scales fixed). Each step runs every
+    /// sequence forward twice and backward once, one block's graph at a time: 9.9 GB peak at
+    /// --bits 3 with the default calibration, and one epoch takes about as long as the
+    /// quantization (12.5 minutes at --bits 3, shared machine).
     #[arg(long, value_name = "N", default_value_t = 0)]
     finetune_epochs: usize,
 

@@ -5,8 +5,8 @@
 //! KL divergence on the calibration sequences. The block-wise step (`tune`) matches one block's
 //! output, an MSE dominated by a few massive-activation channels; this objective is the one
 //! perplexity measures, and it can pay back errors that earlier blocks passed on.
-//! Codebooks are stored (int8 or f16) again afterwards and the norms as f32, so the file format
-//! does not change.
+//! The per-row scales are tuned with the codebooks. Codebooks and scales are stored (int8 or
+//! f16, f16) again afterwards and the norms as f32, so the file format does not change.
 
 use std::time::Instant;
 
@@ -240,18 +240,19 @@ pub fn finetune_model(
                 part.iter()
                     .map(|&(p, w, probe)| match grads.get(w.as_tensor()) {
                         Some(g) => codebook_gradients(p, probe, g),
-                        None => Ok((None, None)),
+                        None => Ok(LayerGradients::default()),
                     })
                     .collect::<candle_core::Result<Vec<_>>>()
             })?
-            .concat();
+            .into_iter()
+            .flatten();
             let mut probe_grads = Vec::with_capacity(probes.len());
-            for ((p, w, _), (centroids, probe)) in layers.iter().zip(chained) {
+            for ((_, w, _), layer) in layers.iter().zip(chained) {
                 grads.remove(w.as_tensor());
-                if let Some(g) = centroids {
-                    grads.insert(p.centroids.as_tensor(), g);
+                for (v, g) in layer.vars {
+                    grads.insert(&v, g);
                 }
-                probe_grads.push(probe);
+                probe_grads.push(layer.probe);
             }
             drop(layers);
             adam.step(&grads)?;
@@ -405,14 +406,22 @@ fn checkpointed_gradients<B: Sync>(
     Ok(grads)
 }
 
-/// The chain rule from a layer's weight gradient to its centroids, and to its stored vectors
-/// through `probe` (the discrete step's gradient): a backward pass through `weight_from` with
-/// `grad_weight` as the output gradient.
+/// One layer's gradients: of its variables (`CodebookWeight::vars`: the variable and its
+/// gradient), and of its stored vectors (the discrete step's, through the probe).
+#[derive(Default)]
+struct LayerGradients {
+    vars: Vec<(Tensor, Tensor)>,
+    probe: Option<Tensor>,
+}
+
+/// The chain rule from a layer's weight gradient to its variables and, through `probe`, its
+/// stored vectors: a backward pass through `weight_from` with `grad_weight` as the output
+/// gradient.
 fn codebook_gradients(
     p: &CodebookWeight,
     probe: Option<&Var>,
     grad_weight: &Tensor,
-) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+) -> candle_core::Result<LayerGradients> {
     let mut gathered = p.gathered()?;
     if let Some(z) = probe {
         gathered = (gathered + z.as_tensor())?;
@@ -420,25 +429,39 @@ fn codebook_gradients(
     let grads = (p.weight_from(&gathered)? * grad_weight)?
         .sum_all()?
         .backward()?;
-    Ok((
-        grads.get(p.centroids.as_tensor()).map(Tensor::detach),
-        probe.and_then(|z| grads.get(z.as_tensor()).map(Tensor::detach)),
-    ))
+    let vars = p
+        .vars()
+        .filter_map(|v| {
+            let v = v.as_tensor();
+            grads.get(v).map(|g| (v.clone(), g.detach()))
+        })
+        .collect();
+    Ok(LayerGradients {
+        vars,
+        probe: probe.and_then(|z| grads.get(z.as_tensor()).map(Tensor::detach)),
+    })
 }
 
-/// The tuned values at the end of an epoch: every layer's centroids and codes, every norm.
+/// The tuned values at the end of an epoch: every layer's variables (centroids, row scales)
+/// and codes, every norm.
 struct Snapshot {
-    centroids: Vec<(Tensor, Vec<u32>)>,
+    layers: Vec<(Vec<Tensor>, Vec<u32>)>,
     norms: Vec<Tensor>,
 }
 
 impl Snapshot {
     fn take(params: &[Vec<CodebookWeight>], norms: &[Var]) -> candle_core::Result<Self> {
         Ok(Self {
-            centroids: params
+            layers: params
                 .iter()
                 .flatten()
-                .map(|p| Ok((p.centroids.as_tensor().copy()?, p.codes.clone())))
+                .map(|p| {
+                    let vars = p
+                        .vars()
+                        .map(|v| v.as_tensor().copy())
+                        .collect::<candle_core::Result<_>>()?;
+                    Ok((vars, p.codes.clone()))
+                })
                 .collect::<candle_core::Result<_>>()?,
             norms: norms
                 .iter()
@@ -448,8 +471,10 @@ impl Snapshot {
     }
 
     fn restore(self, params: &mut [Vec<CodebookWeight>], norms: &[Var]) -> candle_core::Result<()> {
-        for (p, (centroids, codes)) in params.iter_mut().flatten().zip(self.centroids) {
-            p.centroids.set(&centroids)?;
+        for (p, (vars, codes)) in params.iter_mut().flatten().zip(self.layers) {
+            for (v, t) in p.vars().zip(vars) {
+                v.set(&t)?;
+            }
             p.set_codes(codes)?;
         }
         for (v, t) in norms.iter().zip(self.norms) {

@@ -3,7 +3,9 @@
 //! codebook (indices fixed) are tuned with Adam so that the quantized block's output matches the
 //! unquantized block's output on the same inputs. The per-layer objective cannot see how the
 //! errors of q, k, v, o, gate, up and down combine through attention and the MLP; this step can.
-//! The tuned codebooks are stored (int8 or f16) again, so the file format does not change.
+//! The per-row scales (when the layer has them) are tuned with the codebooks, as AQLM tunes its
+//! scales. The tuned codebooks and scales are stored (int8 or f16, f16) again, so the file
+//! format does not change.
 //! Optionally the block's two RMSNorm weights are tuned with them: they scale the inputs of
 //! q/k/v and of gate/up per channel, which the fixed indices cannot.
 
@@ -59,9 +61,9 @@ pub(super) struct CodebookWeight {
     cols: usize,
     /// HF row r is stored row `to_hf[r]` (q/k only).
     to_hf: Option<Tensor>,
-    /// The fixed per-row scales `[rows, 1]` (stored row order), applied to the codebook part,
-    /// and their root mean square.
-    row_scales: Option<(Tensor, f64)>,
+    /// The per-row scales `[rows, 1]` (stored row order), applied to the codebook part and
+    /// tuned with the centroids, and their root mean square before tuning.
+    pub(super) row_scales: Option<(Var, f64)>,
     /// The fixed low-rank term, in stored row order (in the rotated domain, as the codebooks).
     lowrank: Option<Tensor>,
     /// The column rotation's transpose, applied after the codebooks and the low-rank term:
@@ -104,7 +106,10 @@ impl CodebookWeight {
             false => {
                 let s: Vec<f32> = q.vq.row_scales.iter().map(|s| s.to_f32()).collect();
                 let rms = (s.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / rows as f64).sqrt();
-                Some((Tensor::from_vec(s, (rows, 1), device)?, rms))
+                Some((
+                    Var::from_tensor(&Tensor::from_vec(s, (rows, 1), device)?)?,
+                    rms,
+                ))
             }
         };
         let lowrank = match &q.lowrank {
@@ -208,6 +213,11 @@ impl CodebookWeight {
             .reshape((self.rows, self.cols))
     }
 
+    /// The tuned variables: the centroids, and the row scales if any.
+    pub(super) fn vars(&self) -> impl Iterator<Item = &Var> {
+        std::iter::once(&self.centroids).chain(self.row_scales.as_ref().map(|(s, _)| s))
+    }
+
     /// `[rows, cols]`.
     pub(super) fn shape(&self) -> (usize, usize) {
         (self.rows, self.cols)
@@ -216,7 +226,23 @@ impl CodebookWeight {
     /// The weight in HF layout from `gathered()`'s output.
     pub(super) fn weight_from(&self, gathered: &Tensor) -> candle_core::Result<Tensor> {
         let scaled = match &self.row_scales {
-            Some((s, _)) => gathered.broadcast_mul(s)?,
+            Some((s, _)) => {
+                let s = s.as_tensor();
+                let s = match self.straight_through {
+                    true => {
+                        let stored: Vec<f32> = s
+                            .flatten_all()?
+                            .to_vec1::<f32>()?
+                            .into_iter()
+                            .map(|v| half::f16::from_f32(v).to_f32())
+                            .collect();
+                        let stored = Tensor::from_vec(stored, s.shape(), s.device())?;
+                        (s + (stored - s)?.detach())?
+                    }
+                    false => s.clone(),
+                };
+                gathered.broadcast_mul(&s)?
+            }
             None => gathered.clone(),
         };
         let mut w = match &self.lowrank {
@@ -254,6 +280,12 @@ impl CodebookWeight {
         }
         for (stored, &code) in q.vq.indices.iter_mut().zip(&self.codes) {
             *stored = code % n as u32;
+        }
+        if let Some((s, _)) = &self.row_scales {
+            let tuned: Vec<f32> = s.as_tensor().flatten_all()?.to_vec1()?;
+            for (stored, v) in q.vq.row_scales.iter_mut().zip(tuned) {
+                *stored = store_row_scale(v, stored.to_f32());
+            }
         }
         let groups = q.vq.cols / d;
         for (i, &code) in self.codes.iter().enumerate() {
@@ -339,7 +371,7 @@ pub fn tune_block(
     };
     let keep: Vec<Tensor> = params
         .iter()
-        .map(|p| &p.centroids)
+        .flat_map(CodebookWeight::vars)
         .chain(&norm_vars)
         .map(|v| v.as_tensor().clone())
         .collect();
@@ -475,18 +507,23 @@ impl GroupedAdam {
     }
 
     /// Codebook centroids at `learning_rate` times their layer's scale
-    /// (`CodebookWeight::learning_rate_scale`), `others` (norm weights) at `learning_rate`.
+    /// (`CodebookWeight::learning_rate_scale`), row scales at `learning_rate` times their
+    /// root mean square (a step changes a row by about `learning_rate` relative: a scale moves
+    /// the whole row at once), `others` (norm weights) at `learning_rate`.
     pub(super) fn for_codebooks<'a>(
         codebooks: impl IntoIterator<Item = &'a CodebookWeight>,
         others: Vec<Var>,
         learning_rate: f64,
     ) -> candle_core::Result<Self> {
         let mut groups: Vec<(Vec<Var>, f64)> = vec![(others, learning_rate)];
+        let mut add = |var: &Var, lr: f64| match groups.iter_mut().find(|(_, l)| *l == lr) {
+            Some((vars, _)) => vars.push(var.clone()),
+            None => groups.push((vec![var.clone()], lr)),
+        };
         for p in codebooks {
-            let lr = learning_rate * p.learning_rate_scale();
-            match groups.iter_mut().find(|(_, l)| *l == lr) {
-                Some((vars, _)) => vars.push(p.centroids.clone()),
-                None => groups.push((vec![p.centroids.clone()], lr)),
+            add(&p.centroids, learning_rate * p.learning_rate_scale());
+            if let Some((s, rms)) = &p.row_scales {
+                add(s, learning_rate * rms);
             }
         }
         Self::new(groups)
@@ -494,6 +531,16 @@ impl GroupedAdam {
 
     pub(super) fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
         self.0.iter_mut().try_for_each(|o| o.step(grads))
+    }
+}
+
+/// A tuned row scale as the file stores it (f16); `fallback` where the value would not be
+/// finite there (the format requires finite scales).
+fn store_row_scale(v: f32, fallback: f32) -> half::f16 {
+    let stored = half::f16::from_f32(v);
+    match stored.is_finite() {
+        true => stored,
+        false => half::f16::from_f32(fallback),
     }
 }
 
@@ -590,7 +637,9 @@ mod tests {
             let column = |cw: &CodebookWeight| cw.weight().unwrap().narrow(1, channel, 1).unwrap();
             let before: Vec<f32> = column(&cw).flatten_all().unwrap().to_vec1().unwrap();
             let grads = column(&cw).sum_all().unwrap().backward().unwrap();
-            let mut adam = GroupedAdam::for_codebooks([&cw], Vec::new(), lr).unwrap();
+            // The centroids alone (a row scale's step moves its row by lr relative, tested below).
+            let rate = lr * cw.learning_rate_scale();
+            let mut adam = GroupedAdam::new(vec![(vec![cw.centroids.clone()], rate)]).unwrap();
             adam.step(&grads).unwrap();
             let after: Vec<f32> = column(&cw).flatten_all().unwrap().to_vec1().unwrap();
             let moved = before
@@ -603,6 +652,93 @@ mod tests {
                 moved > 0.25 * lr && moved < 1.01 * lr,
                 "rotation {rotation}, row scales {row_scales}: moved {moved}"
             );
+        }
+    }
+
+    #[test]
+    fn an_adam_step_changes_each_row_scale_by_the_learning_rate_relative_to_their_rms() {
+        let (rows, cols, lr) = (16, 64, 1e-3);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|k| ((k * 37 % 23) as f32 - 11.0) / 32.0 * (1 + k / cols) as f32)
+            .collect();
+        let h = faer::Mat::<f64>::identity(cols, cols);
+        let cfg = VqConfig {
+            rotation: 16,
+            row_scales: true,
+            ..VqConfig::new(2, 16, 16, 64)
+        };
+        let mut q = quantize_linear(&w, rows, cols, &h, &cfg, 5).unwrap();
+        let layer = up_layer(&mut q);
+        let cw = CodebookWeight::new(&layer, &Device::Cpu).unwrap();
+        let (scales, rms) = cw.row_scales.clone().unwrap();
+        assert!(rms > 0.0);
+        let weight = |cw: &CodebookWeight| -> Vec<f32> {
+            cw.weight()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let before = weight(&cw);
+        let s: Vec<f32> = scales.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let mut grads = cw.weight().unwrap().sum_all().unwrap().backward().unwrap();
+        grads.remove(cw.centroids.as_tensor());
+        let mut adam = GroupedAdam::for_codebooks([&cw], Vec::new(), lr).unwrap();
+        adam.step(&grads).unwrap();
+        let after = weight(&cw);
+        for (i, s) in s.iter().enumerate() {
+            // The scales grow with the rows here: each row moves by the same relative amount
+            // lr * rms / s_i, the rows with large scales by less than lr.
+            let expect = lr * rms / *s as f64;
+            for j in 0..cols {
+                let (b, a) = (before[i * cols + j] as f64, after[i * cols + j] as f64);
+                if b.abs() > 1e-3 {
+                    let relative = ((a - b) / b).abs();
+                    assert!(
+                        (relative - expect).abs() < 0.02 * expect,
+                        "row {i}: {relative} vs {expect}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tuned_row_scales_reach_the_file_as_f16_and_the_loss_sees_them_stored() {
+        let (rows, cols) = (12, 32);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|k| ((k * 29 % 17) as f32 - 8.0) / 16.0)
+            .collect();
+        let h = faer::Mat::<f64>::identity(cols, cols);
+        let cfg = VqConfig {
+            rotation: 16,
+            row_scales: true,
+            ..VqConfig::new(2, 8, 4, 16)
+        };
+        let mut q = quantize_linear(&w, rows, cols, &h, &cfg, 3).unwrap();
+        let layer = up_layer(&mut q);
+        let cw = CodebookWeight::new(&layer, &Device::Cpu)
+            .unwrap()
+            .straight_through();
+        let (scales, _) = cw.row_scales.clone().unwrap();
+        // A change that f16 cannot hold exactly.
+        let tuned = ((scales.as_tensor() * 1.0123).unwrap() + 1e-5).unwrap();
+        scales.set(&tuned).unwrap();
+        let seen: Vec<f32> = cw
+            .weight()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        cw.write_back(&mut q).unwrap();
+        let tuned: Vec<f32> = tuned.flatten_all().unwrap().to_vec1().unwrap();
+        let stored: Vec<half::f16> = tuned.iter().map(|&v| half::f16::from_f32(v)).collect();
+        assert_eq!(q.vq.row_scales, stored);
+        assert!(stored.iter().zip(&tuned).any(|(s, t)| s.to_f32() != *t));
+        for (a, b) in seen.iter().zip(&q.dequantized) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
     }
 
