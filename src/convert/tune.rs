@@ -197,15 +197,12 @@ impl CodebookWeight {
     pub(super) fn gathered(&self) -> candle_core::Result<Tensor> {
         let tuned = self.centroids.as_tensor();
         let centroids = match self.straight_through {
-            true => {
-                let values: Vec<f32> = tuned.flatten_all()?.to_vec1()?;
-                let stored: Vec<f32> = values
+            true => round_straight_through(tuned, |values| {
+                values
                     .chunks(self.n * self.d)
                     .flat_map(|tile| codebook::store(tile, self.d, self.stored).values)
-                    .collect();
-                let stored = Tensor::from_vec(stored, tuned.shape(), tuned.device())?;
-                (tuned + (stored - tuned)?.detach())?
-            }
+                    .collect()
+            })?,
             false => tuned.clone(),
         };
         centroids
@@ -229,16 +226,12 @@ impl CodebookWeight {
             Some((s, _)) => {
                 let s = s.as_tensor();
                 let s = match self.straight_through {
-                    true => {
-                        let stored: Vec<f32> = s
-                            .flatten_all()?
-                            .to_vec1::<f32>()?
-                            .into_iter()
-                            .map(|v| half::f16::from_f32(v).to_f32())
-                            .collect();
-                        let stored = Tensor::from_vec(stored, s.shape(), s.device())?;
-                        (s + (stored - s)?.detach())?
-                    }
+                    true => round_straight_through(s, |values| {
+                        values
+                            .iter()
+                            .map(|&v| half::f16::from_f32(v).to_f32())
+                            .collect()
+                    })?,
                     false => s.clone(),
                 };
                 gathered.broadcast_mul(&s)?
@@ -532,6 +525,17 @@ impl GroupedAdam {
     pub(super) fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
         self.0.iter_mut().try_for_each(|o| o.step(grads))
     }
+}
+
+/// `tuned` with the values `store` gives for them in the forward pass (the file's rounding),
+/// and the gradient passed straight through to `tuned`.
+fn round_straight_through(
+    tuned: &Tensor,
+    store: impl Fn(&[f32]) -> Vec<f32>,
+) -> candle_core::Result<Tensor> {
+    let stored = store(&tuned.flatten_all()?.to_vec1()?);
+    let stored = Tensor::from_vec(stored, tuned.shape(), tuned.device())?;
+    tuned + (stored - tuned)?.detach()
 }
 
 /// A tuned row scale as the file stores it (f16); `fallback` where the value would not be
