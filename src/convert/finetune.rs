@@ -13,7 +13,9 @@ use std::time::Instant;
 use candle_core::{backprop::GradStore, DType, Tensor, Var, D};
 
 use super::recode::{recode_layer, Moments, RECODE_WARMUP};
-use super::tune::{accumulate, per_thread, CodebookWeight, GroupedAdam, TuneLayer};
+use super::tune::{
+    accumulate, per_thread, summed_per_thread, CodebookWeight, GroupedAdam, TuneLayer,
+};
 use crate::model::{Block, Head, Model, ModelError};
 use crate::quantizer::QuantizedLinear;
 
@@ -369,41 +371,33 @@ fn checkpointed_gradients<B: Sync>(
     keep: &[Tensor],
 ) -> candle_core::Result<GradStore> {
     let scale = 1.0 / items.len().max(1) as f64;
-    let parts = per_thread(items, &|part| {
-        let mut grads = GradStore::default();
-        for &(x, t) in part {
-            let mut inputs = Vec::with_capacity(blocks.len());
-            let mut h = x.clone();
-            for b in blocks {
-                let out = forward(b, &h)?.detach();
-                inputs.push(std::mem::replace(&mut h, out));
-            }
-            let top = Var::from_tensor(&h)?;
-            let g = (kl(top.as_tensor(), t)? * scale)?.backward()?;
-            accumulate(&mut grads, &g, keep)?;
-            // Detached: as computed, the gradient is a function of the head's variables (and
-            // would pass gradient to them again from every block below).
-            let mut grad_out = g.get(top.as_tensor()).map(Tensor::detach);
-            drop(g);
-            for (b, input) in blocks.iter().zip(inputs).rev() {
-                let Some(grad) = grad_out.take() else {
-                    break;
-                };
-                let input = Var::from_tensor(&input)?;
-                let g = (forward(b, input.as_tensor())? * grad)?
-                    .sum_all()?
-                    .backward()?;
-                accumulate(&mut grads, &g, keep)?;
-                grad_out = g.get(input.as_tensor()).map(Tensor::detach);
-            }
+    summed_per_thread(keep, items, &|&(x, t), grads| {
+        let mut inputs = Vec::with_capacity(blocks.len());
+        let mut h = x.clone();
+        for b in blocks {
+            let out = forward(b, &h)?.detach();
+            inputs.push(std::mem::replace(&mut h, out));
         }
-        Ok(grads)
-    })?;
-    let mut grads = GradStore::default();
-    for part in &parts {
-        accumulate(&mut grads, part, keep)?;
-    }
-    Ok(grads)
+        let top = Var::from_tensor(&h)?;
+        let g = (kl(top.as_tensor(), t)? * scale)?.backward()?;
+        accumulate(grads, &g, keep)?;
+        // Detached: as computed, the gradient is a function of the head's variables (and
+        // would pass gradient to them again from every block below).
+        let mut grad_out = g.get(top.as_tensor()).map(Tensor::detach);
+        drop(g);
+        for (b, input) in blocks.iter().zip(inputs).rev() {
+            let Some(grad) = grad_out.take() else {
+                break;
+            };
+            let input = Var::from_tensor(&input)?;
+            let g = (forward(b, input.as_tensor())? * grad)?
+                .sum_all()?
+                .backward()?;
+            accumulate(grads, &g, keep)?;
+            grad_out = g.get(input.as_tensor()).map(Tensor::detach);
+        }
+        Ok(())
+    })
 }
 
 /// One layer's gradients: of its variables (`CodebookWeight::vars`: the variable and its

@@ -418,11 +418,23 @@ pub(super) fn parallel_gradients<T: Sync>(
     loss_of: &(dyn Fn(&T) -> candle_core::Result<Tensor> + Sync),
 ) -> candle_core::Result<GradStore> {
     let scale = 1.0 / items.len().max(1) as f64;
+    summed_per_thread(keep, items, &|item, grads| {
+        let g = (loss_of(item)? * scale)?.backward()?;
+        accumulate(grads, &g, keep)
+    })
+}
+
+/// The sum over `items` of the gradients of `keep` that `add_item` adds (with `accumulate`)
+/// into a store, the items split over the CPU threads, one store per thread, then merged.
+pub(super) fn summed_per_thread<T: Sync>(
+    keep: &[Tensor],
+    items: &[T],
+    add_item: &(dyn Fn(&T, &mut GradStore) -> candle_core::Result<()> + Sync),
+) -> candle_core::Result<GradStore> {
     let parts = per_thread(items, &|part| {
         let mut grads = GradStore::default();
         for item in part {
-            let g = (loss_of(item)? * scale)?.backward()?;
-            accumulate(&mut grads, &g, keep)?;
+            add_item(item, &mut grads)?;
         }
         Ok(grads)
     })?;
