@@ -441,6 +441,46 @@ fn the_discrete_step_changes_codes_and_the_file_verifies() {
 }
 
 #[test]
+fn undone_end_to_end_tuning_leaves_the_untuned_files_tensors() {
+    // A learning rate this large wrecks the model: no epoch beats the untuned one, the tuning
+    // is undone, and every tensor must be the one the conversion without it writes.
+    let t = Tiny::new("llama");
+    let args = [
+        "--vq",
+        "2,16,8,16",
+        "--lowrank-rank",
+        "auto",
+        "--finetune-batch",
+        "1",
+        "--finetune-holdout",
+        "2",
+        "--finetune-tokens",
+        "96",
+        "--finetune-epochs",
+        "2",
+        "--finetune-lr",
+        "10",
+    ];
+    let (code, err) = t.convert_with_report("undone.gguf", &args);
+    assert_eq!(code, 0, "{err}");
+    let (line, _) = end_to_end_numbers(&err);
+    assert!(line.contains("undone"), "the tuning was kept: {line}");
+    let (code, err) = t.convert("untuned.gguf", &args[..4]);
+    assert_eq!(code, 0, "{err}");
+    let undone = GgufFile::open(&t.path("undone.gguf")).unwrap();
+    let untuned = GgufFile::open(&t.path("untuned.gguf")).unwrap();
+    assert_eq!(undone.tensors.len(), untuned.tensors.len());
+    for info in &untuned.tensors {
+        let other = undone.tensor(&info.name).unwrap();
+        assert!(
+            undone.tensor_data(other) == untuned.tensor_data(info),
+            "{} differs",
+            info.name
+        );
+    }
+}
+
+#[test]
 fn tuning_is_on_by_default_only_below_3_bits() {
     let t = Tiny::new("llama");
     let tuned = |args: &[&str]| {

@@ -17,7 +17,11 @@ use super::tune::{
     accumulate, per_thread, summed_per_thread, CodebookWeight, GroupedAdam, TuneLayer,
 };
 use crate::model::{Block, Head, Model, ModelError};
-use crate::quantizer::QuantizedLinear;
+
+/// Tokens per piece of the KL divergence's graph in end-to-end tuning: the head's logits and
+/// their gradients take 25 MB per tensor at this size (49152-token vocabulary) instead of 100 MB
+/// for a whole 512-token sequence.
+const KL_ROWS: usize = 128;
 
 /// How long and how fast to tune end to end.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,22 +163,12 @@ pub fn finetune_model(
         })
         .collect::<candle_core::Result<_>>()?;
     let final_norm = Var::from_tensor(&head.norm)?;
-    let originals: Vec<(Vec<QuantizedLinear>, [Tensor; 2])> = blocks
-        .iter()
-        .map(|b| {
-            (
-                b.layers.iter().map(|l| l.quantized.clone()).collect(),
-                [
-                    b.block.input_layernorm.clone(),
-                    b.block.post_attention_layernorm.clone(),
-                ],
-            )
-        })
-        .collect();
-    let original_final_norm = head.norm.clone();
 
     let mut norm_vars: Vec<Var> = norms.iter().flatten().cloned().collect();
     norm_vars.push(final_norm.clone());
+    // For the undo: the values alone (the reconstructions are rebuilt from them), not copies
+    // of the layers' full-size reconstructions.
+    let untuned = Snapshot::take(&params, &norm_vars)?;
     // Gradients with respect to the stored vectors, for the discrete step: candle keeps the
     // gradients of variables only, so each layer's vectors get a zero variable added.
     let probes: Vec<Var> = if opts.code_fraction > 0.0 {
@@ -229,8 +223,14 @@ pub fn finetune_model(
                 .map(|v| v.as_tensor().clone())
                 .collect();
             let refs: Vec<&Block> = blocks.iter().map(|b| &*b.block).collect();
-            let mut grads =
-                checkpointed_gradients(&refs, &forward, &|h, t| kl(head, h, t), chunk, &keep)?;
+            let mut grads = checkpointed_gradients(
+                &refs,
+                &forward,
+                &|h, t| kl(head, h, t),
+                KL_ROWS,
+                chunk,
+                &keep,
+            )?;
             let layers: Vec<(&CodebookWeight, &Var, Option<&Var>)> = params
                 .iter()
                 .flatten()
@@ -317,29 +317,15 @@ pub fn finetune_model(
 
     // Store the tuned codebooks as the file will hold them, install the stored reconstructions
     // and detached norms (the blocks must not keep the tuning graph alive), and measure again.
-    for ((b, ps), [a, m]) in blocks.iter_mut().zip(&params).zip(&norms) {
-        for (p, l) in ps.iter().zip(b.layers.iter_mut()) {
-            p.write_back(l.quantized)?;
-            super::sequential::set_quantized(b.block, l.kind, l.quantized, l.qk_heads, model)?;
-        }
-        b.block.input_layernorm = a.as_tensor().detach();
-        b.block.post_attention_layernorm = m.as_tensor().detach();
-    }
-    head.norm = final_norm.as_tensor().detach();
+    install(model, blocks, &params, &norms, &final_norm, head)?;
     let tuned = evaluate(blocks, head, judge)?;
     let mut after = tuned;
     // With held-out sequences, no epoch beat the untuned model (kept_epoch 0): undo, even if
-    // storing the codebooks happened to lower the KL.
+    // storing the codebooks happened to lower the KL. Storing the untuned codebooks again
+    // rebuilds the untuned reconstructions exactly.
     if after >= before || kept_epoch == 0 {
-        for (b, (layers, [a, m])) in blocks.iter_mut().zip(originals) {
-            for (l, original) in b.layers.iter_mut().zip(layers) {
-                *l.quantized = original;
-                super::sequential::set_quantized(b.block, l.kind, l.quantized, l.qk_heads, model)?;
-            }
-            b.block.input_layernorm = a;
-            b.block.post_attention_layernorm = m;
-        }
-        head.norm = original_final_norm;
+        untuned.restore(&mut params, &norm_vars)?;
+        install(model, blocks, &params, &norms, &final_norm, head)?;
         after = before;
     }
     Ok(FinetuneOutcome {
@@ -356,17 +342,41 @@ pub fn finetune_model(
     })
 }
 
-/// The gradient of the mean of `kl(last block's output, teacher)` over `items` (embedded
+/// Stores every layer's codebooks and scales as the file will hold them, installs the stored
+/// reconstructions in the blocks and the norms, detached, in the blocks and `head`.
+fn install(
+    model: &Model,
+    blocks: &mut [FinetuneBlock<'_>],
+    params: &[Vec<CodebookWeight>],
+    norms: &[[Var; 2]],
+    final_norm: &Var,
+    head: &mut Head,
+) -> Result<(), ModelError> {
+    for ((b, ps), [a, m]) in blocks.iter_mut().zip(params).zip(norms) {
+        for (p, l) in ps.iter().zip(b.layers.iter_mut()) {
+            p.write_back(l.quantized)?;
+            super::sequential::set_quantized(b.block, l.kind, l.quantized, l.qk_heads, model)?;
+        }
+        b.block.input_layernorm = a.as_tensor().detach();
+        b.block.post_attention_layernorm = m.as_tensor().detach();
+    }
+    head.norm = final_norm.as_tensor().detach();
+    Ok(())
+}
+
+/// The gradient of the mean of `loss(last block's output, teacher)` over `items` (embedded
 /// sequence, teacher's last hidden states) with respect to `keep` (variables of the blocks and
 /// the head), holding one block's graph at a time per sequence (gradient checkpointing): the
 /// forward pass keeps each block's input only, then the backward pass runs the blocks again from
 /// the top, each on its input as a variable, and hands that input's gradient down as the output
 /// gradient of the block below. One more forward pass per sequence buys a memory peak of one
 /// block's activations instead of the whole model's (about 7 GB per sequence at 512 tokens).
+/// `loss` must be a mean over the rows (tokens); it runs on `loss_rows` rows at a time.
 fn checkpointed_gradients<B: Sync>(
     blocks: &[B],
     forward: &(dyn Fn(&B, &Tensor) -> candle_core::Result<Tensor> + Sync),
-    kl: &(dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Sync),
+    loss: &(dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Sync),
+    loss_rows: usize,
     items: &[(&Tensor, &Tensor)],
     keep: &[Tensor],
 ) -> candle_core::Result<GradStore> {
@@ -378,13 +388,26 @@ fn checkpointed_gradients<B: Sync>(
             let out = forward(b, &h)?.detach();
             inputs.push(std::mem::replace(&mut h, out));
         }
-        let top = Var::from_tensor(&h)?;
-        let g = (kl(top.as_tensor(), t)? * scale)?.backward()?;
-        accumulate(grads, &g, keep)?;
-        // Detached: as computed, the gradient is a function of the head's variables (and
-        // would pass gradient to them again from every block below).
-        let mut grad_out = g.get(top.as_tensor()).map(Tensor::detach);
-        drop(g);
+        // The loss is a mean over tokens, so it splits into row chunks weighted by their share
+        // of the rows; one chunk's graph at a time keeps the head's [rows x vocabulary]
+        // tensors (100 MB each at 512 tokens) and their gradients to a chunk's size.
+        let (rows, chunk) = (h.dim(0)?, loss_rows.max(1));
+        let mut grad_rows = Vec::with_capacity(rows.div_ceil(chunk));
+        for start in (0..rows).step_by(chunk) {
+            let len = chunk.min(rows - start);
+            let top = Var::from_tensor(&h.narrow(0, start, len)?)?;
+            let weight = scale * len as f64 / rows as f64;
+            let g = (loss(top.as_tensor(), &t.narrow(0, start, len)?)? * weight)?.backward()?;
+            accumulate(grads, &g, keep)?;
+            // Detached: as computed, the gradient is a function of the head's variables (and
+            // would pass gradient to them again from every block below).
+            grad_rows.extend(g.get(top.as_tensor()).map(Tensor::detach));
+        }
+        let mut grad_out = if grad_rows.len() == rows.div_ceil(chunk) {
+            Some(Tensor::cat(&grad_rows, 0)?)
+        } else {
+            None
+        };
         for (b, input) in blocks.iter().zip(inputs).rev() {
             let Some(grad) = grad_out.take() else {
                 break;
@@ -511,7 +534,8 @@ mod tests {
             .map(|v| v.as_tensor().clone())
             .collect();
 
-        let checkpointed = checkpointed_gradients(&weights, &forward, &loss, &items, &keep)?;
+        // Two rows at a time: the five rows split 2 + 2 + 1.
+        let checkpointed = checkpointed_gradients(&weights, &forward, &loss, 2, &items, &keep)?;
         let mut whole = GradStore::default();
         for (x, t) in &items {
             let mut h = (*x).clone();
