@@ -313,11 +313,11 @@ struct AthenaArgs {
     /// the calibration sequences so the quantized model's next-token distribution matches the
     /// unquantized model's (KL divergence; 0 turns it off). The loss sees the codebooks and
     /// scales as the file stores them (int8, f16), gradients pass straight through the
-    /// rounding. Measured on SmolLM2-135M at --bits 3 with 1 epoch: 17.25 -> 16.38 perplexity
-    /// (the best 3-bit setting so far; 16.57 with the row scales fixed). Each step runs every
-    /// sequence forward twice and backward once, one block's graph at a time: 9.9 GB peak at
-    /// --bits 3 with the default calibration, and one epoch takes about as long as the
-    /// quantization (12.5 minutes at --bits 3, shared machine).
+    /// rounding. Measured on SmolLM2-135M with 1 epoch: --bits 2.25 27.90 -> 23.84 and --bits 3
+    /// 17.25 -> 16.38 perplexity (the best settings so far). Each step runs every sequence
+    /// forward twice and backward once, one block's graph at a time; one epoch takes about as
+    /// long as the quantization (13 minutes at --bits 3) and the peak rises from about 1 GB to
+    /// 6 GB (SmolLM2-135M; it grows with the model's size), which is why it is off by default.
     #[arg(long, value_name = "N", default_value_t = 0)]
     finetune_epochs: usize,
 
