@@ -317,7 +317,7 @@ struct AthenaArgs {
     /// 17.25 -> 16.38 perplexity (the best settings so far). Each step runs every sequence
     /// forward twice and backward once, one block's graph at a time; one epoch takes about as
     /// long as the quantization (13 minutes at --bits 3) and the peak rises from about 1 GB to
-    /// 6 GB (SmolLM2-135M; it grows with the model's size), which is why it is off by default.
+    /// 6-7 GB (SmolLM2-135M; it grows with the model's size), which is why it is off by default.
     #[arg(long, value_name = "N", default_value_t = 0)]
     finetune_epochs: usize,
 
