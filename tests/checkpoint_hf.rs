@@ -399,3 +399,22 @@ fn tokenizer_errors() {
     let e = Tokenizer::from_dir(dir.path()).unwrap_err().to_string();
     assert!(e.contains("<nope>"), "{e}");
 }
+
+#[test]
+fn linear_weights_count_every_projection_weight() {
+    let p = Path::new("config.json");
+    // head_dim 6 makes q (2 x 6) and k/v (1 x 6) narrower than the hidden size 16.
+    let v = json!({
+        "model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 3,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 6, "vocab_size": 10
+    });
+    for config in [v, tiny_config("qwen2")] {
+        let c = ModelConfig::from_hf_value(&config, p).unwrap();
+        let projections: u64 = athena::checkpoint::expected_tensors(&c)
+            .into_iter()
+            .filter(|(name, _)| name.ends_with("_proj.weight"))
+            .map(|(_, shape)| shape.iter().product::<usize>() as u64)
+            .sum();
+        assert_eq!(c.linear_weights(), projections);
+    }
+}

@@ -507,6 +507,39 @@ fn tuning_is_on_by_default_only_below_3_bits() {
 }
 
 #[test]
+fn end_to_end_tuning_is_on_by_default_below_3_bits() {
+    let t = Tiny::new("llama");
+    // (the tuning's report line, the default's note, the epochs the file records)
+    let run = |args: &[&str]| {
+        let args = [args, &["--force", "--tune-epochs", "0"]].concat();
+        let (code, err) = t.convert_with_report("e.gguf", &args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let file = GgufFile::open(&t.path("e.gguf")).unwrap();
+        let epochs = file.get_u64("athena.converter.finetune_epochs").unwrap();
+        (
+            err.contains("end-to-end tuning:    KL"),
+            err.contains("end-to-end tuning: 1 epoch, the default below 3 bits"),
+            epochs,
+        )
+    };
+    // The tiny model's estimated peak fits on any machine that runs the tests.
+    assert_eq!(run(&["--bits", "2.9"]), (true, true, 1));
+    assert_eq!(run(&["--bits", "3"]), (false, false, 0));
+    assert_eq!(
+        run(&["--bits", "2.9", "--finetune-epochs", "0"]),
+        (false, false, 0)
+    );
+    assert_eq!(
+        run(&["--bits", "3", "--finetune-epochs", "2"]),
+        (true, false, 2)
+    );
+    assert_eq!(
+        run(&["--bits", "2.9", "--method", "kmeans"]),
+        (false, false, 0)
+    );
+}
+
+#[test]
 fn column_rotation_is_on_by_default_from_3_bits_up() {
     let t = Tiny::new("llama");
     let rotated = |args: &[&str]| {

@@ -5,10 +5,11 @@
 # same run as the reference.
 #
 # Usage: [SET=budget|ablation|all] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
-# (run tools/fetch-models.sh first; on 2 cores SET=budget takes about 2.5 hours, the --bits 2,
-# 2.25 and 2.5 rows about half an hour each with block-wise tuning; SET=ablation about 2 hours:
-# eleven --bits 3 conversions of 6.5-8 minutes, each then verified and measured, ~10 minutes
-# a row in session 17)
+# (run tools/fetch-models.sh first; on 2 cores SET=budget took about 2.5 hours in session 16,
+# the --bits 2, 2.25 and 2.5 rows about half an hour each with block-wise tuning; since session
+# 21 those three also tune end to end by default, which took 13-27 minutes per epoch in session
+# 20, so expect about an hour more; SET=ablation about 2 hours: eleven --bits 3 conversions of
+# 6.5-8 minutes, each then verified and measured, ~10 minutes a row in session 17)
 #
 # Perplexity of each file comes from `athena-verify FILE --text` (the code behind athena-eval and
 # athena-convert --eval-text), so every row is also a verified file.

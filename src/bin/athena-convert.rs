@@ -9,7 +9,7 @@ use clap::{Parser, ValueEnum};
 
 use athena::checkpoint::gguf_source::GgufSource;
 use athena::checkpoint::hf::HfFolder;
-use athena::checkpoint::TensorSource;
+use athena::checkpoint::{ModelConfig, TensorSource};
 use athena::convert::{self, report};
 use athena::eval::file::{perplexity_with_bar, summary_line, EvalText};
 use athena::export::{self, ExportError, PlainOptions, PlainType, Progress, TokenizerFiles};
@@ -314,12 +314,14 @@ struct AthenaArgs {
     /// unquantized model's (KL divergence; 0 turns it off). The loss sees the codebooks and
     /// scales as the file stores them (int8, f16), gradients pass straight through the
     /// rounding. Measured on SmolLM2-135M with 1 epoch: --bits 2.25 27.90 -> 23.84 and --bits 3
-    /// 17.25 -> 16.38 perplexity (the best settings so far). Each step runs every sequence
-    /// forward twice and backward once, one block's graph at a time; one epoch takes about as
-    /// long as the quantization (13 minutes at --bits 3) and the peak rises from about 1 GB to
-    /// 6-7 GB (SmolLM2-135M; it grows with the model's size), which is why it is off by default.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    finetune_epochs: usize,
+    /// 17.25 -> 16.38 perplexity. Each step runs every sequence forward twice and backward
+    /// once, one block's graph at a time; one epoch takes about as long as the quantization (13
+    /// minutes at --bits 3) and the peak rises from about 1 GB to 6-7 GB (SmolLM2-135M; it
+    /// grows with the model's size). Default: 1 below 3 bits (with --method athena) when the
+    /// estimated peak fits in half of this machine's memory (the converter says which), else
+    /// 0; pass a number for the same file on every machine.
+    #[arg(long, value_name = "N")]
+    finetune_epochs: Option<usize>,
 
     /// Adam learning rate of the end-to-end tuning (in weight units; only 1e-3 was measured on
     /// the real model). Codebooks of rotated layers (block B) tune at this rate / sqrt(B).
@@ -433,6 +435,57 @@ fn default_tune_epochs(bits: Option<f64>, method: MethodArg) -> usize {
     }
 }
 
+/// `--finetune-epochs`' default and the line that explains it (None where it is 0 anyway):
+/// below 3 bits end-to-end tuning gains most (--bits 2.25 27.90 -> 23.84, --bits 3 17.25 ->
+/// 16.38, for about twice the conversion time), so it is on there unless its estimated peak
+/// (`estimate` bytes) exceeds half of the machine's memory (`memory` bytes; unknown: off).
+fn default_finetune_epochs(
+    bits: Option<f64>,
+    method: MethodArg,
+    estimate: u64,
+    memory: Option<u64>,
+) -> (usize, Option<String>) {
+    match bits {
+        Some(b) if b < 3.0 && method == MethodArg::Athena => {}
+        _ => return (0, None),
+    }
+    let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
+    let Some(memory) = memory else {
+        return (
+            0,
+            Some(
+                "end-to-end tuning: off (the default below 3 bits, but this machine's memory is \
+                 unknown; --finetune-epochs 1 turns it on)"
+                    .into(),
+            ),
+        );
+    };
+    if estimate > memory / 2 {
+        let note = format!(
+            "end-to-end tuning: off (the default below 3 bits, but its estimated peak of {:.1} \
+             GiB exceeds half of this machine's {:.1} GiB; --finetune-epochs 1 forces it)",
+            gib(estimate),
+            gib(memory)
+        );
+        return (0, Some(note));
+    }
+    let note = format!(
+        "end-to-end tuning: 1 epoch, the default below 3 bits (estimated peak {:.1} GiB of this \
+         machine's {:.1} GiB; --finetune-epochs 0 skips it)",
+        gib(estimate),
+        gib(memory)
+    );
+    (1, Some(note))
+}
+
+/// This machine's memory (MemTotal), where /proc tells it.
+fn machine_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// The column rotation measured better at 3 bits (perplexity 17.86 -> 17.63, layer loss -18%)
 /// and worse at 2.25 bits (30.72 and 31.69 against 29.80 and 30.45 unrotated). The baselines
 /// stay unrotated by default.
@@ -460,6 +513,23 @@ fn parse_max_centroids(s: &str) -> Result<usize, String> {
 
 fn run_athena(cli: &Cli) -> Result<(), String> {
     let a = &cli.athena;
+    let finetune_epochs = match a.finetune_epochs {
+        Some(n) => n,
+        None => match ModelConfig::from_hf_json(&cli.model.join("config.json")) {
+            Ok(config) => {
+                let workers = candle_core::utils::get_num_threads().min(a.finetune_batch);
+                let estimate = convert::finetune::estimated_peak_bytes(&config, workers);
+                let (epochs, note) =
+                    default_finetune_epochs(a.bits, a.method, estimate, machine_memory_bytes());
+                if let (Some(note), false) = (note, cli.quiet) {
+                    eprintln!("{note}");
+                }
+                epochs
+            }
+            // The conversion itself reports the unreadable config.json.
+            Err(_) => 0,
+        },
+    };
     let opts = convert::ConvertOptions {
         model: cli.model.clone(),
         out: cli.out.clone(),
@@ -513,7 +583,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             norms: a.tune_norms,
         },
         finetune: convert::FinetuneOptions {
-            epochs: a.finetune_epochs,
+            epochs: finetune_epochs,
             learning_rate: a.finetune_lr,
             batch: a.finetune_batch,
             code_fraction: a.finetune_codes,
@@ -775,4 +845,33 @@ fn run_plain(cli: &Cli) -> Result<(), ExportError> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_to_end_tuning_defaults_on_below_3_bits_where_half_the_memory_holds_it() {
+        let gib = 1u64 << 30;
+        let athena = MethodArg::Athena;
+        let epochs = |bits, method, estimate, memory| {
+            default_finetune_epochs(Some(bits), method, estimate, memory).0
+        };
+        assert_eq!(epochs(2.25, athena, 8 * gib, Some(24 * gib)), 1);
+        assert_eq!(epochs(2.25, athena, 12 * gib, Some(24 * gib)), 1);
+        assert_eq!(epochs(2.25, athena, 12 * gib + 1, Some(24 * gib)), 0);
+        assert_eq!(epochs(2.25, athena, 8 * gib, None), 0);
+        assert_eq!(epochs(3.0, athena, 8 * gib, Some(24 * gib)), 0);
+        assert_eq!(epochs(2.25, MethodArg::Gptq, 8 * gib, Some(24 * gib)), 0);
+        assert_eq!(
+            default_finetune_epochs(None, athena, 8 * gib, Some(24 * gib)),
+            (0, None)
+        );
+        // The note says which way and how to change it.
+        let (_, on) = default_finetune_epochs(Some(2.0), athena, 8 * gib, Some(24 * gib));
+        assert!(on.unwrap().contains("8.0 GiB of this machine's 24.0 GiB"));
+        let (_, off) = default_finetune_epochs(Some(2.0), athena, 20 * gib, Some(24 * gib));
+        assert!(off.unwrap().contains("--finetune-epochs 1 forces it"));
+    }
 }

@@ -77,6 +77,16 @@ impl ModelConfig {
         self.num_attention_heads / self.num_key_value_heads.max(1)
     }
 
+    /// Weights in the decoder blocks' linear layers (q, k, v, o, gate, up, down): the ones a
+    /// conversion quantizes.
+    pub fn linear_weights(&self) -> u64 {
+        let (h, i) = (self.hidden_size as u64, self.intermediate_size as u64);
+        let q = (self.num_attention_heads * self.head_dim) as u64;
+        let kv = (self.num_key_value_heads * self.head_dim) as u64;
+        let per_block = 2 * h * q + 2 * h * kv + 3 * h * i;
+        per_block * self.num_hidden_layers as u64
+    }
+
     /// Reads an HF `config.json` (llama, mistral, qwen2).
     pub fn from_hf_json(path: &Path) -> Result<Self, CheckpointError> {
         let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io {

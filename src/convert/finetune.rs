@@ -16,6 +16,7 @@ use super::recode::{recode_layer, Moments, RECODE_WARMUP};
 use super::tune::{
     accumulate, per_thread, summed_per_thread, CodebookWeight, GroupedAdam, TuneLayer,
 };
+use crate::checkpoint::ModelConfig;
 use crate::model::{Block, Head, Model, ModelError};
 
 /// Tokens per piece of the KL divergence's graph in end-to-end tuning: the head's logits and
@@ -44,6 +45,19 @@ pub struct FinetuneOptions {
     /// the epoch to keep and decides whether the tuning is kept (0: judged on the tuning
     /// sequences).
     pub holdout: usize,
+}
+
+/// Estimated peak memory (bytes) of a conversion with end-to-end tuning, by which the converter
+/// decides whether to tune by default. Most of it is f32 copies of the linear weights: each
+/// layer's reconstructions (the quantizer's, the layer's, the block's), the weight variables of
+/// a step, the gradient store of each of `workers` threads and their sum. Measured on
+/// SmolLM2-135M (106M linear weights, 405 MiB in f32; session 20): 5719 MiB with one worker
+/// (batch 1), 5887 to 6857 MiB with two; this estimate gives 6912 and 7723 MiB. The vocabulary
+/// term covers the embedding, the head and the KL divergence's [rows x vocabulary] pieces.
+pub fn estimated_peak_bytes(config: &ModelConfig, workers: usize) -> u64 {
+    let linear = 4 * config.linear_weights();
+    let vocabulary = 4 * (config.vocab_size * config.hidden_size) as u64;
+    (14 + 2 * workers.max(1) as u64) * linear + 4 * vocabulary
 }
 
 /// One quantized block and its quantized layers.

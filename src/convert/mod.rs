@@ -409,7 +409,7 @@ pub fn convert(
                 .tokens
                 .map_or(calib_count, |t| t / opts.seq_len),
             opts.finetune.holdout,
-            "--calib-tokens, --finetune-tokens or --finetune-holdout",
+            "--calib-tokens, --finetune-tokens, --finetune-holdout or --finetune-epochs",
         ),
     };
     let mut sequences = calibration::calibration_sequences(
@@ -443,6 +443,11 @@ pub fn convert(
     if let Some(bits) = opts.bits {
         writer.add_metadata("athena.converter.bits_budget", Value::F64(bits));
     }
+    // The command line's default for it depends on the machine's memory.
+    writer.add_metadata(
+        "athena.converter.finetune_epochs",
+        Value::U64(opts.finetune.epochs as u64),
+    );
 
     // Everything that is not a quantized linear weight: embeddings, norms, biases, output.
     let planned: BTreeMap<String, VqConfig> = plan
