@@ -311,6 +311,42 @@ fn end_to_end_tuning_lowers_the_kl_divergence_and_reaches_the_file() {
     }
 }
 
+#[test]
+fn layer_losses_in_the_report_are_from_before_end_to_end_tuning() {
+    let t = Tiny::new("llama");
+    // The report's last 14 layer rows (2 blocks of 7; the plan's rows come first): rel. loss.
+    let losses = |err: &str| -> Vec<String> {
+        let rows: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("model.layers."))
+            .collect();
+        rows[rows.len() - 14..]
+            .iter()
+            .map(|l| l.split_whitespace().rev().nth(1).unwrap().to_string())
+            .collect()
+    };
+    let args = |epochs| {
+        [
+            "--vq",
+            "2,16,8,16",
+            "--tune-epochs",
+            "1",
+            "--finetune-batch",
+            "1",
+            "--finetune-epochs",
+            epochs,
+        ]
+    };
+    let (code, tuned) = t.convert_with_report("e2e.gguf", &args("3"));
+    assert_eq!(code, 0, "{tuned}");
+    let (line, kl) = end_to_end_numbers(&tuned);
+    assert!(kl[1] < kl[0], "the tuning was undone: {line}");
+    assert!(tuned.contains("rel. loss above is from before this tuning"));
+    let (code, untuned) = t.convert_with_report("plain.gguf", &args("0"));
+    assert_eq!(code, 0, "{untuned}");
+    assert_eq!(losses(&tuned), losses(&untuned));
+}
+
 /// The held-out line of the report: the KL after each epoch and the epoch kept (0: none).
 fn held_out_epochs(err: &str) -> (String, Vec<f64>, usize) {
     let detail = err

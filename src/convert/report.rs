@@ -129,6 +129,11 @@ pub fn render_report(report: &ConvertReport) -> String {
                 }
             ),
         };
+        let _ = writeln!(
+            out,
+            "  the layers' rel. loss above is from before this tuning, which matches the model's \
+             output, not the layers'"
+        );
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "linear bpw (stored):  {:.4}", report.linear_bpw);

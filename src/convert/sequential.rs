@@ -224,7 +224,7 @@ pub fn quantize_model(
             done.push(Done {
                 kind,
                 name,
-                tuned_from: (tune.epochs > 0 || finetuning).then_some((w, hs)),
+                tuned_from: (tune.epochs > 0).then_some((w, hs)),
                 perm,
                 q,
                 seconds: started.elapsed().as_secs_f64(),
@@ -244,6 +244,13 @@ pub fn quantize_model(
             });
         }
         hidden = model.run_block(&block, &hidden, None)?;
+        // The layer losses are final here, also ahead of end-to-end tuning (which optimizes the
+        // model's output, not the layers'): keeping every layer's original weight and Hessians
+        // through it held 1.5 GB for SmolLM2-135M, and the Hessians grow with the square of
+        // the width.
+        for d in &mut done {
+            d.settle_relative_loss();
+        }
         if finetuning {
             pending.push((block, done));
         } else {
@@ -308,13 +315,8 @@ fn write_block(
         };
         sink(&l.name, BlockTensor::Quantized(&l.q)).map_err(err)?;
         let (rows, cols) = (l.q.vq.rows, l.q.vq.cols);
-        let relative_loss = match &l.tuned_from {
-            // Tuning optimizes the block or model output, so the layer loss may rise or fall.
-            Some((w, hs)) => layer_loss(w, &l.q.dequantized, rows, cols, hs, &l.q.config),
-            None => l.q.relative_loss,
-        };
         outcomes.push(LayerOutcome {
-            relative_loss,
+            relative_loss: l.q.relative_loss,
             config: l.q.config.clone(),
             name: l.name,
             rows,
@@ -341,7 +343,7 @@ struct Done {
     kind: LinearKind,
     name: String,
     /// With tuning on, the original weight (stored row order) and the Hessians, to measure the
-    /// relative loss of the tuned reconstruction.
+    /// relative loss of the tuned reconstruction (`settle_relative_loss`).
     tuned_from: Option<(Vec<f32>, Vec<faer::Mat<f64>>)>,
     perm: Option<usize>,
     q: QuantizedLinear,
@@ -349,6 +351,15 @@ struct Done {
 }
 
 impl Done {
+    /// Measures the tuned reconstruction's relative loss (tuning optimizes the block output,
+    /// so it may rise or fall) and drops the original weight and Hessians.
+    fn settle_relative_loss(&mut self) {
+        if let Some((w, hs)) = self.tuned_from.take() {
+            let q = &mut self.q;
+            q.relative_loss = layer_loss(&w, &q.dequantized, q.vq.rows, q.vq.cols, &hs, &q.config);
+        }
+    }
+
     fn tune_layer(&mut self) -> TuneLayer<'_> {
         TuneLayer {
             kind: self.kind,
