@@ -50,10 +50,12 @@ pub struct FinetuneOptions {
 /// Estimated peak memory (bytes) of a conversion with end-to-end tuning, by which the converter
 /// decides whether to tune by default. Most of it is f32 copies of the linear weights: each
 /// layer's reconstructions (the quantizer's, the layer's, the block's), the weight variables of
-/// a step, the gradient store of each of `workers` threads and their sum. Measured on
-/// SmolLM2-135M (106M linear weights, 405 MiB in f32; session 20): 5719 MiB with one worker
-/// (batch 1), 5887 to 6857 MiB with two; this estimate gives 6912 and 7723 MiB. The vocabulary
-/// term covers the embedding, the head and the KL divergence's [rows x vocabulary] pieces.
+/// a step, and about one more per worker thread of a step (its gradient store and the graphs
+/// of its sequences). Measured on SmolLM2-135M (106M linear weights, 405 MiB in f32; sessions
+/// 20-21): 5719 MiB with one worker and 6857 MiB with two before the layers' Hessians were
+/// dropped during the tuning (cc51512), which took the short check from 5887 to 4709 MiB. This
+/// estimate gives 6912 and 7722 MiB: on the safe side. The vocabulary term covers the
+/// embedding, the head and the KL divergence's [rows x vocabulary] pieces.
 pub fn estimated_peak_bytes(config: &ModelConfig, workers: usize) -> u64 {
     let linear = 4 * config.linear_weights();
     let vocabulary = 4 * (config.vocab_size * config.hidden_size) as u64;
