@@ -316,10 +316,10 @@ struct AthenaArgs {
     /// rounding. Measured on SmolLM2-135M with 1 epoch: --bits 2.25 27.90 -> 23.84 and --bits 3
     /// 17.25 -> 16.38 perplexity. Each step runs every sequence forward twice and backward
     /// once, one block's graph at a time; one epoch takes about as long as the quantization (13
-    /// minutes at --bits 3) and the peak rises from about 1 GB to 5 GB (SmolLM2-135M at --bits
-    /// 2.25; it grows with the model's size). Default: 1 below 3 bits (with --method athena) when the
-    /// estimated peak fits in half of this machine's memory (the converter says which), else
-    /// 0; pass a number for the same file on every machine.
+    /// minutes at --bits 3) and the peak rises from about 1 GB to 5 GB (SmolLM2-135M at
+    /// --bits 2.25; it grows with the model's size). Default: 1 below 3 bits (with --method
+    /// athena) when the estimated peak fits in half of this machine's memory (the converter
+    /// says which), else 0; pass a number for the same file on every machine.
     #[arg(long, value_name = "N")]
     finetune_epochs: Option<usize>,
 

@@ -54,8 +54,9 @@ pub struct FinetuneOptions {
 /// of its sequences). Measured on SmolLM2-135M (106M linear weights, 405 MiB in f32; sessions
 /// 20-21): 5719 MiB with one worker and 6857 MiB with two before the layers' Hessians were
 /// dropped during the tuning (cc51512), which took the short check from 5887 to 4709 MiB; after
-/// it, 5041 MiB at --bits 2.25 with two. This estimate gives 6912 and 7722 MiB: on the safe side. The vocabulary term covers the
-/// embedding, the head and the KL divergence's [rows x vocabulary] pieces.
+/// it, 5041 MiB at --bits 2.25 with two. This estimate gives 6912 and 7722 MiB: on the safe
+/// side. The vocabulary term covers the embedding, the head and the KL divergence's
+/// [rows x vocabulary] pieces.
 pub fn estimated_peak_bytes(config: &ModelConfig, workers: usize) -> u64 {
     let linear = 4 * config.linear_weights();
     let vocabulary = 4 * (config.vocab_size * config.hidden_size) as u64;
