@@ -1,7 +1,7 @@
 //! encode -> write -> read -> decode reproduces the quantizer's own dequantized values exactly.
 
 use athena::container::athena::{encode, stored_weights, verify_checksum};
-use athena::container::gguf::{GgmlType, GgufFile};
+use athena::container::gguf::{GgmlType, GgufFile, GgufWriter, Value};
 use athena::container::model_file::ModelFileWriter;
 use athena::quantizer::hessian::HessianAccumulator;
 use athena::quantizer::rng::SplitMix64;
@@ -95,6 +95,34 @@ fn round_trip_is_bit_exact_for_every_layout() {
                 ..VqConfig::new(3, 32, 20, 36)
             },
         ),
+        // A partial last group (encoding version 4: d does not divide the columns): one tile
+        // of all columns with a low-rank term; tiles of whole groups whose last one ends in
+        // the partial group, rotated with row scales; f16 codebooks.
+        (
+            20,
+            38,
+            VqConfig {
+                rank: 2,
+                ..VqConfig::new(3, 16, 7, 38)
+            },
+        ),
+        (
+            24,
+            64,
+            VqConfig {
+                rotation: 16,
+                row_scales: true,
+                ..VqConfig::new(3, 32, 8, 30)
+            },
+        ),
+        (
+            16,
+            22,
+            VqConfig {
+                codebook: CodebookKind::F16,
+                ..VqConfig::new(4, 16, 16, 22)
+            },
+        ),
     ];
     let mut writer = ModelFileWriter::create(&path).unwrap();
     writer.add_metadata("general.architecture", "llama".to_string());
@@ -117,10 +145,7 @@ fn round_trip_is_bit_exact_for_every_layout() {
         .contains(".spill-")));
 
     let file = GgufFile::open(&path).unwrap();
-    assert_eq!(
-        file.get("athena.encoding_version"),
-        Some(&athena::container::gguf::Value::U32(3))
-    );
+    assert_eq!(file.get("athena.encoding_version"), Some(&Value::U32(4)));
     for t in &file.tensors {
         verify_checksum(&file, t).unwrap();
     }
@@ -139,4 +164,45 @@ fn round_trip_is_bit_exact_for_every_layout() {
             );
         }
     }
+}
+
+/// A file that claims encoding version 3 but holds a weight with a partial last group is
+/// rejected with a message naming the weight and the version it needs.
+#[test]
+fn partial_groups_need_version_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (dir.path().join("v4.gguf"), dir.path().join("v3.gguf"));
+    let (w, h) = layer(8, 10, 1);
+    let q = quantize_linear(&w, 8, 10, &h, &VqConfig::new(3, 8, 8, 10), 1).unwrap();
+    let mut writer = ModelFileWriter::create(&good).unwrap();
+    writer
+        .add_weight(&encode("blk.0.attn_q.weight", &q))
+        .unwrap();
+    writer.finish().unwrap();
+    let file = GgufFile::open(&good).unwrap();
+    assert_eq!(stored_weights(&file).unwrap().len(), 1);
+
+    let mut out = GgufWriter::new(&bad);
+    for (k, v) in &file.metadata {
+        let v = match k.as_str() {
+            "athena.encoding_version" => Value::U32(3),
+            _ => v.clone(),
+        };
+        out.add_metadata(k.clone(), v).unwrap();
+    }
+    for t in &file.tensors {
+        out.add_tensor(t.name.clone(), &t.dims, t.ggml_type)
+            .unwrap();
+    }
+    for t in &file.tensors {
+        out.write_tensor_data(&t.name, file.tensor_data(t)).unwrap();
+    }
+    out.finish().unwrap();
+    let err = stored_weights(&GgufFile::open(&bad).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("blk.0.attn_q.weight") && err.contains("needs encoding version 4"),
+        "{err}"
+    );
 }

@@ -230,8 +230,8 @@ fn c_port_and_rust_report_the_same_errors() {
         ("zero_cols", i8v.clone(), "invalid_param", |v| {
             v.params.cols = 0
         }),
-        ("cols_not_multiple", i8v.clone(), "invalid_param", |v| {
-            v.params.cols = 17
+        ("cols_below_d", i8v.clone(), "invalid_param", |v| {
+            v.params.cols = 1
         }),
         ("zero_vector_dim", i8v.clone(), "invalid_param", |v| {
             v.params.vector_dim = 0

@@ -598,7 +598,7 @@ fn bad_arguments_get_one_line_errors_and_no_output() {
     let cases: [(&[&str], &str); 9] = [
         (&["--bits", "0.5"], "below the smallest configuration"),
         (&["--vq", "2,16,99,16"], "tile rows 99"),
-        (&["--vq", "3,16,4,15"], "not a multiple of d = 3"),
+        (&["--vq", "3,16,4,16"], "or a multiple of d = 3"),
         (&["--vq", "2,12,4,16"], "power of two"),
         (&["--vq", "2,16,4,16", "--bits", "3"], "exclude each other"),
         (

@@ -139,7 +139,8 @@ fn same_seed_same_result_for_every_layout() {
 fn bad_settings_are_rejected_with_a_reason() {
     let (w, h) = layer();
     for (cfg, needle) in [
-        (VqConfig::new(3, 16, 16, 63), "not a multiple of d"),
+        (VqConfig::new(3, 16, 16, 62), "or a multiple of d = 3"),
+        (VqConfig::new(3, 16, 16, 2), "tile columns 2"),
         (VqConfig::new(2, 12, 16, COLS), "power of two"),
         (VqConfig::new(2, 16, ROWS + 1, COLS), "tile rows"),
         (VqConfig::new(2, 16, 16, COLS + 2), "tile columns"),
@@ -347,4 +348,40 @@ fn rotation_if_better_keeps_the_quantization_with_the_lower_layer_loss() {
         assert_eq!(chosen.relative_loss, best.relative_loss, "{case}");
         assert_eq!(chosen.dequantized, best.dequantized, "{case}");
     }
+}
+
+/// When d does not divide the columns, each row's last group is partial: it is assigned by its
+/// real columns alone (the padding the quantizer adds has no weight). Checked with the plain
+/// Euclidean metric and no error feedback, where the right choice is the centroid whose first
+/// coordinate is nearest to the row's last weight.
+#[test]
+fn a_partial_last_group_is_assigned_by_its_real_columns() {
+    let (w, h) = layer();
+    let cfg = VqConfig {
+        use_hessian_metric: false,
+        error_feedback: false,
+        refine_codebooks: false,
+        ..VqConfig::new(3, 16, ROWS, COLS)
+    };
+    let q = quantize_linear(&w, ROWS, COLS, &h, &cfg, 3).unwrap();
+    let groups = COLS.div_ceil(3);
+    assert_eq!((groups, q.vq.indices.len()), (22, ROWS * 22));
+    let cb = &q.vq.codebooks[0].values;
+    for i in 0..ROWS {
+        let x = w[i * COLS + COLS - 1];
+        let chosen = q.vq.indices[i * groups + groups - 1] as usize;
+        let best = (0..16)
+            .map(|a| (x - cb[a * 3]).abs())
+            .fold(f32::INFINITY, f32::min);
+        assert!(
+            (x - cb[chosen * 3]).abs() <= best + 1e-6,
+            "row {i}: {x} got centroid {chosen} ({}), nearest first coordinate is {best} away",
+            cb[chosen * 3]
+        );
+        assert_eq!(q.dequantized[i * COLS + COLS - 1], cb[chosen * 3]);
+    }
+    // With the Hessian metric and error feedback the layer loss stays that of a working
+    // quantizer.
+    let full = quantize_linear(&w, ROWS, COLS, &h, &VqConfig::new(3, 16, 16, COLS), 3).unwrap();
+    assert!(full.relative_loss < 0.5, "{}", full.relative_loss);
 }

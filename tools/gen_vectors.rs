@@ -111,8 +111,9 @@ impl Spec {
 use Style::{Realistic as Re, Wild as Wi, Zeros as Ze};
 
 /// The vectors. Names: d<d>_n<n>_<cb>[_r<rank>][_rot<B>][_rs]_<what is special>. Rotated vectors
-/// come after the version 1 vectors and the row-scaled ones (version 3) last: their extra draws
-/// must not shift the random contents of the vectors before them.
+/// come after the version 1 vectors, then the row-scaled ones (version 3), then those with a
+/// partial last group (version 4): their extra draws must not shift the random contents of the
+/// vectors before them.
 const SPECS: &[Spec] = &[
     v("d1_n2_i8_one_row", 1, 37, 1, 2, 1, 5, 0, "i8", Re),
     v("d1_n2_f16_one_col_r1", 9, 1, 1, 2, 4, 1, 1, "f16", Re),
@@ -504,6 +505,71 @@ const SPECS: &[Spec] = &[
     )
     .rot(16)
     .rs(),
+    // Version 4: d does not divide M, so the last group of each row is partial.
+    v("d3_n8_i8_r1_partial_wide", 5, 11, 3, 8, 2, 11, 1, "i8", Re),
+    v(
+        "d3_n16_f16_partial_nondiv",
+        4,
+        16,
+        3,
+        16,
+        3,
+        6,
+        0,
+        "f16",
+        Wi,
+    ),
+    v(
+        "d3_n256_i8_partial_paper_layout",
+        4,
+        10,
+        3,
+        256,
+        2,
+        3,
+        0,
+        "i8",
+        Re,
+    ),
+    v(
+        "d2_n4_i8_partial_paper_layout_tall",
+        40,
+        7,
+        2,
+        4,
+        40,
+        2,
+        0,
+        "i8",
+        Re,
+    ),
+    v("d3_n4_f16_partial_tall", 40, 8, 3, 4, 16, 8, 0, "f16", Re),
+    v(
+        "d3_n16_i8_r2_rot4_rs_partial",
+        6,
+        8,
+        3,
+        16,
+        4,
+        8,
+        2,
+        "i8",
+        Re,
+    )
+    .rot(4)
+    .rs(),
+    v(
+        "d5_n32_i8_r3_partial_signed_zeros",
+        3,
+        12,
+        5,
+        32,
+        2,
+        12,
+        3,
+        "i8",
+        Ze,
+    ),
 ];
 
 /// All the stored contents of one vector.
@@ -542,7 +608,7 @@ fn tiles(s: &Spec) -> (u64, u64) {
 fn random_vector(spec: Spec, rng: &mut Rng) -> Vector {
     let (tr, tc) = tiles(&spec);
     let t = tr * tc;
-    let groups = spec.cols / spec.d as u64;
+    let groups = spec.cols.div_ceil(spec.d as u64);
     let indices = (0..spec.rows)
         .map(|_| {
             (0..groups)

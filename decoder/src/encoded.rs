@@ -513,14 +513,15 @@ fn paper_i8<const D: usize>(
     sc: Scales<'_>,
     out: &mut [f32],
 ) {
-    for (g, o) in out.chunks_exact_mut(D).enumerate() {
+    // `chunks_mut`: a partial last group (version 4) uses the first dimensions of its entry.
+    for (g, o) in out.chunks_mut(D).enumerate() {
         let base = (g * n + reader.next() as usize) * D;
         let entry = &cb[base..base + D];
-        for e in 0..D {
+        for (e, o) in o.iter_mut().enumerate() {
             let off = sc.get((g * D + e) * 2);
             let step = sc.get((g * D + e) * 2 + 1);
             let p = step * entry[e] as f32;
-            o[e] = off + p;
+            *o = off + p;
         }
     }
 }
@@ -535,12 +536,21 @@ fn seg_i8<const D: usize>(
     out: &mut [f32],
 ) {
     let (table, _) = cb.as_chunks::<D>();
-    for o in out.chunks_exact_mut(D) {
+    let mut groups = out.chunks_exact_mut(D);
+    for o in &mut groups {
         let entry = &table[reader.next() as usize];
         for e in 0..D {
             // v = off + step * u, two roundings: Rust does not contract into an FMA.
             let p = step[e] * entry[e] as f32;
             o[e] = off[e] + p;
+        }
+    }
+    let last = groups.into_remainder();
+    if !last.is_empty() {
+        let entry = &table[reader.next() as usize];
+        for (e, o) in last.iter_mut().enumerate() {
+            let p = step[e] * entry[e] as f32;
+            *o = off[e] + p;
         }
     }
 }
@@ -549,11 +559,11 @@ fn seg_i8<const D: usize>(
 #[inline(always)]
 fn seg_f16<const D: usize>(reader: &mut BitReader<'_>, cb: &[u8], out: &mut [f32]) {
     let (table, _) = cb.as_chunks::<2>();
-    for o in out.chunks_exact_mut(D) {
+    for o in out.chunks_mut(D) {
         let base = reader.next() as usize * D;
         let entry = &table[base..base + D];
-        for e in 0..D {
-            o[e] = f16_to_f32(u16::from_le_bytes(entry[e]));
+        for (o, &bytes) in o.iter_mut().zip(entry) {
+            *o = f16_to_f32(u16::from_le_bytes(bytes));
         }
     }
 }
@@ -562,17 +572,22 @@ fn seg_f16<const D: usize>(reader: &mut BitReader<'_>, cb: &[u8], out: &mut [f32
 #[inline(always)]
 fn seg_f32<const D: usize>(reader: &mut BitReader<'_>, cb: &[f32], out: &mut [f32]) {
     let (table, _) = cb.as_chunks::<D>();
-    for o in out.chunks_exact_mut(D) {
+    let mut groups = out.chunks_exact_mut(D);
+    for o in &mut groups {
         o.copy_from_slice(&table[reader.next() as usize]);
+    }
+    let last = groups.into_remainder();
+    if !last.is_empty() {
+        last.copy_from_slice(&table[reader.next() as usize][..last.len()]);
     }
 }
 
 /// Paper layout (C = d) from the value table: group g of the row uses codebook t0 + g.
 #[inline(always)]
 fn paper_f32<const D: usize>(reader: &mut BitReader<'_>, table: &[f32], n: usize, out: &mut [f32]) {
-    for (g, o) in out.chunks_exact_mut(D).enumerate() {
+    for (g, o) in out.chunks_mut(D).enumerate() {
         let base = (g * n + reader.next() as usize) * D;
-        o.copy_from_slice(&table[base..base + D]);
+        o.copy_from_slice(&table[base..base + o.len()]);
     }
 }
 
@@ -736,7 +751,22 @@ mod tests {
         };
         bad(Params { rows: 0, ..ok }, Param::Rows);
         bad(Params { cols: 0, ..ok }, Param::Cols);
-        bad(Params { cols: 7, ..ok }, Param::Cols);
+        bad(Params { cols: 1, ..ok }, Param::Cols);
+        // A partial last group (version 4): M need not be a multiple of d, C = M may not be.
+        let partial = Params {
+            cols: 7,
+            tile_cols: 7,
+            ..ok
+        };
+        assert_eq!(partial.validate(), Ok(()));
+        assert_eq!((partial.groups(), partial.encoding_version()), (4, 4));
+        bad(
+            Params {
+                tile_cols: 5,
+                ..partial
+            },
+            Param::TileCols,
+        );
         bad(
             Params {
                 vector_dim: 0,

@@ -7,7 +7,7 @@ use core::fmt;
 pub enum Param {
     /// `rows` (N): must be >= 1.
     Rows,
-    /// `cols` (M): must be >= 1 and a multiple of `vector_dim`.
+    /// `cols` (M): must be >= `vector_dim`.
     Cols,
     /// `vector_dim` (d): must be in 1..=8.
     VectorDim,
@@ -42,11 +42,11 @@ impl Param {
     pub fn constraint(self) -> &'static str {
         match self {
             Param::Rows => "must be >= 1",
-            Param::Cols => "must be >= 1 and a multiple of vector_dim",
+            Param::Cols => "must be >= vector_dim",
             Param::VectorDim => "must be in 1..=8",
             Param::Centroids => "must be a power of two in 2..=65536",
             Param::TileRows => "must be in 1..=rows",
-            Param::TileCols => "must be a multiple of vector_dim in vector_dim..=cols",
+            Param::TileCols => "must be in vector_dim..=cols, a multiple of vector_dim or cols",
             Param::Rank => "must be <= min(rows, cols)",
             Param::Rotation => "must be 0 or a power of four in 4..=4096 that divides cols",
         }

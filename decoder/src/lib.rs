@@ -1,5 +1,5 @@
 //! Reference dequantizer for the Athena vector-codebook encoding
-//! (`format-spec/athena-encoding.md`, encoding versions 1, 2 and 3).
+//! (`format-spec/athena-encoding.md`, encoding versions 1 to 4).
 //!
 //! `no_std`, no dependencies; the `alloc` feature adds [`Encoded::decode`].
 //!

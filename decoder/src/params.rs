@@ -83,7 +83,7 @@ impl Params {
         if !(1..=8).contains(&self.vector_dim) {
             return invalid(Param::VectorDim, d);
         }
-        if self.cols == 0 || !self.cols.is_multiple_of(d) {
+        if self.cols < d {
             return invalid(Param::Cols, self.cols);
         }
         if !(2..=65536).contains(&self.centroids) || !self.centroids.is_power_of_two() {
@@ -92,7 +92,10 @@ impl Params {
         if self.tile_rows == 0 || self.tile_rows > self.rows {
             return invalid(Param::TileRows, self.tile_rows);
         }
-        if self.tile_cols < d || self.tile_cols > self.cols || !self.tile_cols.is_multiple_of(d) {
+        if self.tile_cols < d
+            || self.tile_cols > self.cols
+            || !(self.tile_cols.is_multiple_of(d) || self.tile_cols == self.cols)
+        {
             return invalid(Param::TileCols, self.tile_cols);
         }
         if self.rank as u64 > self.rows.min(self.cols) {
@@ -123,9 +126,10 @@ impl Params {
         self.centroids.trailing_zeros()
     }
 
-    /// G = cols / vector_dim: vector groups per row.
+    /// G = ceil(cols / vector_dim): vector groups per row; when vector_dim does not divide
+    /// cols, the last group of each row is partial (encoding version 4).
     pub fn groups(&self) -> u64 {
-        self.cols / (self.vector_dim.max(1) as u64)
+        self.cols.div_ceil(self.vector_dim.max(1) as u64)
     }
 
     /// S = ceil(G * b / 8): bytes of packed indices per row.
@@ -220,10 +224,13 @@ impl Params {
         to_usize(v, "row scales bytes")
     }
 
-    /// The lowest encoding version that can hold these parameters: 3 with row scales, else 2
-    /// with a rotation, else 1.
+    /// The lowest encoding version that can hold these parameters: 4 with a partial last
+    /// group (vector_dim does not divide cols), else 3 with row scales, else 2 with a rotation,
+    /// else 1.
     pub fn encoding_version(&self) -> u32 {
-        if self.row_scales {
+        if !self.cols.is_multiple_of(self.vector_dim.max(1) as u64) {
+            4
+        } else if self.row_scales {
             3
         } else if self.rotation != 0 {
             2

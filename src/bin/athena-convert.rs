@@ -160,13 +160,15 @@ struct EvalArgs {
 struct AthenaArgs {
     /// Budget: average bits per weight of the quantized linear weights, every stored byte
     /// counted (indices, codebooks, scales, low-rank factors). Met by a per-layer mixed-precision
-    /// plan (1.33 to 4 index bits per weight, d = 4 and 3 codebooks where they divide the columns;
-    /// see --sensitivity and --max-dim). Typical: 2 to 4.
+    /// plan (1.33 to 4 index bits per weight, d = 2, 3 and 4 codebooks; where d does not divide
+    /// the columns, each row ends in a partial group; see --sensitivity and --max-dim). Typical:
+    /// 2 to 4.
     #[arg(long, value_name = "B")]
     bits: Option<f64>,
 
     /// Expert mode: the same configuration for every layer: vector dimension d (1-8), centroids
-    /// n (power of two), codebook tile of R rows x C columns (C a multiple of d).
+    /// n (power of two), codebook tile of R rows x C columns (C a multiple of d, or every column
+    /// of the layer).
     #[arg(long, value_name = "d,n,R,C", value_parser = parse_vq)]
     vq: Option<[usize; 4]>,
 

@@ -11,7 +11,7 @@ use crate::quantizer::QuantizedLinear;
 
 /// The newest encoding version this code writes and reads (spec section 9): 1, 2 for rotated
 /// weights, 3 for row scales. A file is written with the lowest version its weights need.
-pub const ENCODING_VERSION: u32 = 3;
+pub const ENCODING_VERSION: u32 = 4;
 pub const VERSION_KEY: &str = "athena.encoding_version";
 pub const TENSORS_KEY: &str = "athena.tensors";
 
@@ -134,7 +134,7 @@ pub fn encode(name: &str, q: &QuantizedLinear) -> EncodedWeight {
             .flat_map(|h| h.to_bits().to_le_bytes())
             .collect::<Vec<u8>>()
     };
-    let indices = pack_indices(&q.vq.indices, rows, cols / cfg.d, cfg.index_bits());
+    let indices = pack_indices(&q.vq.indices, rows, cols.div_ceil(cfg.d), cfg.index_bits());
     let codebook: Vec<u8> =
         q.vq.codebooks
             .iter()
@@ -440,6 +440,14 @@ pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<
         error,
     };
     params.validate().map_err(decode_err)?;
+    let version = get_u32(file, VERSION_KEY)?;
+    if params.encoding_version() == 4 && version < 4 {
+        return Err(werr(format!(
+            "vector_dim {} does not divide cols {} (a partial last group), which needs encoding \
+             version 4, but the file has version {version}",
+            params.vector_dim, params.cols
+        )));
+    }
     let expected = component_layout(&params).map_err(decode_err)?;
     let mut components = Vec::new();
     for (suffix, ty, dims) in &expected {

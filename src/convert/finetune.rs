@@ -192,7 +192,7 @@ pub fn finetune_model(
         params
             .iter()
             .flatten()
-            .map(|p| Var::zeros(p.shape(), DType::F32, device))
+            .map(|p| Var::zeros(p.gathered_shape(), DType::F32, device))
             .collect::<candle_core::Result<_>>()?
     } else {
         Vec::new()
@@ -201,7 +201,7 @@ pub fn finetune_model(
         .iter()
         .flatten()
         .take(probes.len())
-        .map(|p| Moments::new(p.shape().0 * p.shape().1))
+        .map(|p| Moments::new(p.gathered_shape().0 * p.gathered_shape().1))
         .collect();
     let mut adam = GroupedAdam::for_codebooks(
         params.iter().flatten(),

@@ -50,7 +50,7 @@ pub(super) struct CodebookWeight {
     pub(super) kind: LinearKind,
     /// All tiles' centroids stacked: `[tiles * n, d]`.
     pub(super) centroids: Var,
-    /// Row of `centroids` for each (row, group), row-major: `[rows * cols / d]`.
+    /// Row of `centroids` for each (row, group), row-major: `[rows * groups]`.
     index: Tensor,
     /// The same rows on the CPU (what end-to-end tuning's code step changes).
     pub(super) codes: Vec<u32>,
@@ -59,6 +59,8 @@ pub(super) struct CodebookWeight {
     pub(super) d: usize,
     rows: usize,
     cols: usize,
+    /// ceil(cols / d): when d does not divide cols, the last group of a row is partial.
+    groups: usize,
     /// HF row r is stored row `to_hf[r]` (q/k only).
     to_hf: Option<Tensor>,
     /// The per-row scales `[rows, 1]` (stored row order), applied to the codebook part and
@@ -80,7 +82,7 @@ impl CodebookWeight {
         let q = &*layer.quantized;
         let cfg = &q.config;
         let (rows, cols, d, n) = (q.vq.rows, q.vq.cols, cfg.d, cfg.n);
-        let groups = cols / d;
+        let groups = cols.div_ceil(d);
         let index: Vec<u32> = (0..rows * groups)
             .map(|i| (cfg.tile_of(cols, i / groups, i % groups) * n) as u32 + q.vq.indices[i])
             .collect();
@@ -141,6 +143,7 @@ impl CodebookWeight {
             d,
             rows,
             cols,
+            groups,
             to_hf,
             row_scales,
             lowrank,
@@ -191,9 +194,10 @@ impl CodebookWeight {
         self.weight_from(&self.gathered()?)
     }
 
-    /// The codebook part of the weight in stored row order, `[rows, cols]`, before the row
-    /// scales (so its gradient is in the codebooks' units, as end-to-end tuning's code step
-    /// needs).
+    /// The codebook part of the weight in stored row order, `[rows, groups * d]` (a partial
+    /// last group still gathers its whole centroid), before the row scales (so its gradient is
+    /// in the codebooks' units, one entry per stored vector dimension, as end-to-end tuning's
+    /// code step needs).
     pub(super) fn gathered(&self) -> candle_core::Result<Tensor> {
         let tuned = self.centroids.as_tensor();
         let centroids = match self.straight_through {
@@ -207,7 +211,7 @@ impl CodebookWeight {
         };
         centroids
             .index_select(&self.index, 0)?
-            .reshape((self.rows, self.cols))
+            .reshape(self.gathered_shape())
     }
 
     /// The tuned variables: the centroids, and the row scales if any.
@@ -215,13 +219,17 @@ impl CodebookWeight {
         std::iter::once(&self.centroids).chain(self.row_scales.as_ref().map(|(s, _)| s))
     }
 
-    /// `[rows, cols]`.
-    pub(super) fn shape(&self) -> (usize, usize) {
-        (self.rows, self.cols)
+    /// `gathered()`'s shape, `[rows, groups * d]`.
+    pub(super) fn gathered_shape(&self) -> (usize, usize) {
+        (self.rows, self.groups * self.d)
     }
 
     /// The weight in HF layout from `gathered()`'s output.
     pub(super) fn weight_from(&self, gathered: &Tensor) -> candle_core::Result<Tensor> {
+        let gathered = match self.groups * self.d == self.cols {
+            true => gathered.clone(),
+            false => gathered.narrow(1, 0, self.cols)?,
+        };
         let scaled = match &self.row_scales {
             Some((s, _)) => {
                 let s = s.as_tensor();
@@ -280,12 +288,15 @@ impl CodebookWeight {
                 *stored = store_row_scale(v, stored.to_f32());
             }
         }
-        let groups = q.vq.cols / d;
+        let (cols, groups) = (q.vq.cols, self.groups);
         for (i, &code) in self.codes.iter().enumerate() {
             let (tile, idx) = (code as usize / n, code as usize % n);
             let c = &q.vq.codebooks[tile].values[idx * d..(idx + 1) * d];
-            let s = q.vq.row_scale(i / groups);
-            for (out, &v) in q.vq.dequantized[i * d..(i + 1) * d].iter_mut().zip(c) {
+            let (row, g) = (i / groups, i % groups);
+            let s = q.vq.row_scale(row);
+            let start = row * cols + g * d;
+            let end = row * cols + (g * d + d).min(cols);
+            for (out, &v) in q.vq.dequantized[start..end].iter_mut().zip(c) {
                 *out = v * s;
             }
         }
@@ -599,12 +610,19 @@ mod tests {
                     }
                 },
             );
-        for (rotation, row_scales) in [(0, false), (16, false), (0, true), (16, true)] {
+        // d = 3 on 32 columns ends every row in a partial group (encoding version 4): with one
+        // tile of all columns, and with tiles of 15 whose last holds only the partial group.
+        let layouts = [(2, 16), (3, 32), (3, 15)];
+        for ((rotation, row_scales), (d, tile_cols)) in
+            [(0, false), (16, false), (0, true), (16, true)]
+                .into_iter()
+                .flat_map(|o| layouts.map(|l| (o, l)))
+        {
             let cfg = VqConfig {
                 rank: 2,
                 rotation,
                 row_scales,
-                ..VqConfig::new(2, 8, 4, 16)
+                ..VqConfig::new(d, 8, 4, tile_cols)
             };
             let mut q = quantize_linear(&w, rows, cols, &h, &cfg, 3).unwrap();
             let layer = up_layer(&mut q);
@@ -617,7 +635,10 @@ mod tests {
                 .to_vec1()
                 .unwrap();
             for (a, b) in got.iter().zip(&q.dequantized) {
-                assert!((a - b).abs() < 1e-5, "rotation {rotation}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "rotation {rotation}, d {d}: {a} vs {b}"
+                );
             }
             // Writing the (unchanged) codebooks back rebuilds the same reconstruction.
             let before = q.dequantized.clone();

@@ -17,7 +17,9 @@ use super::{GroupOrder, QuantError, VqConfig};
 pub struct VqLayer {
     pub rows: usize,
     pub cols: usize,
-    /// Centroid index per (row, group), row-major `rows x cols/d`, in the original column order.
+    /// Centroid index per (row, group), row-major `rows x ceil(cols/d)`, in the original column
+    /// order; when d does not divide cols, each row's last group is partial (its first
+    /// `cols mod d` dimensions are the weights).
     pub indices: Vec<u32>,
     /// One codebook per tile, tile t = tile_row * tile_columns + tile_column.
     pub codebooks: Vec<StoredCodebook>,
@@ -42,10 +44,14 @@ impl VqLayer {
 
 /// Order in which column groups are quantized.
 fn group_order(h: &Mat<f64>, d: usize, order: GroupOrder) -> Vec<usize> {
-    let groups = h.nrows() / d;
-    let mut perm: Vec<usize> = (0..groups).collect();
+    let cols = h.nrows();
+    let mut perm: Vec<usize> = (0..cols.div_ceil(d)).collect();
     if order == GroupOrder::HessianDiagonal {
-        let weight = |g: usize| (0..d).map(|e| h[(g * d + e, g * d + e)]).sum::<f64>();
+        let weight = |g: usize| {
+            (g * d..(g * d + d).min(cols))
+                .map(|j| h[(j, j)])
+                .sum::<f64>()
+        };
         perm.sort_by(|&a, &b| weight(b).total_cmp(&weight(a)).then(a.cmp(&b)));
     }
     perm
@@ -108,20 +114,33 @@ pub fn quantize(
 ) -> Result<VqLayer, QuantError> {
     cfg.validate(rows, cols)?;
     let d = cfg.d;
-    let groups = cols / d;
+    let groups = cols.div_ceil(d);
     let (tile_r, tile_c) = (cfg.tile_rows, cfg.tile_cols);
     let (tiles_r, tiles_c) = (rows.div_ceil(tile_r), cols.div_ceil(tile_c));
+
+    // When d does not divide cols, the last group is partial. The loop runs on `padded` columns:
+    // the missing ones are zero weights whose Hessian row and column are zero but for the
+    // diagonal (the mean of the real diagonal, so the damping stays the same). Such a column is
+    // independent of every real one, so U couples it to none and no error feeds through it,
+    // and its metric weight is set to almost nothing below: the padding changes no real column.
+    let padded = groups * d;
+    let mean_diag = (0..cols).map(|j| h[(j, j)]).sum::<f64>() / cols as f64;
+    let h_at = |a: usize, b: usize| match (a < cols, b < cols) {
+        (true, true) => h[(a, b)],
+        _ if a == b => mean_diag,
+        _ => 0.0,
+    };
 
     // Work in the processing order: permuted column p*d+e holds original column perm[p]*d+e.
     let perm = group_order(h, d, cfg.order);
     let col = |p: usize| perm[p / d] * d + p % d;
     let u = if cfg.use_hessian_metric || cfg.error_feedback {
-        let hp = Mat::from_fn(cols, cols, |i, j| h[(col(i), col(j))]);
+        let hp = Mat::from_fn(padded, padded, |i, j| h_at(col(i), col(j)));
         inverse_cholesky_upper(&hp, cfg.damp)?.0
     } else {
-        Mat::identity(cols, cols)
+        Mat::identity(padded, padded)
     };
-    let u32m = Mat::<f32>::from_fn(cols, cols, |i, j| u[(i, j)] as f32);
+    let u32m = Mat::<f32>::from_fn(padded, padded, |i, j| u[(i, j)] as f32);
     // With row scales the loop runs on W / s_i: every step of it (assignment, error feedback)
     // is row-wise linear, so only the codebooks see a different problem, rows of equal shape.
     let row_scales = if cfg.row_scales {
@@ -130,7 +149,10 @@ pub fn quantize(
         Vec::new()
     };
     let scale = |i: usize| row_scale(&row_scales, i);
-    let mut wp = Mat::<f32>::from_fn(rows, cols, |i, j| w[i * cols + col(j)] / scale(i));
+    let mut wp = Mat::<f32>::from_fn(rows, padded, |i, j| match col(j) {
+        c if c < cols => w[i * cols + c] / scale(i),
+        _ => 0.0,
+    });
 
     // Per group (in processing order): U_QQ^-1 and the metric used for its points.
     let mut position_of_group = vec![0usize; groups];
@@ -146,28 +168,43 @@ pub fn quantize(
         let identity = (0..d * d)
             .map(|rs| if rs / d == rs % d { 1.0 } else { 0.0 })
             .collect();
-        metrics.push(if cfg.use_hessian_metric {
+        let mut metric = if cfg.use_hessian_metric {
             metric
         } else {
             identity
-        });
+        };
+        let real = cols - g * d;
+        if real < d {
+            // Padding of a partial group: no weight in the assignment, and just enough in the
+            // centroid update that a centroid only partial groups use stays determined.
+            let largest = (0..real).map(|e| metric[e * d + e]).fold(0f32, f32::max);
+            for e in real..d {
+                for k in 0..d {
+                    metric[e * d + k] = 0.0;
+                    metric[k * d + e] = 0.0;
+                }
+                metric[e * d + e] = largest * 1e-6;
+            }
+        }
+        metrics.push(metric);
     }
 
     let mut codebooks: Vec<Option<StoredCodebook>> = vec![None; tiles_r * tiles_c];
     let mut indices = vec![0u32; rows * groups];
     let mut dequantized = vec![0f32; rows * cols];
-    let mut block_err = Mat::<f32>::zeros(rows, cols);
+    let mut block_err = Mat::<f32>::zeros(rows, padded);
     // The lazy block: errors of columns [block_start, q) have reached columns up to block_end
     // and wait for one GEMM to reach the columns after it.
     let block_len = cfg.block_columns.max(d) / d * d;
-    let (mut block_start, mut block_end) = (0usize, block_len.min(cols));
+    let (mut block_start, mut block_end) = (0usize, block_len.min(padded));
     let flush = |wp: &mut Mat<f32>, block_err: &Mat<f32>, from: usize, done: usize, end: usize| {
-        if cfg.error_feedback && from < done && end < cols {
+        if cfg.error_feedback && from < done && end < padded {
             faer::linalg::matmul::matmul(
-                wp.as_mut().subcols_mut(end, cols - end),
+                wp.as_mut().subcols_mut(end, padded - end),
                 faer::Accum::Add,
                 block_err.as_ref().subcols(from, done - from),
-                u32m.as_ref().submatrix(from, end, done - from, cols - end),
+                u32m.as_ref()
+                    .submatrix(from, end, done - from, padded - end),
                 -1.0,
                 faer::Par::rayon(0),
             );
@@ -181,9 +218,9 @@ pub fn quantize(
         if codebooks[tc].is_none() {
             // The tile column's codebooks see every update so far: close the lazy block first.
             flush(&mut wp, &block_err, block_start, q, block_end);
-            (block_start, block_end) = (q, (q + block_len).min(cols));
+            (block_start, block_end) = (q, (q + block_len).min(padded));
             let members: Vec<usize> =
-                (tc * tile_c / d..((tc + 1) * tile_c).min(cols) / d).collect();
+                (tc * tile_c / d..((tc + 1) * tile_c).min(cols).div_ceil(d)).collect();
             let fitted: Vec<StoredCodebook> = (0..tiles_r)
                 .into_par_iter()
                 .map(|tr| {
@@ -247,7 +284,9 @@ pub fn quantize(
             let mut diff = [0f64; 8];
             for e in 0..d {
                 let c = values[a * d + e];
-                dequantized[i * cols + g * d + e] = c * s;
+                if g * d + e < cols {
+                    dequantized[i * cols + g * d + e] = c * s;
+                }
                 diff[e] = (wp[(i, q + e)] - c) as f64;
             }
             // E = diff U_QQ^-1 (row vector times upper-triangular inverse).
@@ -275,7 +314,7 @@ pub fn quantize(
         }
         if next == block_end {
             flush(&mut wp, &block_err, block_start, block_end, block_end);
-            (block_start, block_end) = (block_end, (block_end + block_len).min(cols));
+            (block_start, block_end) = (block_end, (block_end + block_len).min(padded));
         }
     }
 

@@ -153,11 +153,8 @@ impl VqConfig {
                 self.n
             ));
         }
-        if !cols.is_multiple_of(self.d) {
-            return fail(format!(
-                "{cols} columns are not a multiple of d = {}",
-                self.d
-            ));
+        if cols < self.d {
+            return fail(format!("{cols} columns are fewer than d = {}", self.d));
         }
         if self.tile_rows == 0 || self.tile_rows > rows {
             return fail(format!(
@@ -165,9 +162,14 @@ impl VqConfig {
                 self.tile_rows
             ));
         }
-        if !self.tile_cols.is_multiple_of(self.d) || self.tile_cols == 0 || self.tile_cols > cols {
+        // A tile of all columns may end in a partial group; any narrower tile must hold whole
+        // groups so that no group straddles two tiles.
+        if !(self.tile_cols.is_multiple_of(self.d) || self.tile_cols == cols)
+            || self.tile_cols < self.d
+            || self.tile_cols > cols
+        {
             return fail(format!(
-                "tile columns {} must be a multiple of d = {} in {}..={cols}",
+                "tile columns {} must be {cols} (all) or a multiple of d = {} in {}..={cols}",
                 self.tile_cols, self.d, self.d
             ));
         }
@@ -284,7 +286,7 @@ fn quantize_unrotated(
     let mut vq = VqLayer {
         rows,
         cols,
-        indices: Vec::with_capacity(rows * cols / config.d),
+        indices: Vec::with_capacity(rows * cols.div_ceil(config.d)),
         codebooks: Vec::new(),
         row_scales: Vec::new(),
         dequantized: Vec::with_capacity(rows * cols),

@@ -379,7 +379,7 @@ mod tests {
     }
 
     #[test]
-    fn vector_dimension_divides_the_columns_and_respects_max_dim() {
+    fn vector_dimension_respects_max_dim_even_where_it_does_not_divide_the_columns() {
         let mut layers = layers();
         layers.push(LayerInfo {
             name: "odd".into(),
@@ -387,18 +387,19 @@ mod tests {
             cols: 896,
             sensitivity: 1.0,
         });
+        let mut odd_dims = Vec::new();
         for budget in [1.6, 2.5, 3.0, 4.0] {
             for max_dim in [2, 3, 4] {
                 let p = plan(&layers, budget, dims(max_dim), CodebookKind::Int8, |_| 0).unwrap();
                 for (pl, l) in p.iter().zip(&layers) {
-                    let d = pl.config.d;
-                    assert!(
-                        d <= max_dim && l.cols % d == 0,
-                        "{budget} {max_dim}: {pl:?}"
-                    );
+                    assert!(pl.config.d <= max_dim, "{budget} {max_dim}: {pl:?}");
+                    pl.config.validate(l.rows, l.cols).unwrap();
                 }
+                odd_dims.push(p.last().unwrap().config.d);
             }
         }
+        // 896 columns are no multiple of 3, yet d = 3 is on the menu: a partial last group.
+        assert!(odd_dims.contains(&3), "{odd_dims:?}");
         // A layer too small to pay for d = 3 or d = 4 codebooks gets d = 2.
         let tiny = [LayerInfo {
             name: "tiny".into(),

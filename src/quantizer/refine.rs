@@ -37,7 +37,7 @@ pub fn refine_codebooks(w: &[f32], layer: &mut VqLayer, h: &Mat<f64>, cfg: &VqCo
     }
     let (tile_r, tile_c) = (cfg.tile_rows, cfg.tile_cols);
     let (tiles_r, tiles_c) = (rows.div_ceil(tile_r), cols.div_ceil(tile_c));
-    let groups = cols / d;
+    let groups = cols.div_ceil(d);
     let h = damped(h, cfg.damp);
     let mut residual = Mat::<f64>::from_fn(rows, cols, |i, j| {
         (w[i * cols + j] - layer.dequantized[i * cols + j]) as f64

@@ -93,13 +93,13 @@ athena_status athena_params_validate(const athena_params *p, athena_sizes *sizes
     if (p->rows == 0) return fail(err, ATHENA_E_INVALID_PARAM, "rows", p->rows, 0, 0);
     if (p->vector_dim < 1 || p->vector_dim > 8)
         return fail(err, ATHENA_E_INVALID_PARAM, "vector_dim", d, 0, 0);
-    if (p->cols == 0 || p->cols % d != 0)
+    if (p->cols < d)
         return fail(err, ATHENA_E_INVALID_PARAM, "cols", p->cols, 0, 0);
     if (p->centroids < 2 || p->centroids > 65536 || (p->centroids & (p->centroids - 1)) != 0)
         return fail(err, ATHENA_E_INVALID_PARAM, "centroids", p->centroids, 0, 0);
     if (p->tile_rows == 0 || p->tile_rows > p->rows)
         return fail(err, ATHENA_E_INVALID_PARAM, "tile_rows", p->tile_rows, 0, 0);
-    if (p->tile_cols < d || p->tile_cols > p->cols || p->tile_cols % d != 0)
+    if (p->tile_cols < d || p->tile_cols > p->cols || (p->tile_cols % d != 0 && p->tile_cols != p->cols))
         return fail(err, ATHENA_E_INVALID_PARAM, "tile_cols", p->tile_cols, 0, 0);
     if ((uint64_t)p->rank > (p->rows < p->cols ? p->rows : p->cols))
         return fail(err, ATHENA_E_INVALID_PARAM, "rank", p->rank, 0, 0);
@@ -120,7 +120,7 @@ athena_status athena_params_validate(const athena_params *p, athena_sizes *sizes
     if (!fits_size(v)) OVERFLOW("rows * cols");
     s.output_len = (size_t)v;
 
-    groups = p->cols / d;
+    groups = (p->cols + d - 1) / d; /* the last group may be partial (version 4) */
     bits = athena_index_bits(p);
     MUL(groups, bits, &v, "index bits per row");
     s.row_stride = v / 8 + (v % 8 != 0);
@@ -264,7 +264,7 @@ static uint32_t reader_next(bit_reader *r) {
 
 athena_status athena_index(const athena_encoded *e, uint64_t row, uint64_t group,
                            uint32_t *out, athena_error *err) {
-    uint64_t groups = e->params.cols / e->params.vector_dim;
+    uint64_t groups = (e->params.cols + e->params.vector_dim - 1) / e->params.vector_dim;
     uint32_t bits = athena_index_bits(&e->params), q, v = 0;
     const uint8_t *bytes;
     size_t start;
@@ -286,7 +286,7 @@ athena_status athena_index(const athena_encoded *e, uint64_t row, uint64_t group
 athena_status athena_check(const athena_encoded *e, athena_error *err) {
     const athena_params *p = &e->params;
     size_t rows = (size_t)p->rows, stride = (size_t)e->sizes.row_stride;
-    size_t d = p->vector_dim, n = p->centroids, groups = (size_t)p->cols / d;
+    size_t d = p->vector_dim, n = p->centroids, groups = ((size_t)p->cols + d - 1) / d;
     size_t rank = p->rank, cols = (size_t)p->cols, row, g, i;
     uint32_t bits = athena_index_bits(p);
     unsigned used = (unsigned)((groups * bits) % 8);
@@ -377,7 +377,8 @@ static void decode_row_inner(const athena_encoded *e, size_t row, float *out) {
             }
             for (j = c0; j < c1; j += d) {
                 const uint8_t *entry = cb + (size_t)reader_next(&rd) * d;
-                for (ee = 0; ee < d; ee++) {
+                /* A partial last group (version 4) uses the first c1 - j dimensions. */
+                for (ee = 0; ee < d && j + ee < c1; ee++) {
                     /* v = off + step * u: two roundings (needs -ffp-contract=off). */
                     float prod = step[ee] * (float)entry[ee];
                     out[j + ee] = off[ee] + prod;
@@ -388,7 +389,8 @@ static void decode_row_inner(const athena_encoded *e, size_t row, float *out) {
             size_t ee;
             for (j = c0; j < c1; j += d) {
                 size_t base = (size_t)reader_next(&rd) * d;
-                for (ee = 0; ee < d; ee++) out[j + ee] = athena_f16_to_f32(le_u16(cb, base + ee));
+                for (ee = 0; ee < d && j + ee < c1; ee++)
+                    out[j + ee] = athena_f16_to_f32(le_u16(cb, base + ee));
             }
         }
     }
@@ -467,11 +469,11 @@ const char *athena_status_name(athena_status s) {
 static const char *constraint(const char *param) {
     static const char *const table[][2] = {
         {"rows", "must be >= 1"},
-        {"cols", "must be >= 1 and a multiple of vector_dim"},
+        {"cols", "must be >= vector_dim"},
         {"vector_dim", "must be in 1..=8"},
         {"centroids", "must be a power of two in 2..=65536"},
         {"tile_rows", "must be in 1..=rows"},
-        {"tile_cols", "must be a multiple of vector_dim in vector_dim..=cols"},
+        {"tile_cols", "must be in vector_dim..=cols, a multiple of vector_dim or cols"},
         {"rank", "must be <= min(rows, cols)"},
         {"rotation", "must be 0 or a power of four in 4..=4096 that divides cols"},
         {"codebook", "must be i8 or f16"},

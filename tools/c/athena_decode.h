@@ -1,6 +1,6 @@
 /*
- * athena_decode.h: reference dequantizer for the Athena vector-codebook encoding, versions 1,
- * 2 and 3 (format-spec/athena-encoding.md). A C99 port of the Rust crate athena-decode: same
+ * athena_decode.h: reference dequantizer for the Athena vector-codebook encoding, versions 1
+ * to 4 (format-spec/athena-encoding.md). A C99 port of the Rust crate athena-decode: same
  * validation, same error names and messages, bit-identical output.
  *
  * Dependencies: libc only (stdint.h, stddef.h, string.h, stdio.h for snprintf).
@@ -41,18 +41,18 @@ extern "C" {
 
 /* The highest encoding version this decoder implements (metadata key
  * athena.encoding_version); it implements every version from 1 up to this one. */
-#define ATHENA_ENCODING_VERSION 3u
+#define ATHENA_ENCODING_VERSION 4u
 
 typedef enum { ATHENA_CB_I8 = 0, ATHENA_CB_F16 = 1 } athena_codebook_type;
 
 /* Parameters of one encoded weight (spec: "Parameters"). */
 typedef struct {
     uint64_t rows;       /* N */
-    uint64_t cols;       /* M */
+    uint64_t cols;       /* M >= d; d need not divide it (version 4: partial last group) */
     uint32_t vector_dim; /* d, 1..8 */
     uint32_t centroids;  /* n, power of two in 2..65536 */
     uint64_t tile_rows;  /* R, 1..N */
-    uint64_t tile_cols;  /* C, multiple of d in d..M */
+    uint64_t tile_cols;  /* C in d..M, a multiple of d or M itself */
     uint32_t rank;       /* r, 0..min(N, M) */
     athena_codebook_type codebook;
     uint32_t rotation;   /* B: 0 (none), or a power of four in 4..4096 dividing M */
