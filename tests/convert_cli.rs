@@ -698,6 +698,21 @@ fn verify_reference_compares_with_the_source_model() {
         .clone();
     assert!(q["relative_error"].as_f64().unwrap() > 0.0);
 
+    // d = 3 on 16 and 32 columns: every row ends in a partial group (encoding version 4), in a
+    // tile of its own (tiles of 15 columns). The file verifies and stays close to the model.
+    assert_eq!(t.convert("partial.gguf", &["--vq", "3,16,8,15"]).0, 0);
+    let file = GgufFile::open(&t.path("partial.gguf")).unwrap();
+    assert_eq!(
+        file.get("athena.encoding_version"),
+        Some(&athena::container::gguf::Value::U32(4))
+    );
+    let (code, json, err) = reference("partial.gguf", &model);
+    assert_eq!(code, Some(0), "{err}");
+    let e = json.unwrap()["reference"]["matrix_relative_error"]
+        .as_f64()
+        .unwrap();
+    assert!(e > 0.01 && e < 0.6, "partial-group relative error {e}");
+
     // A model of another shape: the comparison fails with one line naming the tensor.
     let other = t.path("other");
     std::fs::create_dir(&other).unwrap();
