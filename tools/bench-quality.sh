@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Quality/cost benchmark on SmolLM2-135M: converts with each configuration below, then prints one
-# table row per run: linear and whole-file bpw, file size, perplexity (wiki.utf8, ctx 512,
-# CHUNKS chunks), conversion time and peak memory. The f32 folder's perplexity is measured in the
-# same run as the reference.
+# Quality/cost benchmark on SmolLM2-135M (SET=qwen: Qwen2.5-Coder-0.5B): converts with each
+# configuration below, then prints one table row per run: linear and whole-file bpw, file size,
+# perplexity (wiki.utf8, ctx 512, CHUNKS chunks), conversion time and peak memory. The f32
+# folder's perplexity is measured in the same run as the reference.
 #
-# Usage: [SET=budget|ablation|all] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
+# Usage: [SET=budget|ablation|all|qwen] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
 # (run tools/fetch-models.sh first; on 2 cores SET=budget took about 2.5 hours in session 16,
 # the --bits 2, 2.25 and 2.5 rows about half an hour each with block-wise tuning; since session
 # 21 those three also tune end to end by default, which took 13-27 minutes per epoch in session
 # 20, so expect about an hour more; SET=ablation about 2 hours: eleven --bits 3 conversions of
-# 6.5-8 minutes, each then verified and measured, ~10 minutes a row in session 17)
+# 6.5-8 minutes, each then verified and measured, ~10 minutes a row in session 17; SET=qwen
+# converts Qwen2.5-Coder-0.5B instead (tools/fetch-models.sh --qwen first): 38-57 minutes per
+# --bits 3 conversion in session 22, so about 2.5 hours)
 #
 # Perplexity of each file comes from `athena-verify FILE --text` (the code behind athena-eval and
 # athena-convert --eval-text), so every row is also a verified file.
@@ -57,8 +59,16 @@ ABLATION_RUNS=(
   "--bits 3: no column rotation|--bits 3 --rotation-block 0"
   "--bits 3: paper tiles (C = d)|--bits 3 --tiles paper"
 )
+# The second model (widths 896 and 4864: its d = 3 codebooks end each row in a partial group).
+QWEN_RUNS=(
+  "f32 export (reference)|--type f32"
+  "athena --bits 3|--bits 3"
+  "athena --bits 3, d <= 3|--bits 3 --max-dim 3"
+  "athena --bits 4|--bits 4"
+)
 case "${SET:-all}" in
   budget) RUNS=("${BUDGET_RUNS[@]}") ;;
+  qwen) RUNS=("${QWEN_RUNS[@]}"); MODEL="$CACHE/models/Qwen2.5-Coder-0.5B-Instruct" ;;
   ablation) RUNS=("${ABLATION_RUNS[@]}") ;;
   all)
     # The ablation set repeats two budget conversions (--bits 3 and --bits 3 --rotation-block 0)
@@ -70,12 +80,12 @@ case "${SET:-all}" in
       ((dup)) || RUNS+=("$run")
     done
     ;;
-  *) echo "SET must be budget, ablation or all" >&2; exit 2 ;;
+  *) echo "SET must be budget, ablation, all or qwen" >&2; exit 2 ;;
 esac
 
 field() { python3 -c "import json,sys; v=json.load(sys.stdin)$1; print(round(v, 4))"; }
 
-echo "SmolLM2-135M, ppl on $(basename "$TEXT") (ctx 512, $CHUNKS chunks), $(date -u +%F), $(git -C "$REPO" rev-parse --short HEAD)"
+echo "$(basename "$MODEL"), ppl on $(basename "$TEXT") (ctx 512, $CHUNKS chunks), $(date -u +%F), $(git -C "$REPO" rev-parse --short HEAD)"
 echo
 printf '| run | linear bpw | file bpw | size MB | ppl | convert time | peak MB |\n|---|---|---|---|---|---|---|\n'
 for run in "${RUNS[@]}"; do
