@@ -10,7 +10,8 @@ use super::gguf::{Array, GgmlType, GgufFile, TensorInfo, Value};
 use crate::quantizer::QuantizedLinear;
 
 /// The newest encoding version this code writes and reads (spec section 9): 1, 2 for rotated
-/// weights, 3 for row scales. A file is written with the lowest version its weights need.
+/// weights, 3 for row scales, 4 for partial last groups (d not dividing the columns). A file is
+/// written with the lowest version its weights need.
 pub const ENCODING_VERSION: u32 = 4;
 pub const VERSION_KEY: &str = "athena.encoding_version";
 pub const TENSORS_KEY: &str = "athena.tensors";
