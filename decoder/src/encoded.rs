@@ -536,6 +536,8 @@ fn seg_i8<const D: usize>(
     out: &mut [f32],
 ) {
     let (table, _) = cb.as_chunks::<D>();
+    // Whole groups in fixed-width chunks (the hot loop keeps its D-wide body); a partial last
+    // group (version 4) is the remainder.
     let mut groups = out.chunks_exact_mut(D);
     for o in &mut groups {
         let entry = &table[reader.next() as usize];

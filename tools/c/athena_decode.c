@@ -72,6 +72,12 @@ static int mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
 
 static int fits_size(uint64_t v) { return v <= (uint64_t)SIZE_MAX; }
 
+/* G = ceil(M / d): vector groups per row, the last one partial when d does not divide M
+ * (version 4). Written without M + d - 1, which could wrap for M near 2^64. */
+static uint64_t group_count(const athena_params *p) {
+    return p->cols / p->vector_dim + (p->cols % p->vector_dim != 0);
+}
+
 uint32_t athena_index_bits(const athena_params *p) {
     uint32_t b = 0;
     while (b < 32 && ((p->centroids >> b) & 1u) == 0) b++;
@@ -120,7 +126,7 @@ athena_status athena_params_validate(const athena_params *p, athena_sizes *sizes
     if (!fits_size(v)) OVERFLOW("rows * cols");
     s.output_len = (size_t)v;
 
-    groups = (p->cols + d - 1) / d; /* the last group may be partial (version 4) */
+    groups = group_count(p);
     bits = athena_index_bits(p);
     MUL(groups, bits, &v, "index bits per row");
     s.row_stride = v / 8 + (v % 8 != 0);
@@ -264,7 +270,7 @@ static uint32_t reader_next(bit_reader *r) {
 
 athena_status athena_index(const athena_encoded *e, uint64_t row, uint64_t group,
                            uint32_t *out, athena_error *err) {
-    uint64_t groups = (e->params.cols + e->params.vector_dim - 1) / e->params.vector_dim;
+    uint64_t groups = group_count(&e->params);
     uint32_t bits = athena_index_bits(&e->params), q, v = 0;
     const uint8_t *bytes;
     size_t start;
@@ -286,7 +292,7 @@ athena_status athena_index(const athena_encoded *e, uint64_t row, uint64_t group
 athena_status athena_check(const athena_encoded *e, athena_error *err) {
     const athena_params *p = &e->params;
     size_t rows = (size_t)p->rows, stride = (size_t)e->sizes.row_stride;
-    size_t d = p->vector_dim, n = p->centroids, groups = ((size_t)p->cols + d - 1) / d;
+    size_t d = p->vector_dim, n = p->centroids, groups = (size_t)group_count(p);
     size_t rank = p->rank, cols = (size_t)p->cols, row, g, i;
     uint32_t bits = athena_index_bits(p);
     unsigned used = (unsigned)((groups * bits) % 8);
