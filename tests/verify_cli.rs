@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use athena::container::athena::EncodedWeight;
-use athena::container::gguf::{GgmlType, GgufFile, GgufWriter, Value};
+use athena::container::gguf::{GgmlType, GgufFile, Value};
 use athena::container::model_file::ModelFileWriter;
 
 const VECTORS: [&str; 4] = [
@@ -77,51 +77,12 @@ fn json_snapshot() {
     insta::assert_json_snapshot!(json);
 }
 
-/// Rewrites a file through our writer with its metadata and tensors changed by `edit`.
-type Tensors = Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>;
-fn rewrite(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<(String, Value)>, &mut Tensors)) {
-    let file = GgufFile::open(src).unwrap();
-    let mut metadata = file.metadata.clone();
-    let mut tensors: Tensors = file
-        .tensors
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                t.dims.clone(),
-                t.ggml_type,
-                file.tensor_data(t).to_vec(),
-            )
-        })
-        .collect();
-    edit(&mut metadata, &mut tensors);
-    let mut w = GgufWriter::new(dst);
-    for (k, v) in metadata {
-        w.add_metadata(k, v).unwrap();
-    }
-    for (name, dims, ty, _) in &tensors {
-        w.add_tensor(name.clone(), dims, *ty).unwrap();
-    }
-    for (name, _, _, data) in &tensors {
-        w.write_tensor_data(name, data).unwrap();
-    }
-    w.finish().unwrap();
-}
-
 fn expect_invalid(dir: &Path, file: &str, needle: &str) {
     let (code, stdout, stderr) = run(dir, &[file]);
     assert_eq!(code, 1, "expected exit 1 for {needle}; stdout {stdout}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains(needle), "expected {needle:?} in {stderr:?}");
     assert!(stderr.contains(file), "names the file: {stderr}");
-}
-
-fn set_meta(metadata: &mut [(String, Value)], key: &str, value: Value) {
-    metadata
-        .iter_mut()
-        .find(|(k, _)| k == key)
-        .unwrap_or_else(|| panic!("no key {key}"))
-        .1 = value;
 }
 
 #[test]
@@ -168,17 +129,19 @@ fn each_corruption_gets_its_specific_error() {
     );
 
     // Metadata and tensor edits, written back through our (valid) GGUF writer.
-    type Edit = Box<dyn FnOnce(&mut Vec<(String, Value)>, &mut Tensors)>;
+    type Edit = Box<dyn FnOnce(&mut Vec<(String, Value)>, &mut common::GgufTensors)>;
     let cases: Vec<(&str, &str, Edit)> = vec![
         (
             "wrong-key-type.gguf",
             "key 'athena.blk.0.ffn_up.weight.vector_dim': expected u32",
-            Box::new(|m, _| set_meta(m, "athena.blk.0.ffn_up.weight.vector_dim", Value::U64(2))),
+            Box::new(|m, _| {
+                common::set_meta(m, "athena.blk.0.ffn_up.weight.vector_dim", Value::U64(2))
+            }),
         ),
         (
             "bad-version.gguf",
             "version 7 is not supported",
-            Box::new(|m, _| set_meta(m, "athena.encoding_version", Value::U32(7))),
+            Box::new(|m, _| common::set_meta(m, "athena.encoding_version", Value::U32(7))),
         ),
         (
             "rotation-in-version-1.gguf",
@@ -199,7 +162,7 @@ fn each_corruption_gets_its_specific_error() {
             "row-scales-not-bool.gguf",
             "key 'athena.blk.0.ffn_up.weight.row_scales': expected bool, found u32",
             Box::new(|m, _| {
-                set_meta(m, "athena.encoding_version", Value::U32(3));
+                common::set_meta(m, "athena.encoding_version", Value::U32(3));
                 m.push((
                     "athena.blk.0.ffn_up.weight.row_scales".into(),
                     Value::U32(1),
@@ -210,7 +173,7 @@ fn each_corruption_gets_its_specific_error() {
             "row-scales-missing.gguf",
             "component tensor 'blk.0.ffn_up.weight.athena_rs' is missing",
             Box::new(|m, _| {
-                set_meta(m, "athena.encoding_version", Value::U32(3));
+                common::set_meta(m, "athena.encoding_version", Value::U32(3));
                 m.push((
                     "athena.blk.0.ffn_up.weight.row_scales".into(),
                     Value::Bool(true),
@@ -221,7 +184,7 @@ fn each_corruption_gets_its_specific_error() {
             "bad-codebook-type.gguf",
             "unknown codebook type 'int4'",
             Box::new(|m, _| {
-                set_meta(
+                common::set_meta(
                     m,
                     "athena.blk.1.ffn_up.weight.codebook_type",
                     Value::String("int4".into()),
@@ -231,7 +194,9 @@ fn each_corruption_gets_its_specific_error() {
         (
             "bad-param.gguf",
             "weight 'blk.1.ffn_up.weight'",
-            Box::new(|m, _| set_meta(m, "athena.blk.1.ffn_up.weight.centroids", Value::U32(100))),
+            Box::new(|m, _| {
+                common::set_meta(m, "athena.blk.1.ffn_up.weight.centroids", Value::U32(100))
+            }),
         ),
         (
             "missing-component.gguf",
@@ -271,7 +236,7 @@ fn each_corruption_gets_its_specific_error() {
         ),
     ];
     for (name, needle, edit) in cases {
-        rewrite(&good, &dir.path().join(name), edit);
+        common::rewrite(&good, &dir.path().join(name), edit);
         expect_invalid(dir.path(), name, needle);
     }
 }

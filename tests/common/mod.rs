@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use athena::container::gguf::{GgmlType, GgufFile, GgufWriter, Value as MetaValue};
 use athena_decode::{CodebookType, Params, Parts};
 
 pub fn vectors_root() -> PathBuf {
@@ -312,4 +313,51 @@ pub fn write_bpe_tokenizer(dir: &Path) {
         "clean_up_tokenization_spaces": false, "add_prefix_space": false});
     std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
     std::fs::write(dir.join("tokenizer_config.json"), tc.to_string()).unwrap();
+}
+
+/// Tensors of a GGUF file as `rewrite` hands them to its edit: name, dims, type, data.
+pub type GgufTensors = Vec<(String, Vec<u64>, GgmlType, Vec<u8>)>;
+
+/// Rewrites a file through our (valid) GGUF writer with its metadata and tensors changed by
+/// `edit`.
+pub fn rewrite(
+    src: &Path,
+    dst: &Path,
+    edit: impl FnOnce(&mut Vec<(String, MetaValue)>, &mut GgufTensors),
+) {
+    let file = GgufFile::open(src).unwrap();
+    let mut metadata = file.metadata.clone();
+    let mut tensors: GgufTensors = file
+        .tensors
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.dims.clone(),
+                t.ggml_type,
+                file.tensor_data(t).to_vec(),
+            )
+        })
+        .collect();
+    edit(&mut metadata, &mut tensors);
+    let mut w = GgufWriter::new(dst);
+    for (k, v) in metadata {
+        w.add_metadata(k, v).unwrap();
+    }
+    for (name, dims, ty, _) in &tensors {
+        w.add_tensor(name.clone(), dims, *ty).unwrap();
+    }
+    for (name, _, _, data) in &tensors {
+        w.write_tensor_data(name, data).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Sets an existing metadata key (for `rewrite`'s edits); panics when the key is missing.
+pub fn set_meta(metadata: &mut [(String, MetaValue)], key: &str, value: MetaValue) {
+    metadata
+        .iter_mut()
+        .find(|(k, _)| k == key)
+        .unwrap_or_else(|| panic!("no key {key}"))
+        .1 = value;
 }
