@@ -5,8 +5,8 @@
 #   2. llama-perplexity vs athena-eval on that GGUF (and, optionally, on extra GGUFs)
 #   3. llama-tokenize --ids vs HF `tokenizers` (same tokenizer.json our Rust code uses)
 #
-# llama.cpp is built from the vendor/llama.cpp copy inside the llama-cpp-python sdist
-# (CPU only, Release, only llama-perplexity + llama-tokenize, no curl/openssl/server/tests).
+# llama.cpp is built by tools/llama_cpp_build.sh (its environment variables SDIST, LLAMA_SRC,
+# JOBS apply; the build goes to $WORK/build unless BUILD is set).
 #
 # Every path can be overridden through the environment, e.g.
 #   CHUNKS=32 tools/llama_cpp_compare.sh   (after cargo build --release)
@@ -14,8 +14,6 @@
 set -euo pipefail
 
 C=${ATHENA_CACHE:-$HOME/.cache/athena}
-SDIST=${SDIST:-$C/pypi/llama_cpp_python-0.3.36.tar.gz}
-LLAMA_SRC=${LLAMA_SRC:-}                      # a llama.cpp source tree; default: found or extracted
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ATHENA_BIN=${ATHENA_BIN:-$REPO/target/release}   # athena-convert, athena-eval (cargo build --release)
 MODEL_DIR=${MODEL_DIR:-$C/models/SmolLM2-135M-Instruct}
@@ -25,7 +23,6 @@ WORK=${WORK:-/tmp/llcmp}
 CTX=${CTX:-512}
 CHUNKS=${CHUNKS:-32}                          # chunks for the f16 comparison
 EXTRA_CHUNKS=${EXTRA_CHUNKS:-4}               # chunks for the extra GGUFs
-JOBS=${JOBS:-2}                               # parallel compile jobs
 THREADS=${THREADS:-2}                         # llama-perplexity threads
 SKIP_EXTRA=${SKIP_EXTRA:-0}
 
@@ -34,34 +31,11 @@ SUMMARY=$WORK/summary.txt
 : > "$SUMMARY"
 log() { echo "$*" | tee -a "$SUMMARY"; }
 
-# ---------------------------------------------------------------- llama.cpp source
-if [[ -z "$LLAMA_SRC" ]]; then
-    for d in /tmp/*/vendor/llama.cpp /tmp/*/*/vendor/llama.cpp /tmp/llama-src/*/vendor/llama.cpp; do
-        if [[ -f "$d/CMakeLists.txt" && -f "$d/tools/perplexity/perplexity.cpp" ]]; then LLAMA_SRC=$d; break; fi
-    done
-fi
-if [[ -z "$LLAMA_SRC" ]]; then
-    mkdir -p /tmp/llama-src
-    tar -xzf "$SDIST" -C /tmp/llama-src
-    LLAMA_SRC=$(echo /tmp/llama-src/*/vendor/llama.cpp)
-fi
-log "llama.cpp source: $LLAMA_SRC"
-
 # ---------------------------------------------------------------- build (2 targets only)
-BUILD=${BUILD:-$WORK/build}                  # reused if both binaries exist (REBUILD=1 forces)
-PPL_BIN=$BUILD/bin/llama-perplexity
-TOK_BIN=$BUILD/bin/llama-tokenize
-if [[ ! -x "$PPL_BIN" || ! -x "$TOK_BIN" || "${REBUILD:-0}" == 1 ]]; then
-    command -v cmake >/dev/null || pip install cmake
-    t0=$(date +%s)
-    cmake -S "$LLAMA_SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
-        -DGGML_CUDA=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-        -DBUILD_SHARED_LIBS=OFF > "$WORK/cmake-config.log" 2>&1
-    cmake --build "$BUILD" --config Release -j"$JOBS" --target llama-perplexity llama-tokenize \
-        > "$WORK/build.log" 2>&1
-    log "build time: $(( $(date +%s) - t0 )) s (-j$JOBS)"
-fi
+BIN_DIR=$(BUILD=${BUILD:-$WORK/build} "$REPO/tools/llama_cpp_build.sh" llama-perplexity llama-tokenize)
+PPL_BIN=$BIN_DIR/llama-perplexity
+TOK_BIN=$BIN_DIR/llama-tokenize
+log "llama.cpp binaries: $BIN_DIR"
 
 # ---------------------------------------------------------------- helpers
 # llama-perplexity prints "Final estimate: PPL = 12.3456 +/- 0.1234"
