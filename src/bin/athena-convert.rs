@@ -604,6 +604,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
     };
     let bar = progress::bar(cli.quiet, progress::WITH_ETA);
     let quiet = cli.quiet;
+    let budget = a.bits;
     let mut on_progress = |p: convert::Progress<'_>| match p {
         convert::Progress::Stage(s) => bar.set_message(s.to_string()),
         convert::Progress::Sensitivity { done, total, unit } => {
@@ -613,7 +614,12 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
         }
         convert::Progress::Plan(plan) => {
             if !quiet {
-                bar.suspend(|| eprint!("{}", report::render_plan(plan)));
+                bar.suspend(|| {
+                    eprint!("{}", report::render_plan(plan));
+                    if let Some(note) = budget.and_then(|b| report::unspent_budget_note(plan, b)) {
+                        eprintln!("{note}");
+                    }
+                });
             }
             bar.set_length(plan.len() as u64);
             bar.set_position(0);

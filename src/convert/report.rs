@@ -56,6 +56,24 @@ pub fn render_plan(plan: &[PlannedLayer]) -> String {
     out
 }
 
+/// A note when the plan spends visibly less than the --bits budget: no layer has a larger level
+/// on the menu that fits, typically because every layer is at its largest (about 4.1 bpw).
+pub fn unspent_budget_note(plan: &[PlannedLayer], budget: f64) -> Option<String> {
+    let weights: f64 = plan.iter().map(|p| (p.rows * p.cols) as f64).sum();
+    let planned = plan
+        .iter()
+        .map(|p| p.bpw * (p.rows * p.cols) as f64)
+        .sum::<f64>()
+        / weights.max(1.0);
+    (planned < budget - 0.05).then(|| {
+        format!(
+            "note: the plan uses {planned:.4} of the {budget} bpw budget: the menu has no larger \
+             level that fits for any layer (it tops out at 4 index bits; --max-dim and \
+             --max-centroids shape it, --vq sets any configuration)"
+        )
+    })
+}
+
 /// Per layer: config, bpw, relative layer loss and time; then the totals.
 pub fn render_report(report: &ConvertReport) -> String {
     let mut out = String::new();
@@ -145,4 +163,28 @@ pub fn render_report(report: &ConvertReport) -> String {
         report.seconds, report.plan_seconds
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(rows: usize, cols: usize, bpw: f64) -> PlannedLayer {
+        PlannedLayer {
+            name: format!("l{rows}x{cols}"),
+            rows,
+            cols,
+            config: VqConfig::new(2, 256, rows, cols),
+            bpw,
+        }
+    }
+
+    #[test]
+    fn the_note_names_an_unspent_budget_and_only_then() {
+        // Weighted average: (4.1 * 64 + 3.9 * 192) / 256 = 3.95.
+        let plan = [layer(8, 8, 4.1), layer(8, 24, 3.9)];
+        let note = unspent_budget_note(&plan, 5.0).expect("1.05 bpw unspent");
+        assert!(note.contains("3.9500 of the 5 bpw"), "{note}");
+        assert_eq!(unspent_budget_note(&plan, 3.99), None);
+    }
 }
