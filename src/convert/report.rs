@@ -33,7 +33,6 @@ pub fn render_plan(plan: &[PlannedLayer]) -> String {
         "{:<width$}  {:>11}  {:<40}  {:>7}",
         "layer", "shape", "config", "bpw"
     );
-    let (mut bits, mut weights) = (0.0, 0.0);
     for p in plan {
         let shape = format!("{}x{}", p.rows, p.cols);
         let _ = writeln!(
@@ -44,27 +43,29 @@ pub fn render_plan(plan: &[PlannedLayer]) -> String {
             describe(&p.config, p.rows, p.cols),
             p.bpw
         );
-        bits += p.bpw * (p.rows * p.cols) as f64;
-        weights += (p.rows * p.cols) as f64;
     }
     let _ = writeln!(
         out,
         "planned linear bpw: {:.4} over {} layers",
-        bits / weights.max(1.0),
+        planned_bpw(plan),
         plan.len()
     );
     out
 }
 
+/// The plan's average bits per weight, weighted by each layer's weight count.
+fn planned_bpw(plan: &[PlannedLayer]) -> f64 {
+    let (bits, weights) = plan.iter().fold((0.0, 0.0), |(b, w), p| {
+        let n = (p.rows * p.cols) as f64;
+        (b + p.bpw * n, w + n)
+    });
+    bits / f64::max(weights, 1.0)
+}
+
 /// A note when the plan spends visibly less than the --bits budget: no layer has a larger level
 /// on the menu that fits, typically because every layer is at its largest (about 4.1 bpw).
 pub fn unspent_budget_note(plan: &[PlannedLayer], budget: f64) -> Option<String> {
-    let weights: f64 = plan.iter().map(|p| (p.rows * p.cols) as f64).sum();
-    let planned = plan
-        .iter()
-        .map(|p| p.bpw * (p.rows * p.cols) as f64)
-        .sum::<f64>()
-        / weights.max(1.0);
+    let planned = planned_bpw(plan);
     (planned < budget - 0.05).then(|| {
         format!(
             "note: the plan uses {planned:.4} of the {budget} bpw budget: the menu has no larger \
