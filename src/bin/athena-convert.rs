@@ -160,9 +160,9 @@ struct EvalArgs {
 struct AthenaArgs {
     /// Budget: average bits per weight of the quantized linear weights, every stored byte
     /// counted (indices, codebooks, scales, low-rank factors). Met by a per-layer mixed-precision
-    /// plan (1.33 to 4 index bits per weight, d = 2, 3 and 4 codebooks; where d does not divide
-    /// the columns, each row ends in a partial group; see --sensitivity and --max-dim). Typical:
-    /// 2 to 4.
+    /// plan (1.33 to 8 index bits per weight: d = 2, 3 and 4 codebooks up to 5 bits, scalar ones
+    /// above; where d does not divide the columns, each row ends in a partial group; see
+    /// --sensitivity and --max-dim). Typical: 2 to 4; 5 and up come close to the source model.
     #[arg(long, value_name = "B")]
     bits: Option<f64>,
 

@@ -63,13 +63,14 @@ fn planned_bpw(plan: &[PlannedLayer]) -> f64 {
 }
 
 /// A note when the plan spends visibly less than the --bits budget: no layer has a larger level
-/// on the menu that fits, typically because every layer is at its largest (about 4.1 bpw).
+/// on the menu that fits, typically because every layer is at its largest (about 8 bpw, less with a small
+/// --max-centroids).
 pub fn unspent_budget_note(plan: &[PlannedLayer], budget: f64) -> Option<String> {
     let planned = planned_bpw(plan);
     (planned < budget - 0.05).then(|| {
         format!(
             "note: the plan uses {planned:.4} of the {budget} bpw budget: the menu has no larger \
-             level that fits for any layer (it tops out at 4 index bits; --max-dim and \
+             level that fits for any layer (it tops out at 8 index bits; --max-dim and \
              --max-centroids shape it, --vq sets any configuration)"
         )
     })

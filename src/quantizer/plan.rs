@@ -30,20 +30,23 @@ pub struct LayerPlan {
     pub bpw: f64,
 }
 
-/// The (d, n) levels a layer may get, 1.33 to 4 index bits per weight. d = 2 from 1.5 to 4 bits
+/// The (d, n) levels a layer may get, 1.33 to 8 index bits per weight. d = 2 from 1.5 to 5 bits
 /// (so a budget of 2 can be met by mixing 1.5 and 2); d = 3 from 1.33 to 3.33 bits; d = 4 from
-/// 1.5 to 3 bits. d = 3 stops at 1024 centroids (2048 and 4096 would serve 3.67 and 4 bits,
-/// where d = 2 is nearly as good and k-means is much cheaper). Levels above
-/// [`LevelLimits::max_centroids`] are left out: k-means time grows with n, and d = 4 with 2048
-/// or 4096 centroids on the MLP layers at --bits 3 measured 2-5% lower layer loss for 2.7x the
-/// conversion time (docs/benchmarks.md, session 7).
-pub const LEVELS: [(usize, usize); 20] = [
+/// 1.5 to 3 bits; scalar codebooks (d = 1) from 5 to 8 bits, whose 32-256 centroids cost far
+/// less to fit than d = 2 with 1024-65536. d = 3 stops at 1024 centroids (2048 and 4096
+/// would serve 3.67 and 4 bits, where d = 2 is nearly as good and k-means is much cheaper).
+/// Levels above [`LevelLimits::max_centroids`] are left out: k-means time grows with n, and
+/// d = 4 with 2048 or 4096 centroids on the MLP layers at --bits 3 measured 2-5% lower layer
+/// loss for 2.7x the conversion time (docs/benchmarks.md, session 7).
+pub const LEVELS: [(usize, usize); 26] = [
     (2, 8),
     (2, 16),
     (2, 32),
     (2, 64),
     (2, 128),
     (2, 256),
+    (2, 512),
+    (2, 1024),
     (3, 16),
     (3, 32),
     (3, 64),
@@ -58,6 +61,10 @@ pub const LEVELS: [(usize, usize); 20] = [
     (4, 1024),
     (4, 2048),
     (4, 4096),
+    (1, 32),
+    (1, 64),
+    (1, 128),
+    (1, 256),
 ];
 
 /// Which [`LEVELS`] a plan may use.
@@ -89,8 +96,12 @@ impl LevelLimits {
 /// 1.07-1.15 for d = 2 and 0.87-0.94 for d = 4. Whole conversions agree in direction:
 /// --vq 3,512,192,576 (3.11 bpw) gave wiki perplexity 18.10 against 21.23 for --vq 2,64,32,576
 /// (3.06 bpw), and --vq 4,256,192,576 (2.08 bpw) 53.98 against 66.33 for --vq 3,64,48,576.
+/// d = 1 is Zador's high-rate figure for Gaussian sources (M_d * 2 pi ((d + 2) / d)^((d + 2) / 2)
+/// relative to d = 3: 1.54 for d = 1, 1.14 for d = 2, 0.92 for d = 4, which the measured d = 2
+/// and d = 4 factors bear out); it only competes above 5 bits, where d = 2 runs out of levels.
 fn shape_factor(d: usize) -> f64 {
     match d {
+        1 => 1.5,
         2 => 1.1,
         4 => 0.9,
         _ => 1.0,
@@ -327,7 +338,7 @@ mod tests {
     #[test]
     fn average_lands_at_or_below_the_budget_and_close_to_it() {
         let layers = layers();
-        for budget in [2.2, 2.5, 3.0, 3.5, 4.0] {
+        for budget in [2.2, 2.5, 3.0, 3.5, 4.0, 5.0, 6.5, 8.0] {
             let p = plan(&layers, budget, dims(3), CodebookKind::Int8, |_| 0).unwrap();
             let avg = average_bpw(&p, &layers);
             assert!(avg <= budget + 1e-12, "budget {budget}: {avg}");
@@ -466,5 +477,36 @@ mod tests {
             let p = plan(&layers, budget, dims(4), CodebookKind::Int8, |_| 0).unwrap();
             assert!(p.iter().all(|x| x.config.n <= 1024), "{p:?}");
         }
+    }
+
+    #[test]
+    fn budgets_above_four_bits_are_spent_with_larger_and_then_scalar_codebooks() {
+        let layers = layers();
+        let at = |budget: f64| plan(&layers, budget, dims(4), CodebookKind::Int8, |_| 0).unwrap();
+        // 4.5 and 5 index bits come from d = 2 with 512 and 1024 centroids.
+        let p = at(5.0);
+        assert!(average_bpw(&p, &layers) > 4.7, "{p:?}");
+        assert!(
+            p.iter().any(|x| (x.config.d, x.config.n) == (2, 1024)),
+            "{p:?}"
+        );
+        // Above 5 bits only scalar codebooks are left.
+        let p = at(7.0);
+        assert!(average_bpw(&p, &layers) > 6.7, "{p:?}");
+        assert!(
+            p.iter().any(|x| x.config.d == 1 && x.config.n >= 64),
+            "{p:?}"
+        );
+        // A smaller --max-centroids stops d = 2 below 5 bits; d = 1 with 32 centroids fills in.
+        let limits = LevelLimits {
+            max_centroids: 256,
+            ..LevelLimits::default()
+        };
+        let p = plan(&layers, 5.0, limits, CodebookKind::Int8, |_| 0).unwrap();
+        assert!(p.iter().all(|x| x.config.n <= 256), "{p:?}");
+        assert!(
+            p.iter().any(|x| (x.config.d, x.config.n) == (1, 32)),
+            "{p:?}"
+        );
     }
 }
