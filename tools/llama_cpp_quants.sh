@@ -15,6 +15,7 @@
 #
 #   tools/llama_cpp_quants.sh                                   # SmolLM2-135M
 #   MODEL_DIR=~/.cache/athena/models/Qwen2.5-Coder-0.5B-Instruct tools/llama_cpp_quants.sh
+#   TYPES= IQ_TYPES="Q2_K IQ3_XXS" tools/llama_cpp_quants.sh   # an empty list runs none of it
 #
 # Needs `cargo build --release`, pip packages gguf and numpy, and what tools/llama_cpp_build.sh
 # needs (its first build takes 10-20 minutes on 2 cores). Prints a markdown table (also in
@@ -27,8 +28,8 @@ ATHENA_BIN=${ATHENA_BIN:-$REPO/target/release}
 MODEL_DIR=${MODEL_DIR:-$C/models/SmolLM2-135M-Instruct}
 TEXT=${TEXT:-$C/text/wiki.utf8}
 CALIB=${CALIB:-$C/text/c4.utf8}
-TYPES=${TYPES:-"Q2_K Q3_K_S Q3_K_M Q4_K_S Q4_K_M"}
-IQ_TYPES=${IQ_TYPES:-"IQ2_XS IQ2_M IQ3_XXS IQ3_M"}
+TYPES=${TYPES-"Q2_K Q3_K_S Q3_K_M Q4_K_S Q4_K_M"}
+IQ_TYPES=${IQ_TYPES-"IQ2_XS IQ2_M IQ3_XXS IQ3_M"}
 IMATRIX=${IMATRIX:-1}
 IMATRIX_CHUNKS=${IMATRIX_CHUNKS:-64}     # of CTX tokens: 32768, Athena's default calibration
 CTX=${CTX:-512}
