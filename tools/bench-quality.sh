@@ -6,6 +6,7 @@
 #
 # Usage: [SET=budget|ablation|all|qwen] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
 # (run tools/fetch-models.sh first; on 2 cores SET=budget took about 2.5 hours in session 16,
+# before the --bits 5 and 5.5 rows (about 9 minutes each in session 24),
 # the --bits 2, 2.25 and 2.5 rows about half an hour each with block-wise tuning; since session
 # 21 those three also tune end to end by default, which took 13-27 minutes per epoch in session
 # 20, so expect about an hour more; SET=ablation about 2 hours: eleven --bits 3 conversions of
@@ -37,6 +38,8 @@ BUDGET_RUNS=(
   "athena --bits 2.5|--bits 2.5"
   "athena --bits 3|--bits 3"
   "athena --bits 4|--bits 4"
+  "athena --bits 5|--bits 5"
+  "athena --bits 5.5 (llama.cpp Q4_K_M's 5.53)|--bits 5.5"
   "athena --bits 3, 8192 calibration tokens|--bits 3 --calib-tokens 8192"
   "athena --bits 3, d=2 plan only|--bits 3 --max-dim 2"
   "athena --bits 3, no column rotation|--bits 3 --rotation-block 0"

@@ -193,7 +193,8 @@ struct AthenaArgs {
 
     /// Largest vector dimension d of the --bits plan: 4, 3 or 2 (d = 2 only; fastest). Each layer
     /// gets the d and centroid count that the plan predicts best for its bits: d = 4 at low
-    /// rates and, with up to 4096 centroids, at 3 bits on the large layers.
+    /// rates and, with up to 4096 centroids, at 3 bits on the large layers; scalar codebooks
+    /// (d = 1) above 5 bits whatever the limit.
     #[arg(long, value_name = "2|3|4", default_value_t = LevelLimits::default().max_dim as u8, value_parser = clap::value_parser!(u8).range(2..=4))]
     max_dim: u8,
 

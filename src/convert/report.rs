@@ -63,8 +63,8 @@ fn planned_bpw(plan: &[PlannedLayer]) -> f64 {
 }
 
 /// A note when the plan spends visibly less than the --bits budget: no layer has a larger level
-/// on the menu that fits, typically because every layer is at its largest (about 8 bpw, less with a small
-/// --max-centroids).
+/// on the menu that fits, typically because every layer is at its largest (about 8 bpw; less
+/// with a small --max-centroids).
 pub fn unspent_budget_note(plan: &[PlannedLayer], budget: f64) -> Option<String> {
     let planned = planned_bpw(plan);
     (planned < budget - 0.05).then(|| {
