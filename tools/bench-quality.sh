@@ -6,10 +6,10 @@
 #
 # Usage: [SET=budget|ablation|all|qwen] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
 # (run tools/fetch-models.sh first; on 2 cores SET=budget took about 2.5 hours in session 16,
-# before the --bits 5 and 5.5 rows (about 9 minutes each in session 24),
-# the --bits 2, 2.25 and 2.5 rows about half an hour each with block-wise tuning; since session
-# 21 those three also tune end to end by default, which took 13-27 minutes per epoch in session
-# 20, so expect about an hour more; SET=ablation about 2 hours: eleven --bits 3 conversions of
+# plus about 9 minutes each for the --bits 5 and 5.5 rows added in session 24; the --bits 2,
+# 2.25 and 2.5 rows about half an hour each with block-wise tuning; since session 21 those
+# three also tune end to end by default, which took 13-27 minutes per epoch in session 20, so
+# expect about an hour more; SET=ablation about 2 hours: eleven --bits 3 conversions of
 # 6.5-8 minutes, each then verified and measured, ~10 minutes a row in session 17; SET=qwen
 # converts Qwen2.5-Coder-0.5B instead (tools/fetch-models.sh --qwen first): 38-57 minutes per
 # --bits 3 conversion in session 22, so about 2.5 hours)
