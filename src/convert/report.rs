@@ -55,23 +55,20 @@ pub fn render_plan(plan: &[PlannedLayer]) -> String {
 
 /// The plan's average bits per weight, weighted by each layer's weight count.
 fn planned_bpw(plan: &[PlannedLayer]) -> f64 {
-    let (bits, weights) = plan.iter().fold((0.0, 0.0), |(b, w), p| {
-        let n = (p.rows * p.cols) as f64;
-        (b + p.bpw * n, w + n)
-    });
-    bits / f64::max(weights, 1.0)
+    plan::weighted_bpw(plan.iter().map(|p| (p.bpw, p.rows * p.cols)))
 }
 
 /// A note when the plan spends visibly less than the --bits budget: no layer has a larger level
-/// on the menu that fits, typically because every layer is at its largest (about 8 bpw; less
-/// with a small --max-centroids).
+/// on the menu that fits, typically because every layer is at its largest level (less with a
+/// small --max-centroids).
 pub fn unspent_budget_note(plan: &[PlannedLayer], budget: f64) -> Option<String> {
     let planned = planned_bpw(plan);
     (planned < budget - 0.05).then(|| {
         format!(
             "note: the plan uses {planned:.4} of the {budget} bpw budget: the menu has no larger \
-             level that fits for any layer (it tops out at 8 index bits; --max-dim and \
-             --max-centroids shape it, --vq sets any configuration)"
+             level that fits for any layer (it tops out at {} index bits; --max-dim and \
+             --max-centroids shape it, --vq sets any configuration)",
+            plan::top_index_bits()
         )
     })
 }
@@ -187,6 +184,7 @@ mod tests {
         let plan = [layer(8, 8, 4.1), layer(8, 24, 3.9)];
         let note = unspent_budget_note(&plan, 5.0).expect("1.05 bpw unspent");
         assert!(note.contains("3.9500 of the 5 bpw"), "{note}");
+        assert!(note.contains("tops out at 8 index bits"), "{note}");
         assert_eq!(unspent_budget_note(&plan, 3.99), None);
     }
 }

@@ -299,11 +299,28 @@ pub fn plan_with(
 
 /// Weighted average bpw of a plan.
 pub fn average_bpw(plans: &[LayerPlan], layers: &[LayerInfo]) -> f64 {
-    let (bits, weights) = plans.iter().zip(layers).fold((0.0, 0.0), |(b, w), (p, l)| {
-        let n = (l.rows * l.cols) as f64;
-        (b + p.bpw * n, w + n)
+    weighted_bpw(
+        plans
+            .iter()
+            .zip(layers)
+            .map(|(p, l)| (p.bpw, l.rows * l.cols)),
+    )
+}
+
+/// Average of (bits per weight, weight count) pairs, weighted by the counts.
+pub fn weighted_bpw(layers: impl IntoIterator<Item = (f64, usize)>) -> f64 {
+    let (bits, weights) = layers.into_iter().fold((0.0, 0.0), |(b, w), (bpw, n)| {
+        (b + bpw * n as f64, w + n as f64)
     });
-    bits / weights
+    bits / f64::max(weights, 1.0)
+}
+
+/// The most index bits per weight of any level in [`LEVELS`].
+pub fn top_index_bits() -> f64 {
+    LEVELS
+        .iter()
+        .map(|&(d, n)| (n as f64).log2() / d as f64)
+        .fold(0.0, f64::max)
 }
 
 #[cfg(test)]
