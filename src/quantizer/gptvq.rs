@@ -269,8 +269,11 @@ pub fn quantize(
         let chosen: Vec<u32> = (0..rows)
             .into_par_iter()
             .map(|i| {
-                let v: Vec<f32> = (0..d).map(|e| wp[(i, q + e)]).collect();
-                scorers[i / tile_r].nearest(&v).0
+                let mut v = [0f32; 8];
+                for (e, x) in v[..d].iter_mut().enumerate() {
+                    *x = wp[(i, q + e)];
+                }
+                scorers[i / tile_r].nearest(&v[..d]).0
             })
             .collect();
         for i in 0..rows {

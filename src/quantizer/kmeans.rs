@@ -32,23 +32,35 @@ const LANES: usize = 16;
 
 impl MetricCentroids {
     pub fn new(metric: &[f32], centroids: &[f32], d: usize) -> Self {
+        let mut scorer = Self {
+            d,
+            n: 0,
+            mc: Vec::new(),
+            cmc: Vec::new(),
+        };
+        scorer.refill(metric, centroids);
+        scorer
+    }
+
+    /// Recomputes the terms for another metric and set of centroids (same d), reusing the
+    /// buffers: k-means builds one scorer per group and iteration, and with d = 1 tiles of a few
+    /// rows that churn of small allocations made glibc's thread arenas hold hundreds of MB.
+    pub fn refill(&mut self, metric: &[f32], centroids: &[f32]) {
+        let d = self.d;
         let n = centroids.len() / d;
         let padded = n.div_ceil(LANES) * LANES;
-        let mut mc = vec![0f32; d * padded];
+        self.n = padded;
+        self.mc.clear();
+        self.mc.resize(d * padded, 0.0);
         // Padding centroids never win: their constant term is +inf.
-        let mut cmc = vec![f32::INFINITY; padded];
+        self.cmc.clear();
+        self.cmc.resize(padded, f32::INFINITY);
         for a in 0..n {
             let (m, q) = metric_terms(metric, &centroids[a * d..a * d + d], d);
             for (r, &v) in m.iter().enumerate().take(d) {
-                mc[r * padded + a] = v;
+                self.mc[r * padded + a] = v;
             }
-            cmc[a] = q;
-        }
-        Self {
-            d,
-            n: padded,
-            mc,
-            cmc,
+            self.cmc[a] = q;
         }
     }
 
@@ -158,22 +170,29 @@ pub fn fit(
 
     // Lloyd iterations with the per-group metric.
     let mut assignment = vec![u32::MAX; total];
+    let mut new_assignment = vec![0u32; total];
     for _ in 0..iters {
-        let new_assignment: Vec<u32> = groups
-            .par_iter()
-            .flat_map_iter(|gp| {
-                let mc = MetricCentroids::new(&gp.metric, &centroids, d);
-                gp.vectors
-                    .chunks_exact(d)
-                    .map(move |w| mc.nearest(w).0)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let changed = new_assignment != assignment;
-        assignment = new_assignment;
-        if !changed {
+        // Each group writes its own slice of the assignment, with one scorer per worker.
+        let mut slices = Vec::with_capacity(groups.len());
+        let mut rest = new_assignment.as_mut_slice();
+        for gp in groups {
+            let (own, tail) = rest.split_at_mut(gp.vectors.len() / d);
+            slices.push(own);
+            rest = tail;
+        }
+        groups.par_iter().zip(slices).for_each_init(
+            || MetricCentroids::new(&[], &[], d),
+            |scorer, (gp, out)| {
+                scorer.refill(&gp.metric, &centroids);
+                for (a, w) in out.iter_mut().zip(gp.vectors.chunks_exact(d)) {
+                    *a = scorer.nearest(w).0;
+                }
+            },
+        );
+        if new_assignment == assignment {
             break;
         }
+        std::mem::swap(&mut assignment, &mut new_assignment);
         update_centroids(groups, &index, &assignment, d, n, &mut centroids);
     }
     centroids
@@ -201,7 +220,10 @@ fn seed_plus_plus(
     };
     let m = sample.len();
     let group_of: Vec<usize> = sample.iter().map(|&k| index[k].0).collect();
-    let points: Vec<f32> = sample.iter().flat_map(|&k| vector(k).to_vec()).collect();
+    let points: Vec<f32> = sample
+        .iter()
+        .flat_map(|&k| vector(k).iter().copied())
+        .collect();
     let self_term: Vec<f32> = (0..m)
         .map(|s| quad(&groups[group_of[s]].metric, &points[s * d..s * d + d], d))
         .collect();
@@ -297,11 +319,12 @@ fn update_centroids(
     let mut rhs = vec![0f64; n * d];
     let mut count = vec![0usize; n];
     let mut offset = 0;
+    // Per centroid: how many members of the current group and the sum of their vectors
+    // (zeroed again as they are folded in).
+    let mut sums = vec![0f64; n * d];
+    let mut counts = vec![0usize; n];
     for gp in groups {
         let members = gp.vectors.len() / d;
-        // Per centroid: how many members of this group and the sum of their vectors.
-        let mut sums = vec![0f64; n * d];
-        let mut counts = vec![0usize; n];
         for i in 0..members {
             let a = assignment[offset + i] as usize;
             counts[a] += 1;
@@ -321,6 +344,8 @@ fn update_centroids(
                     rhs[a * d + r] += m * sums[a * d + s];
                 }
             }
+            counts[a] = 0;
+            sums[a * d..a * d + d].fill(0.0);
         }
         offset += members;
     }
