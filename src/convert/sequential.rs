@@ -256,6 +256,7 @@ pub fn quantize_model(
         } else {
             write_block(layer, &block, done, &mut outcomes, &mut sink)?;
         }
+        release_freed_memory();
     }
     let mut finetuned = None;
     if let Some(teacher) = teacher {
@@ -392,4 +393,17 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     })
+}
+
+/// Returns the free pages of every malloc arena to the system. A block's calibration activations
+/// (a few MB per sequence) are freed between the small long-lived allocations its quantized
+/// layers leave behind (d = 1 layers keep thousands of codebooks), and glibc's free() only gives
+/// back the top of an arena. SmolLM2-135M at --bits 5.5 --calib-tokens 32768 --kmeans-iters 2
+/// peaked at 1560 MiB without this and 784 MiB with it (same file).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
