@@ -193,6 +193,9 @@ pub fn quantize(
     let mut indices = vec![0u32; rows * groups];
     let mut dequantized = vec![0f32; rows * cols];
     let mut block_err = Mat::<f32>::zeros(rows, padded);
+    // One scorer per tile row, refilled for each group.
+    let mut scorers: Vec<MetricCentroids> =
+        (0..tiles_r).map(|_| MetricCentroids::empty(d)).collect();
     // The lazy block: errors of columns [block_start, q) have reached columns up to block_end
     // and wait for one GEMM to reach the columns after it.
     let block_len = cfg.block_columns.max(d) / d * d;
@@ -257,15 +260,10 @@ pub fn quantize(
         }
 
         // Assign every row's d-vector of this group to its tile's quantized centroids.
-        let scorers: Vec<MetricCentroids> = (0..tiles_r)
-            .map(|tr| {
-                MetricCentroids::new(
-                    &metrics[p],
-                    &codebooks[tr * tiles_c + tc].as_ref().unwrap().values,
-                    d,
-                )
-            })
-            .collect();
+        for (tr, scorer) in scorers.iter_mut().enumerate() {
+            let codebook = codebooks[tr * tiles_c + tc].as_ref().unwrap();
+            scorer.refill(&metrics[p], &codebook.values);
+        }
         let chosen: Vec<u32> = (0..rows)
             .into_par_iter()
             .map(|i| {

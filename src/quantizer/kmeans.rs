@@ -32,19 +32,25 @@ const LANES: usize = 16;
 
 impl MetricCentroids {
     pub fn new(metric: &[f32], centroids: &[f32], d: usize) -> Self {
-        let mut scorer = Self {
-            d,
-            n: 0,
-            mc: Vec::new(),
-            cmc: Vec::new(),
-        };
+        let mut scorer = Self::empty(d);
         scorer.refill(metric, centroids);
         scorer
     }
 
+    /// A scorer without centroids, to be [`refill`](Self::refill)ed.
+    pub fn empty(d: usize) -> Self {
+        Self {
+            d,
+            n: 0,
+            mc: Vec::new(),
+            cmc: Vec::new(),
+        }
+    }
+
     /// Recomputes the terms for another metric and set of centroids (same d), reusing the
-    /// buffers: k-means builds one scorer per group and iteration, and with d = 1 tiles of a few
-    /// rows that churn of small allocations made glibc's thread arenas hold hundreds of MB.
+    /// buffers: every group has its own metric, so k-means and the assignment rescore per group,
+    /// and with d = 1 tiles of a few rows a fresh scorer per group was a churn of small
+    /// allocations that made glibc's thread arenas hold hundreds of MB.
     pub fn refill(&mut self, metric: &[f32], centroids: &[f32]) {
         let d = self.d;
         let n = centroids.len() / d;
@@ -181,7 +187,7 @@ pub fn fit(
             rest = tail;
         }
         groups.par_iter().zip(slices).for_each_init(
-            || MetricCentroids::new(&[], &[], d),
+            || MetricCentroids::empty(d),
             |scorer, (gp, out)| {
                 scorer.refill(&gp.metric, &centroids);
                 for (a, w) in out.iter_mut().zip(gp.vectors.chunks_exact(d)) {
