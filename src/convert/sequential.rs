@@ -395,11 +395,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Returns the free pages of every malloc arena to the system. A block's calibration activations
-/// (a few MB per sequence) are freed between the small long-lived allocations its quantized
-/// layers leave behind (d = 1 layers keep thousands of codebooks), and glibc's free() only gives
-/// back the top of an arena. SmolLM2-135M at --bits 5.5 --calib-tokens 32768 --kmeans-iters 2
-/// peaked at 1560 MiB without this and 784 MiB with it (same file).
+/// Returns the free pages of every malloc arena to the system; glibc's free() only gives back
+/// the top of an arena. SmolLM2-135M at --bits 5.5 --calib-tokens 32768 --kmeans-iters 2 peaked
+/// at 1560 MiB without this and 784 MiB with it (same file); the excess grew with the
+/// calibration tokens, not the k-means iterations, so it is most likely each block's freed
+/// calibration activations held between small allocations that live on (not traced further).
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
