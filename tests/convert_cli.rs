@@ -595,8 +595,10 @@ fn column_rotation_is_on_by_default_from_3_bits_up() {
 #[test]
 fn bad_arguments_get_one_line_errors_and_no_output() {
     let t = Tiny::new("llama");
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["--bits", "0.5"], "below the smallest configuration"),
+        (&["--bits", "3", "--damp", "0"], "--damp must be above 0"),
+        (&["--bits", "3", "--damp", "NaN"], "--damp must be above 0"),
         (&["--vq", "2,16,99,16"], "tile rows 99"),
         (&["--vq", "3,16,4,16"], "or a multiple of d = 3"),
         (&["--vq", "2,12,4,16"], "power of two"),

@@ -235,6 +235,15 @@ struct AthenaArgs {
     #[arg(long, value_name = "N", default_value_t = athena::quantizer::DEFAULT_KMEANS_ITERS)]
     kmeans_iters: usize,
 
+    /// Hessian damping lambda: lambda x the mean of the Hessian's diagonal is added to its
+    /// diagonal before the inverse's Cholesky factor is taken (GPTQ's percdamp / 100; raised
+    /// tenfold on a layer whose Cholesky fails). Larger values trust the calibration's
+    /// correlations less: the metric and the error feedback lean towards plain rounding. On
+    /// SmolLM2-135M at --bits 3: 0.001 17.09, 0.003 17.39, 0.01 17.25 perplexity, all inside
+    /// the seed spread (docs/benchmarks.md, "Session 26").
+    #[arg(long, value_name = "LAMBDA", default_value_t = athena::quantizer::DEFAULT_DAMP)]
+    damp: f64,
+
     /// Incoherence processing (QuIP#): quantize W Q instead of W, Q = random signs times a
     /// Walsh-Hadamard transform on blocks of B columns (the largest power of four up to this
     /// that divides the layer's columns: 64 for SmolLM2's 576, 256 for 1536); the decoder
@@ -568,6 +577,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
             OrderArg::Natural => GroupOrder::Natural,
         },
         kmeans_iters: a.kmeans_iters,
+        damp: a.damp,
         rotation_block: a
             .rotation_block
             .unwrap_or(default_rotation_block(a.bits, a.method)),

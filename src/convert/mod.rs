@@ -92,6 +92,8 @@ pub struct ConvertOptions {
     pub sensitivity: Sensitivity,
     pub order: GroupOrder,
     pub kmeans_iters: usize,
+    /// Relative Hessian damping (lambda of ATHENA-MATH section 1; raised on a failed Cholesky).
+    pub damp: f64,
     /// Largest column-rotation block (incoherence processing; 0: off). Each layer gets the
     /// largest power of four up to this that divides its columns.
     pub rotation_block: usize,
@@ -205,6 +207,7 @@ fn apply_method(cfg: &mut VqConfig, opts: &ConvertOptions, cols: usize) {
     cfg.codebook = opts.codebook;
     cfg.order = opts.order;
     cfg.kmeans_iters = opts.kmeans_iters;
+    cfg.damp = opts.damp;
     cfg.rotation = rotation::block_size(cols, opts.rotation_block);
     cfg.rotation_if_better = opts.rotation_per_layer;
 }
@@ -235,6 +238,11 @@ fn check_options(opts: &ConvertOptions) -> Result<(), ConvertError> {
             return fail("--bits must be a positive number")
         }
         _ => {}
+    }
+    if !(opts.damp.is_finite() && opts.damp > 0.0 && opts.damp <= 1.0) {
+        return fail(
+            "--damp must be above 0 and at most 1 (a fraction of the Hessian's mean diagonal)",
+        );
     }
     if opts.seq_len < 16 || opts.calib_tokens < opts.seq_len {
         return fail("--seq-len must be at least 16 and --calib-tokens at least one sequence");

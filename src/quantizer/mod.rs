@@ -46,6 +46,10 @@ pub enum GroupOrder {
 /// 20 measured 0.5 perplexity better than 10 at --bits 3 for 19% more time (docs/benchmarks.md).
 pub const DEFAULT_KMEANS_ITERS: usize = 20;
 
+/// Relative Hessian damping unless told otherwise (athena-convert --damp): ATHENA-MATH's lambda,
+/// added as lambda * mean(diag H) to the diagonal before the Cholesky factorisation.
+pub const DEFAULT_DAMP: f64 = 0.01;
+
 /// One layer's vector-quantization settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VqConfig {
@@ -103,7 +107,7 @@ impl VqConfig {
             uniform_grid: false,
             order: GroupOrder::HessianDiagonal,
             block_columns: 128,
-            damp: 0.01,
+            damp: DEFAULT_DAMP,
             rotation: 0,
             rotation_if_better: false,
             row_scales: false,
