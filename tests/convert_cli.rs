@@ -477,6 +477,31 @@ fn the_discrete_step_changes_codes_and_the_file_verifies() {
 }
 
 #[test]
+fn qk_row_hessians_change_q_and_k_and_nothing_else_of_the_first_block() {
+    // Block 0 sees the same inputs either way, so only the layers whose loss the row Hessians
+    // change can differ there.
+    let t = Tiny::new("llama");
+    let args = ["--vq", "2,16,8,16"];
+    let (code, err) = t.convert("rows.gguf", &[&args[..], &["--qk-row-hessians"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = t.convert("plain.gguf", &args);
+    assert_eq!(code, 0, "{err}");
+    let rows = GgufFile::open(&t.path("rows.gguf")).unwrap();
+    let plain = GgufFile::open(&t.path("plain.gguf")).unwrap();
+    let same = |w: &str| {
+        let name = format!("blk.0.{w}.weight.athena_idx");
+        let (a, b) = (rows.tensor(&name).unwrap(), plain.tensor(&name).unwrap());
+        rows.tensor_data(a) == plain.tensor_data(b)
+    };
+    for w in ["attn_q", "attn_k"] {
+        assert!(!same(w), "{w}: the row Hessians changed no index");
+    }
+    for w in ["attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"] {
+        assert!(same(w), "{w} differs");
+    }
+}
+
+#[test]
 fn undone_end_to_end_tuning_leaves_the_untuned_files_tensors() {
     // A learning rate this large wrecks the model: no epoch beats the untuned one, the tuning
     // is undone, and every tensor must be the one the conversion without it writes.

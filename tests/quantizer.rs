@@ -3,8 +3,8 @@
 use athena::quantizer::hessian::HessianAccumulator;
 use athena::quantizer::rng::SplitMix64;
 use athena::quantizer::{
-    quantize_linear, quantize_linear_banded, relative_loss_banded, CodebookKind, GroupOrder,
-    QuantizedLinear, VqConfig,
+    quantize_linear, quantize_linear_banded, quantize_linear_kronecker, relative_loss_banded,
+    CodebookKind, GroupOrder, QuantizedLinear, VqConfig,
 };
 use faer::Mat;
 
@@ -236,6 +236,66 @@ fn row_bands_use_their_own_hessians() {
     let spanning = VqConfig::new(2, 16, ROWS, COLS);
     let q = quantize_linear_banded(&w, ROWS, COLS, &bands, &spanning, 1).unwrap();
     assert_eq!(q.vq.codebooks.len(), 1);
+}
+
+/// tr(dW H dW^T H_row) of the reconstruction `what` of `w`.
+fn kronecker_loss(w: &[f32], what: &[f32], h: &Mat<f64>, row_h: &Mat<f64>) -> f64 {
+    let dw = Mat::<f64>::from_fn(ROWS, COLS, |i, j| {
+        (w[i * COLS + j] - what[i * COLS + j]) as f64
+    });
+    let m = &dw * h * dw.transpose();
+    (0..ROWS)
+        .flat_map(|i| (0..ROWS).map(move |k| (i, k)))
+        .map(|(i, k)| row_h[(i, k)] * m[(i, k)])
+        .sum()
+}
+
+#[test]
+fn row_hessians_lower_the_kronecker_loss_and_the_identity_changes_nothing() {
+    let (w, h) = layer();
+    // Three heads of 16 rows, each with its own strongly correlated, unevenly scaled row
+    // Hessian (the keys a head's queries meet), none across heads.
+    let mut rng = SplitMix64::new(11);
+    let head = 16;
+    let mut row_h = Mat::<f64>::zeros(ROWS, ROWS);
+    for b in 0..ROWS / head {
+        let tokens = 256;
+        let mut x = vec![0f32; tokens * head];
+        for t in 0..tokens {
+            let shared = gaussian(&mut rng);
+            for j in 0..head {
+                x[t * head + j] =
+                    (1.0 + (j % 5) as f32) * (0.9 * shared + 0.4 * gaussian(&mut rng));
+            }
+        }
+        let mut acc = HessianAccumulator::new(head);
+        acc.add(&x, tokens);
+        let hb = acc.finish();
+        for i in 0..head {
+            for k in 0..head {
+                row_h[(b * head + i, b * head + k)] = hb[(i, k)];
+            }
+        }
+    }
+    for row_scales in [false, true] {
+        let cfg = VqConfig {
+            row_scales,
+            ..VqConfig::new(2, 16, 16, COLS)
+        };
+        let plain = quantize_linear(&w, ROWS, COLS, &h, &cfg, 1).unwrap();
+        let kron = quantize_linear_kronecker(&w, ROWS, COLS, &h, &row_h, &cfg, 1).unwrap();
+        let (lp, lk) = (
+            kronecker_loss(&w, &plain.dequantized, &h, &row_h),
+            kronecker_loss(&w, &kron.dequantized, &h, &row_h),
+        );
+        assert!(lk < 0.8 * lp, "row scales {row_scales}: {lk} vs plain {lp}");
+        let identity = Mat::<f64>::identity(ROWS, ROWS);
+        let same = quantize_linear_kronecker(&w, ROWS, COLS, &h, &identity, &cfg, 1).unwrap();
+        assert_eq!(same.dequantized, plain.dequantized);
+    }
+    let wrong = Mat::<f64>::identity(ROWS - 1, ROWS - 1);
+    let cfg = config();
+    assert!(quantize_linear_kronecker(&w, ROWS, COLS, &h, &wrong, &cfg, 1).is_err());
 }
 
 /// Quantizes `w` with `plain` and with `better`, asserts that `better` reports at most 0.85x

@@ -297,6 +297,14 @@ struct AthenaArgs {
     #[arg(long)]
     no_attention_hessians: bool,
 
+    /// Also quantize q_proj and k_proj under BoA's row Hessians (per head, the covariance of
+    /// the keys, resp. queries, that each query, resp. key, meets after RoPE: an error's cost
+    /// in attention scores, without the softmax), which push each row's error onto the later
+    /// rows of its head. Measured on SmolLM2-135M at --bits 3: worse by 0.15 and 0.5
+    /// perplexity (two seeds; docs/benchmarks.md, "Session 26"), so off by default.
+    #[arg(long)]
+    qk_row_hessians: bool,
+
     /// Block-wise tuning: after each block is quantized, its codebook values (and row scales)
     /// are tuned with Adam for this many passes over the calibration sequences so the block's
     /// output matches the unquantized block's (indices fixed; 0 turns it off). Default: 1 for --bits below 3 (with
@@ -587,6 +595,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
         error_feedback: !a.no_error_feedback,
         codebook_update: !a.no_codebook_update,
         attention_hessians: !a.no_attention_hessians,
+        row_hessians: a.qk_row_hessians,
         tune: convert::TuneOptions {
             epochs: a
                 .tune_epochs

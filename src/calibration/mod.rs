@@ -5,6 +5,8 @@
 //! accumulates H = 2 X X^T / T. Layers that read the same tensor share one Hessian (q/k/v read the
 //! attention input, gate/up the MLP input), so it is accumulated once.
 
+pub mod attention_rows;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -14,6 +16,7 @@ use crate::checkpoint::tokenizer::Tokenizer;
 use crate::checkpoint::CheckpointError;
 use crate::model::LinearObserver;
 use crate::quantizer::hessian::HessianAccumulator;
+use attention_rows::AttentionRowHessians;
 
 /// The layer whose Hessian `layer` uses: k/v share q's input, up shares gate's.
 pub fn hessian_owner(layer: &str) -> String {
@@ -82,6 +85,8 @@ pub struct HessianObserver {
     traces: BTreeMap<String, (f64, u64)>,
     /// BoA: per v_proj, one Hessian per kv head of the attention-mixed input (None: off).
     value_heads: Option<BTreeMap<String, Vec<HessianAccumulator>>>,
+    /// BoA: per block, the row Hessians of q_proj and k_proj (None: off).
+    attention_rows: Option<BTreeMap<usize, AttentionRowHessians>>,
 }
 
 impl HessianObserver {
@@ -91,7 +96,19 @@ impl HessianObserver {
             hessians: BTreeMap::new(),
             traces: BTreeMap::new(),
             value_heads: None,
+            attention_rows: None,
         }
+    }
+
+    /// Also accumulates BoA's row Hessians of q_proj and k_proj.
+    pub fn with_attention_rows(mut self) -> Self {
+        self.attention_rows = Some(BTreeMap::new());
+        self
+    }
+
+    /// The row Hessians of block `layer` (None unless `with_attention_rows`).
+    pub fn attention_rows(&self, layer: usize) -> Option<&AttentionRowHessians> {
+        self.attention_rows.as_ref()?.get(&layer)
     }
 
     /// Also accumulates BoA's attention-aware Hessians of v_proj, one per kv head.
@@ -138,6 +155,29 @@ impl LinearObserver for HessianObserver {
             let x: Vec<f32> = mixed.get(g)?.flatten_all()?.to_vec1()?;
             acc.add(&x, tokens);
         }
+        Ok(())
+    }
+
+    fn wants_attention_rows(&self) -> bool {
+        self.attention_rows.is_some()
+    }
+
+    fn observe_attention_rows(
+        &mut self,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> candle_core::Result<()> {
+        let Some(rows) = self.attention_rows.as_mut() else {
+            return Ok(());
+        };
+        let (kv_heads, tokens, head_dim) = k.dims3()?;
+        let flat = |t: &Tensor| -> candle_core::Result<Vec<f32>> { t.flatten_all()?.to_vec1() };
+        rows.entry(layer)
+            .or_insert_with(|| AttentionRowHessians::new(kv_heads, head_dim))
+            .add(&flat(q)?, &flat(k)?, &flat(cos)?, &flat(sin)?, tokens);
         Ok(())
     }
 

@@ -108,6 +108,8 @@ pub struct ConvertOptions {
     pub codebook_update: bool,
     /// BoA: v_proj under per-kv-head attention-aware Hessians (Athena method only).
     pub attention_hessians: bool,
+    /// BoA: q_proj and k_proj under the row Hessians of their scores (Athena method only).
+    pub row_hessians: bool,
     /// Block-wise codebook tuning after each block is quantized (epochs 0: off).
     pub tune: TuneOptions,
     /// End-to-end tuning of every codebook and norm after the last block (epochs 0: off).
@@ -494,6 +496,7 @@ pub fn convert(
         &planned,
         opts.seed,
         opts.attention_hessians && opts.method == Method::Athena,
+        opts.row_hessians && opts.method == Method::Athena,
         &opts.tune,
         &opts.finetune,
         |layer, step| {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use candle_core::Tensor;
+use faer::Mat;
 
 use crate::calibration::{Accumulate, HessianObserver};
 use crate::checkpoint::names;
@@ -15,7 +16,10 @@ use crate::convert::finetune::{self, FinetuneBlock, FinetuneOptions, FinetuneOut
 use crate::convert::tune::{self, TuneLayer, TuneOptions};
 use crate::export;
 use crate::model::{Block, LinearKind, Model, ModelError};
-use crate::quantizer::{layer_loss, quantize_linear_banded, QuantError, QuantizedLinear, VqConfig};
+use crate::quantizer::{
+    layer_loss, quantize_linear_banded, quantize_linear_kronecker, QuantError, QuantizedLinear,
+    VqConfig,
+};
 
 /// Errors of the sequential pass. Display is one line naming the layer.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +103,17 @@ pub struct BlockTuning {
     pub seconds: f64,
 }
 
+/// A row Hessian of q_proj or k_proj in the GGUF row order the weight is quantized in (the
+/// same permutation on its rows and its columns).
+fn permute_square(m: &Mat<f64>, n_head: usize) -> Result<Mat<f64>, String> {
+    let n = m.nrows();
+    let labels: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let order = names::permute_qk(&labels, n, 1, n_head).map_err(|e| e.to_string())?;
+    Ok(Mat::from_fn(n, n, |i, j| {
+        m[(order[i] as usize, order[j] as usize)]
+    }))
+}
+
 /// Per-layer tr(H) from one pass of the unquantized model (APTQ sensitivities).
 pub fn hessian_traces(
     model: &Model,
@@ -133,7 +148,8 @@ pub fn hessian_traces(
 /// handing each result (in GGUF row order) and then the block's norm weights to `sink`.
 /// `progress(layer, step)` is called per layer and before a block's tuning.
 /// With `attention_hessians`, v_proj is quantized per kv head under BoA's attention-aware
-/// Hessians instead of the plain input Hessian it shares with q/k. With `tune.epochs > 0`, each
+/// Hessians instead of the plain input Hessian it shares with q/k; with `row_hessians`, q_proj
+/// and k_proj also under BoA's row Hessians (`calibration::attention_rows`). With `tune.epochs > 0`, each
 /// block's codebooks are then tuned on the block output (`tune`) before the block is written.
 /// With `finetune.epochs > 0`, the blocks are kept until the last one is quantized, every
 /// codebook and norm is tuned end to end (`finetune`) on `finetune_sequences` (the last
@@ -147,6 +163,7 @@ pub fn quantize_model(
     plan: &BTreeMap<String, VqConfig>,
     seed: u64,
     attention_hessians: bool,
+    row_hessians: bool,
     tune: &TuneOptions,
     finetune: &FinetuneOptions,
     mut progress: impl FnMut(usize, Step),
@@ -171,6 +188,9 @@ pub fn quantize_model(
         let mut observer = HessianObserver::new(Accumulate::Hessian);
         if attention_hessians {
             observer = observer.with_value_heads();
+        }
+        if row_hessians {
+            observer = observer.with_attention_rows();
         }
         // The unquantized block's outputs on the quantized model's inputs: the tuning target,
         // kept only when tuning. (Tuning towards the unquantized model's own hidden states,
@@ -213,13 +233,25 @@ pub fn quantize_model(
                 heads => heads.iter().map(|h| h.finish()).collect(),
             };
             let layer_seed = seed ^ fnv1a(name.as_bytes());
-            let q =
-                quantize_linear_banded(&w, rows, cols, &hs, cfg, layer_seed).map_err(|source| {
-                    SequentialError::Quant {
-                        layer: name.clone(),
-                        source,
-                    }
-                })?;
+            let row_h = observer.attention_rows(layer).and_then(|a| match kind {
+                LinearKind::Q => Some(a.query_rows(config.num_attention_heads)),
+                LinearKind::K => Some(a.key_rows()),
+                _ => None,
+            });
+            let q = match row_h {
+                Some(rh) => {
+                    let rh = match perm {
+                        Some(n_head) => permute_square(&rh, n_head).map_err(&err)?,
+                        None => rh,
+                    };
+                    quantize_linear_kronecker(&w, rows, cols, &hs[0], &rh, cfg, layer_seed)
+                }
+                None => quantize_linear_banded(&w, rows, cols, &hs, cfg, layer_seed),
+            }
+            .map_err(|source| SequentialError::Quant {
+                layer: name.clone(),
+                source,
+            })?;
             set_quantized(&mut block, kind, &q, perm, model).map_err(|e| err(e.to_string()))?;
             done.push(Done {
                 kind,

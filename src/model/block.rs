@@ -193,6 +193,9 @@ impl Block {
         let sin = sin.narrow(0, 0, seq)?;
         let q = rope::apply(&q, &cos, &sin)?;
         let k = rope::apply(&k, &cos, &sin)?;
+        if let Some(o) = observer.as_deref_mut().filter(|o| o.wants_attention_rows()) {
+            o.observe_attention_rows(layer, &q, &k, &cos, &sin)?;
+        }
         let (k, v) = if nh != nkv {
             let groups = nh / nkv;
             let repeat = |t: Tensor| -> Result<Tensor> {

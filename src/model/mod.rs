@@ -48,6 +48,25 @@ pub trait LinearObserver {
     fn observe_value_mix(&mut self, _layer: &str, _mixed: &Tensor) -> candle_core::Result<()> {
         Ok(())
     }
+
+    /// Whether [`LinearObserver::observe_attention_rows`] should be called.
+    fn wants_attention_rows(&self) -> bool {
+        false
+    }
+
+    /// BoA's row side of q_proj and k_proj (ATHENA-MATH 6): block `layer`'s queries `q`
+    /// (`[heads, tokens, head_dim]`) and keys `k` (`[kv_heads, tokens, head_dim]`) after RoPE,
+    /// with the RoPE tables `cos` and `sin` (`[tokens, head_dim]`) that rotated them.
+    fn observe_attention_rows(
+        &mut self,
+        _layer: usize,
+        _q: &Tensor,
+        _k: &Tensor,
+        _cos: &Tensor,
+        _sin: &Tensor,
+    ) -> candle_core::Result<()> {
+        Ok(())
+    }
 }
 
 /// A decoder whose weights stay in the [`TensorSource`] until a block needs them.

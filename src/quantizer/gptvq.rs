@@ -103,12 +103,40 @@ fn rms_scales(w: &[f32], rows: usize, cols: usize) -> Vec<half::f16> {
         .collect()
 }
 
-/// Quantizes W (`rows x cols`, row-major) with the Hessian `h` (`cols x cols`).
+/// The row side of a Kronecker-factored loss tr(dW H dW^T H_row) (BoA, ATHENA-MATH 6): once
+/// row i's vector of a group is fixed, its error reaches each later row i' of the same group
+/// with weight U_r[i, i'] / U_r[i, i] (U_r the upper Cholesky factor of H_row^-1, so the
+/// factor of the whole loss's inverse in column-major order is U (x) U_r), and reaches the later
+/// columns summed over the rows before it with the same weights. Stored per row i as the
+/// (i', weight) pairs with a nonzero weight, in the units of the scaled rows (s_i / s_i').
+fn row_pushes(
+    row_h: &Mat<f64>,
+    scale: impl Fn(usize) -> f32,
+    damp: f64,
+) -> Result<Vec<Vec<(usize, f32)>>, QuantError> {
+    let ur = inverse_cholesky_upper(row_h, damp)?.0;
+    let rows = row_h.nrows();
+    Ok((0..rows)
+        .map(|i| {
+            (i + 1..rows)
+                .filter(|&k| ur[(i, k)] != 0.0)
+                .map(|k| {
+                    let weight = ur[(i, k)] / ur[(i, i)] * (scale(i) / scale(k)) as f64;
+                    (k, weight as f32)
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// Quantizes W (`rows x cols`, row-major) with the Hessian `h` (`cols x cols`) and, if given,
+/// the row Hessian `row_h` (`rows x rows`) of a Kronecker-factored loss ([`row_pushes`]).
 pub fn quantize(
     w: &[f32],
     rows: usize,
     cols: usize,
     h: &Mat<f64>,
+    row_h: Option<&Mat<f64>>,
     cfg: &VqConfig,
     seed: u64,
 ) -> Result<VqLayer, QuantError> {
@@ -149,6 +177,10 @@ pub fn quantize(
         Vec::new()
     };
     let scale = |i: usize| row_scale(&row_scales, i);
+    let pushes = match row_h {
+        Some(rh) => Some(row_pushes(rh, scale, cfg.damp)?),
+        None => None,
+    };
     let mut wp = Mat::<f32>::from_fn(rows, padded, |i, j| match col(j) {
         c if c < cols => w[i * cols + c] / scale(i),
         _ => 0.0,
@@ -264,16 +296,37 @@ pub fn quantize(
             let codebook = codebooks[tr * tiles_c + tc].as_ref().unwrap();
             scorer.refill(&metrics[p], &codebook.values);
         }
-        let chosen: Vec<u32> = (0..rows)
-            .into_par_iter()
-            .map(|i| {
-                let mut v = [0f32; 8];
-                for (e, x) in v[..d].iter_mut().enumerate() {
-                    *x = wp[(i, q + e)];
-                }
-                scorers[i / tile_r].nearest(&v[..d]).0
-            })
-            .collect();
+        let real_d = d.min(cols - g * d);
+        let row_vector = |wp: &Mat<f32>, i: usize| {
+            let mut v = [0f32; 8];
+            for (e, x) in v[..d].iter_mut().enumerate() {
+                *x = wp[(i, q + e)];
+            }
+            v
+        };
+        let chosen: Vec<u32> = match &pushes {
+            None => (0..rows)
+                .into_par_iter()
+                .map(|i| scorers[i / tile_r].nearest(&row_vector(&wp, i)[..d]).0)
+                .collect(),
+            // Row by row: each row's error moves the later rows of this group first.
+            Some(pushes) => (0..rows)
+                .map(|i| {
+                    let v = row_vector(&wp, i);
+                    let a = scorers[i / tile_r].nearest(&v[..d]).0;
+                    let values = &codebooks[(i / tile_r) * tiles_c + tc]
+                        .as_ref()
+                        .unwrap()
+                        .values;
+                    for &(k, weight) in &pushes[i] {
+                        for e in 0..real_d {
+                            wp[(k, q + e)] -= weight * (v[e] - values[a as usize * d + e]);
+                        }
+                    }
+                    a
+                })
+                .collect(),
+        };
         for i in 0..rows {
             let a = chosen[i] as usize;
             let s = scale(i);
@@ -294,6 +347,19 @@ pub fn quantize(
             for e in 0..d {
                 let err: f64 = (0..=e).map(|k| diff[k] * uinv[p][k * d + e]).sum();
                 block_err[(i, q + e)] = err as f32;
+            }
+        }
+        if let Some(pushes) = &pushes {
+            // The later columns see each row's error plus the pushed errors of the rows
+            // before it: E' = sum over i <= i' of weight(i, i') E_i. Rows ascending, so every
+            // E_i added below is still row i's own.
+            for i in (0..rows).rev() {
+                for &(k, weight) in &pushes[i] {
+                    for e in 0..d {
+                        let add = weight * block_err[(i, q + e)];
+                        block_err[(k, q + e)] += add;
+                    }
+                }
             }
         }
 

@@ -237,14 +237,59 @@ pub fn quantize_linear_banded(
     config: &VqConfig,
     seed: u64,
 ) -> Result<QuantizedLinear, QuantError> {
+    quantize_layer(w, rows, cols, hs, None, config, seed)
+}
+
+/// Quantizes W under the Kronecker-factored loss tr(dW H dW^T H_row) (BoA's q_proj and k_proj,
+/// ATHENA-MATH 6): `h` is the input Hessian (`cols x cols`), `row_h` the row Hessian (`rows x
+/// rows`). The reported relative loss is the plain one under `h`, comparable across layers.
+pub fn quantize_linear_kronecker(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &Mat<f64>,
+    row_h: &Mat<f64>,
+    config: &VqConfig,
+    seed: u64,
+) -> Result<QuantizedLinear, QuantError> {
+    if row_h.nrows() != rows || row_h.ncols() != rows {
+        return Err(QuantError::Config(format!(
+            "row Hessian is {} x {}, the layer has {rows} rows",
+            row_h.nrows(),
+            row_h.ncols()
+        )));
+    }
+    quantize_layer(
+        w,
+        rows,
+        cols,
+        std::slice::from_ref(h),
+        Some(row_h),
+        config,
+        seed,
+    )
+}
+
+/// The shared body of [`quantize_linear_banded`] and [`quantize_linear_kronecker`]: the column
+/// rotation (and the per-layer choice of it) around [`quantize_unrotated`].
+fn quantize_layer(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    hs: &[Mat<f64>],
+    row_h: Option<&Mat<f64>>,
+    config: &VqConfig,
+    seed: u64,
+) -> Result<QuantizedLinear, QuantError> {
     if config.rotation == 0 {
-        return quantize_unrotated(w, rows, cols, hs, config, seed, None);
+        return quantize_unrotated(w, rows, cols, hs, row_h, config, seed, None);
     }
     config.validate(rows, cols)?;
     let rotation = Rotation::new(cols, config.rotation, seed ^ 0x5EED_0F51_6E55_0000);
     let wr = rotation.rotate_weights(w, cols);
     let hr: Vec<Mat<f64>> = hs.iter().map(|h| rotation.rotate_hessian(h)).collect();
-    let rotated = quantize_unrotated(&wr, rows, cols, &hr, config, seed, Some(rotation))?;
+    // Q mixes columns only: the row Hessian stays as it is.
+    let rotated = quantize_unrotated(&wr, rows, cols, &hr, row_h, config, seed, Some(rotation))?;
     if !config.rotation_if_better {
         return Ok(rotated);
     }
@@ -253,7 +298,7 @@ pub fn quantize_linear_banded(
         rotation: 0,
         ..config.clone()
     };
-    let plain = quantize_unrotated(w, rows, cols, hs, &plain_config, seed, None)?;
+    let plain = quantize_unrotated(w, rows, cols, hs, row_h, &plain_config, seed, None)?;
     Ok(if plain.relative_loss < rotated.relative_loss {
         plain
     } else {
@@ -263,11 +308,13 @@ pub fn quantize_linear_banded(
 
 /// The quantizer on the (possibly already rotated) weight; `rotation` is undone on the final
 /// reconstruction only.
+#[allow(clippy::too_many_arguments)]
 fn quantize_unrotated(
     w: &[f32],
     rows: usize,
     cols: usize,
     hs: &[Mat<f64>],
+    row_h: Option<&Mat<f64>>,
     config: &VqConfig,
     seed: u64,
     rotation: Option<Rotation>,
@@ -299,7 +346,9 @@ fn quantize_unrotated(
         // Bands stack whole tile rows, so their codebooks concatenate in tile order.
         let wb = &w[b * band_rows * cols..(b + 1) * band_rows * cols];
         let band_seed = seed ^ (b as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-        let mut part = gptvq::quantize(wb, band_rows, cols, h, config, band_seed)?;
+        // Row Hessians come with a single band (quantize_linear_kronecker).
+        let part_rows = row_h.filter(|_| band_hs.len() == 1);
+        let mut part = gptvq::quantize(wb, band_rows, cols, h, part_rows, config, band_seed)?;
         if config.refine_codebooks && !config.uniform_grid {
             refine::refine_codebooks(wb, &mut part, h, config);
         }

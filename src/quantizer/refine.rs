@@ -167,7 +167,7 @@ mod tests {
                 let mut cfg = VqConfig::new(2, 8, tile_r, tile_c);
                 cfg.codebook = kind;
                 cfg.row_scales = row_scales;
-                let mut layer = gptvq::quantize(&w, rows, cols, &h, &cfg, 1).unwrap();
+                let mut layer = gptvq::quantize(&w, rows, cols, &h, None, &cfg, 1).unwrap();
                 // The update minimises the damped loss (the one the quantizer works with).
                 let hd = damped(&h, cfg.damp);
                 let before = relative_loss(&w, &layer.dequantized, rows, cols, &hd);
