@@ -149,8 +149,9 @@ pub fn hessian_traces(
 /// `progress(layer, step)` is called per layer and before a block's tuning.
 /// With `attention_hessians`, v_proj is quantized per kv head under BoA's attention-aware
 /// Hessians instead of the plain input Hessian it shares with q/k; with `row_hessians`, q_proj
-/// and k_proj also under BoA's row Hessians (`calibration::attention_rows`). With `tune.epochs > 0`, each
-/// block's codebooks are then tuned on the block output (`tune`) before the block is written.
+/// and k_proj also under BoA's row Hessians (`calibration::attention_rows`). With
+/// `tune.epochs > 0`, each block's codebooks are then tuned on the block output (`tune`) before
+/// the block is written.
 /// With `finetune.epochs > 0`, the blocks are kept until the last one is quantized, every
 /// codebook and norm is tuned end to end (`finetune`) on `finetune_sequences` (the last
 /// `finetune.holdout` of them held out), and then all are written, followed by the final norm

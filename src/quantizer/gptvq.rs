@@ -351,8 +351,8 @@ pub fn quantize(
         }
         if let Some(pushes) = &pushes {
             // The later columns see each row's error plus the pushed errors of the rows
-            // before it: E' = sum over i <= i' of weight(i, i') E_i. Rows ascending, so every
-            // E_i added below is still row i's own.
+            // before it: E' = sum over i <= i' of weight(i, i') E_i. Rows descending, so
+            // every E_i read below is still row i's own (the rows before it add theirs later).
             for i in (0..rows).rev() {
                 for &(k, weight) in &pushes[i] {
                     for e in 0..d {
