@@ -38,11 +38,9 @@ impl AttentionRowHessians {
     pub fn add(&mut self, q: &[f32], k: &[f32], cos: &[f32], sin: &[f32], tokens: usize) {
         let hd = self.head_dim;
         let kv_heads = self.query.len();
-        let heads = q.len() / (tokens * hd);
-        let per_group = heads / kv_heads;
-        let head = |x: &[f32], h: usize| -> Vec<f32> {
-            x[h * tokens * hd..(h + 1) * tokens * hd].to_vec()
-        };
+        let q_heads: Vec<&[f32]> = q.chunks_exact(tokens * hd).collect();
+        let k_heads: Vec<&[f32]> = k.chunks_exact(tokens * hd).collect();
+        let per_group = q_heads.len() / kv_heads;
         // One job per (kv head, side); the key side walks the positions backwards.
         let jobs: Vec<(usize, bool)> = (0..kv_heads)
             .flat_map(|g| [(g, true), (g, false)])
@@ -50,22 +48,16 @@ impl AttentionRowHessians {
         let sums: Vec<Vec<f64>> = jobs
             .par_iter()
             .map(|&(g, query_side)| {
-                let vectors: Vec<Vec<f32>> = if query_side {
-                    vec![head(k, g)]
+                let vectors = if query_side {
+                    &k_heads[g..g + 1]
                 } else {
-                    (g * per_group..(g + 1) * per_group)
-                        .map(|h| head(q, h))
-                        .collect()
+                    &q_heads[g * per_group..(g + 1) * per_group]
                 };
                 let mut running = vec![0f64; hd * hd];
                 let mut sum = vec![0f64; hd * hd];
-                let positions: Box<dyn Iterator<Item = usize>> = if query_side {
-                    Box::new(0..tokens)
-                } else {
-                    Box::new((0..tokens).rev())
-                };
-                for t in positions {
-                    for v in &vectors {
+                for step in 0..tokens {
+                    let t = if query_side { step } else { tokens - 1 - step };
+                    for v in vectors {
                         add_outer(&mut running, &v[t * hd..(t + 1) * hd]);
                     }
                     add_conjugated(
