@@ -1,6 +1,9 @@
-//! File containers Athena reads and writes.
+//! File containers Athena reads and writes. The GGUF reader and writer and the reading side of
+//! the Athena encoding live in the `athena-gguf` crate (shared with the runtime); this module
+//! adds what needs the quantizer: encoding layers and writing whole model files.
+
+pub use athena_gguf as gguf;
+pub use athena_gguf::temp_files;
 
 pub mod athena;
-pub mod gguf;
 pub mod model_file;
-pub mod temp_files;

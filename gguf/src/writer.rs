@@ -20,13 +20,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::error::GgufError;
-use super::reader::{
+use crate::error::GgufError;
+use crate::reader::{
     align_up, checked_tensor_size, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION,
     MAX_DIMS, MAX_NAME_LEN,
 };
-use super::types::GgmlType;
-use super::value::{Array, Value};
+use crate::types::GgmlType;
+use crate::value::{Array, Value};
 
 struct PendingTensor {
     name: String,
@@ -221,7 +221,7 @@ impl GgufWriter {
             .open(&self.tmp_path)
             .map_err(|e| GgufError::io("creating", &self.tmp_path, e))?;
         self.tmp_created = true;
-        crate::container::temp_files::register(&self.tmp_path);
+        crate::temp_files::register(&self.tmp_path);
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&header)
             .map_err(|e| GgufError::io("writing", &self.tmp_path, e))?;
@@ -352,7 +352,7 @@ impl GgufWriter {
         std::fs::rename(&self.tmp_path, &self.path)
             .map_err(|e| GgufError::io("renaming temp file onto", &self.path, e))?;
         self.finished = true;
-        crate::container::temp_files::forget(&self.tmp_path);
+        crate::temp_files::forget(&self.tmp_path);
         // Make the rename durable; not every platform can open a directory, so this is best effort.
         if let Some(dir) = self.path.parent() {
             let dir = if dir.as_os_str().is_empty() {
@@ -373,7 +373,7 @@ impl Drop for GgufWriter {
         if !self.finished && self.tmp_created {
             drop(self.out.take());
             let _ = std::fs::remove_file(&self.tmp_path);
-            crate::container::temp_files::forget(&self.tmp_path);
+            crate::temp_files::forget(&self.tmp_path);
         }
     }
 }

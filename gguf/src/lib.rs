@@ -1,14 +1,18 @@
-//! GGUF v3 container: a validating memory-mapped reader and a streaming writer.
+//! GGUF v3 container: a validating memory-mapped reader and a streaming writer, and the Athena
+//! weights inside such a file (finding and validating their component tensors). Its own crate so
+//! that the runtime reads files without linking the converter.
 //!
 //! This is our own implementation, on purpose: gguf-rs computes wrong sizes for I8/BF16 tensors and
 //! candle's GGUF writer emits version 2 with a fixed alignment. What we read and write is specified in
 //! `format-spec/gguf-container.md`; the rules follow llama.cpp's gguf reader (see that document).
 //!
 //! One concern per file: [`types`] (the ggml type table), [`value`] (metadata values), [`reader`],
-//! [`writer`] and [`error`].
+//! [`writer`], [`error`], [`temp_files`] (outputs a signal handler deletes) and [`athena`].
 
+pub mod athena;
 pub mod error;
 pub mod reader;
+pub mod temp_files;
 pub mod types;
 pub mod value;
 pub mod writer;

@@ -11,9 +11,9 @@ use std::path::Path;
 
 use memmap2::Mmap;
 
-use super::error::{esc, GgufError};
-use super::types::GgmlType;
-use super::value::{Array, Value, ValueType};
+use crate::error::{esc, GgufError};
+use crate::types::GgmlType;
+use crate::value::{Array, Value, ValueType};
 
 /// The four magic bytes at the start of every GGUF file.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
