@@ -4,14 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use candle_core::Device;
 use clap::{Parser, ValueEnum};
 
 use athena::checkpoint::gguf_source::GgufSource;
 use athena::checkpoint::hf::HfFolder;
 use athena::checkpoint::{ModelConfig, TensorSource};
 use athena::convert::{self, report};
-use athena::eval::file::{perplexity_with_bar, summary_line, EvalText};
+use athena::eval::file::{perplexity_with_bar, summary_line, Engine, EvalText};
 use athena::export::{self, ExportError, PlainOptions, PlainType, Progress, TokenizerFiles};
 use athena::progress;
 use athena::quantizer::plan::LevelLimits;
@@ -786,7 +785,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             ctx: cli.eval.eval_ctx,
             chunks: cli.eval.eval_chunks,
         };
-        let report = perplexity_with_bar(&cli.out, &text, Device::Cpu, cli.quiet).map_err(|e| {
+        let report = perplexity_with_bar(&cli.out, &text, Engine::Auto, cli.quiet).map_err(|e| {
             format!(
                 "{} was written, but perplexity failed: {e}",
                 cli.out.display()

@@ -1,7 +1,9 @@
-//! athena-eval: perplexity of an HF model folder on a text file, computed like llama.cpp's
-//! llama-perplexity so the numbers can be compared directly.
+//! athena-eval: perplexity of a GGUF file or an HF model folder on a text file, computed like
+//! llama.cpp's llama-perplexity so the numbers can be compared directly.
 
-use athena::eval::file::{parse_device, perplexity_with_bar, running_line, summary_line, EvalText};
+use athena::eval::file::{
+    parse_device, perplexity_with_bar, running_line, summary_line, Engine, EvalText,
+};
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -34,7 +36,13 @@ struct Args {
     /// Evaluate only the first N chunks (default: all that fit).
     #[arg(long, value_name = "N")]
     chunks: Option<usize>,
-    /// Compute device: "cpu", or "cuda" / "cuda:N" (needs the `cuda` build feature).
+    /// Which forward computes the logits: "runtime" (athena-runtime, the compressed weights as
+    /// a deployment runs them; GGUF files only), "reference" (the reference decoder and the
+    /// converter's model; the only one for HF folders), or "auto" (runtime for GGUF files).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "runtime", "reference"])]
+    engine: String,
+    /// Compute device of the reference engine: "cpu", or "cuda" / "cuda:N" (needs the `cuda`
+    /// build feature). A device other than cpu selects the reference engine.
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -42,12 +50,20 @@ struct Args {
 fn run(args: Args) -> Result<(), String> {
     let start = Instant::now();
     let device = parse_device(&args.device)?;
+    let engine = match args.engine.as_str() {
+        "runtime" if args.device != "cpu" => {
+            return Err("--device applies to the reference engine only".into())
+        }
+        "runtime" => Engine::Runtime,
+        "auto" if args.device == "cpu" => Engine::Auto,
+        _ => Engine::Reference(device),
+    };
     let text = EvalText {
         path: args.text.clone(),
         ctx: args.ctx,
         chunks: args.chunks,
     };
-    let report = perplexity_with_bar(&args.model, &text, device, false)?;
+    let report = perplexity_with_bar(&args.model, &text, engine, false)?;
     println!("{}", running_line(&report));
     println!(
         "{} {:.1}s",

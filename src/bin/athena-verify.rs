@@ -5,11 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use athena::eval::file::{perplexity_with_bar, summary_line, EvalText};
+use athena::eval::file::{perplexity_with_bar, summary_line, Engine, EvalText};
 use athena::progress;
 use athena::verify::reference::{self, Comparison};
 use athena::verify::{self, report, Options};
-use candle_core::Device;
 
 /// Check a GGUF file (plain or with Athena vector-codebook tensors) against format-spec/.
 ///
@@ -84,7 +83,7 @@ fn main() -> ExitCode {
                         ctx: args.ctx,
                         chunks: args.chunks,
                     };
-                    match perplexity_with_bar(&args.file, &text, Device::Cpu, args.json) {
+                    match perplexity_with_bar(&args.file, &text, Engine::Auto, args.json) {
                         Ok(ppl) => Some(ppl),
                         Err(e) => {
                             eprintln!(

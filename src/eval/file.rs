@@ -1,15 +1,18 @@
 //! Perplexity of a model on disk (HF folder or GGUF file, Athena tensors included): the one code
 //! path behind athena-eval, athena-verify --text and athena-convert --eval-text, so the three
-//! report the same figure for the same file and text.
+//! report the same figure for the same file and text. GGUF files run through athena-runtime's
+//! forward (the one a deployment runs); the reference path (reference decoder + the candle model
+//! the converter calibrates with) stays available as [`Engine::Reference`] and for HF folders.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use super::{make_chunks, perplexity, PerplexityProgress, PerplexityReport};
+use super::{make_chunks, perplexity, perplexity_runtime, PerplexityProgress, PerplexityReport};
 use crate::checkpoint::gguf_source::GgufSource;
 use crate::checkpoint::vocab::GgufVocab;
 use crate::checkpoint::{HfFolder, TensorSource, Tokenizer};
+use crate::container::gguf::GgufFile;
 use crate::model::Model;
 
 /// What to measure on: a text file cut into `chunks` chunks of `ctx` tokens (all that fit when
@@ -84,14 +87,30 @@ pub fn open_model(path: &Path) -> Result<(Box<dyn TensorSource>, Tokenizer), Str
         }
         Weights::Gguf(source) => source,
     };
+    let tokenizer = tokenizer_of_gguf(path, source.gguf())?;
+    Ok((Box::new(source), tokenizer))
+}
+
+/// The tokenizer of a GGUF file, rebuilt from its vocabulary (`tokenizer.ggml.*`).
+pub fn tokenizer_of_gguf(path: &Path, file: &GgufFile) -> Result<Tokenizer, String> {
     let in_file = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let vocab = GgufVocab::from_gguf(source.gguf()).map_err(|e| in_file(&e))?;
+    let vocab = GgufVocab::from_gguf(file).map_err(|e| in_file(&e))?;
     let tokenizer_json = vocab.tokenizer_json().map_err(|e| in_file(&e))?;
     let config = vocab.tokenizer_config_json().map_err(|e| in_file(&e))?;
-    let tokenizer =
-        Tokenizer::from_json(tokenizer_json.to_string().as_bytes(), &config, path, path)
-            .map_err(|e| e.to_string())?;
-    Ok((Box::new(source), tokenizer))
+    Tokenizer::from_json(tokenizer_json.to_string().as_bytes(), &config, path, path)
+        .map_err(|e| e.to_string())
+}
+
+/// Which forward computes the logits.
+#[derive(Debug, Clone)]
+pub enum Engine {
+    /// athena-runtime for GGUF files (the weights stay compressed), the reference path for HF
+    /// folders.
+    Auto,
+    /// athena-runtime's forward (GGUF files only).
+    Runtime,
+    /// The reference decoder and the candle model the converter calibrates with, on `Device`.
+    Reference(Device),
 }
 
 /// Tokenizes `text` with the model's own tokenizer and measures perplexity like llama-perplexity.
@@ -99,28 +118,57 @@ pub fn open_model(path: &Path) -> Result<(Box<dyn TensorSource>, Tokenizer), Str
 pub fn perplexity_of_model(
     model_path: &Path,
     text: &EvalText,
-    device: Device,
+    engine: Engine,
     on_text: &mut dyn FnMut(&TextInfo),
     progress: &mut dyn FnMut(PerplexityProgress),
 ) -> Result<PerplexityReport, String> {
-    let (source, tokenizer) = open_model(model_path)?;
-    let raw =
-        std::fs::read_to_string(&text.path).map_err(|e| format!("{}: {e}", text.path.display()))?;
-    let tokens = tokenizer.encode(&raw, true).map_err(|e| e.to_string())?;
-    let bos = if tokenizer.add_bos_token {
-        tokenizer.bos_token_id
-    } else {
-        None
+    let is_file = model_path.is_file();
+    let device = match engine {
+        Engine::Auto if is_file => None,
+        Engine::Runtime if !is_file => {
+            return Err(format!(
+                "{}: the runtime engine runs GGUF files; use the reference engine for a model folder",
+                model_path.display()
+            ))
+        }
+        Engine::Runtime => None,
+        Engine::Auto => Some(Device::Cpu),
+        Engine::Reference(device) => Some(device),
     };
-    let chunks = make_chunks(&tokens, text.ctx, text.chunks, bos)
-        .map_err(|e| format!("{}: {e}", text.path.display()))?;
-    on_text(&TextInfo {
-        tokens: tokens.len(),
-        chunks: chunks.len(),
-        add_bos: bos.is_some(),
-    });
-    let model = Model::new(source.as_ref(), device).map_err(|e| e.to_string())?;
-    perplexity(&model, &chunks, progress).map_err(|e| e.to_string())
+    let chunks_of = |tokenizer: &Tokenizer, on_text: &mut dyn FnMut(&TextInfo)| {
+        let raw = std::fs::read_to_string(&text.path)
+            .map_err(|e| format!("{}: {e}", text.path.display()))?;
+        let tokens = tokenizer.encode(&raw, true).map_err(|e| e.to_string())?;
+        let bos = if tokenizer.add_bos_token {
+            tokenizer.bos_token_id
+        } else {
+            None
+        };
+        let chunks = make_chunks(&tokens, text.ctx, text.chunks, bos)
+            .map_err(|e| format!("{}: {e}", text.path.display()))?;
+        on_text(&TextInfo {
+            tokens: tokens.len(),
+            chunks: chunks.len(),
+            add_bos: bos.is_some(),
+        });
+        Ok::<_, String>(chunks)
+    };
+    match device {
+        None => {
+            let file = GgufFile::open(model_path).map_err(|e| e.to_string())?;
+            let tokenizer = tokenizer_of_gguf(model_path, &file)?;
+            let model = athena_runtime::Model::load(&file)
+                .map_err(|e| format!("{}: {e}", model_path.display()))?;
+            let chunks = chunks_of(&tokenizer, on_text)?;
+            perplexity_runtime(&model, &chunks, progress).map_err(|e| e.to_string())
+        }
+        Some(device) => {
+            let (source, tokenizer) = open_model(model_path)?;
+            let chunks = chunks_of(&tokenizer, on_text)?;
+            let model = Model::new(source.as_ref(), device).map_err(|e| e.to_string())?;
+            perplexity(&model, &chunks, progress).map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// One line: `ppl = P +/- E (C chunks x N tokens, S scored)`.
@@ -136,7 +184,7 @@ pub fn summary_line(report: &PerplexityReport) -> String {
 pub fn perplexity_with_bar(
     model_path: &Path,
     text: &EvalText,
-    device: Device,
+    engine: Engine,
     quiet: bool,
 ) -> Result<PerplexityReport, String> {
     let start = std::time::Instant::now();
@@ -145,7 +193,7 @@ pub fn perplexity_with_bar(
     let report = perplexity_of_model(
         model_path,
         text,
-        device,
+        engine,
         &mut |info| {
             bar.set_length(info.chunks as u64);
             if !quiet {

@@ -4,6 +4,6 @@ pub mod file;
 pub mod perplexity;
 
 pub use perplexity::{
-    make_chunks, perplexity, token_nll, NllStats, PerplexityError, PerplexityProgress,
+    make_chunks, perplexity, perplexity_runtime, token_nll, NllStats, PerplexityError, PerplexityProgress,
     PerplexityReport,
 };

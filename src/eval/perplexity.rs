@@ -5,8 +5,9 @@
 //! `n_ctx/2 .. n_ctx-1` predict the tokens after them. The error estimate is llama.cpp's:
 //! `ppl * sqrt((mean(nll^2) - mean(nll)^2) / (count - 1))`.
 //!
-//! The model runs block at a time over all chunks (the loop calibration uses), so activations of
-//! every chunk are held at once: `chunks * n_ctx * hidden * 4` bytes.
+//! The reference path runs the model block at a time over all chunks (the loop calibration
+//! uses), so activations of every chunk are held at once: `chunks * n_ctx * hidden * 4` bytes.
+//! The runtime path ([`perplexity_runtime`]) runs one chunk at a time.
 
 use crate::model::{Model, ModelError};
 
@@ -22,6 +23,8 @@ pub enum PerplexityError {
     BadContext(usize),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Runtime(#[from] athena_runtime::RuntimeError),
 }
 
 /// Cuts a tokenized text into llama.cpp's perplexity chunks.
@@ -162,6 +165,45 @@ pub fn perplexity(
             .and_then(|l| l.to_vec2::<f32>())
             .map_err(ModelError::from)?;
         for (i, row) in logits.iter().enumerate() {
+            stats.add(token_nll(row, tokens[first + i + 1]));
+        }
+        running.push(stats.ppl());
+        progress(PerplexityProgress::Chunk {
+            index,
+            running_ppl: stats.ppl(),
+        });
+    }
+    Ok(PerplexityReport {
+        ppl: stats.ppl(),
+        ppl_error: stats.ppl_error(),
+        chunks: chunks.len(),
+        n_ctx,
+        stats,
+        running,
+    })
+}
+
+/// [`perplexity`] through athena-runtime's forward: each chunk runs as one batch in a fresh KV
+/// cache, scored at the same positions as the reference path.
+pub fn perplexity_runtime(
+    model: &athena_runtime::Model,
+    chunks: &[Vec<u32>],
+    progress: &mut dyn FnMut(PerplexityProgress),
+) -> Result<PerplexityReport, PerplexityError> {
+    let n_ctx = chunks.first().map_or(0, Vec::len);
+    if n_ctx < 4 || chunks.iter().any(|c| c.len() != n_ctx) {
+        return Err(PerplexityError::BadContext(n_ctx));
+    }
+    let vocab = model.config.vocab;
+    let first = n_ctx / 2;
+    let scored = n_ctx - 1 - first;
+    let mut stats = NllStats::default();
+    let mut running = Vec::with_capacity(chunks.len());
+    let mut cache = model.new_cache(athena_runtime::KvType::F16, n_ctx);
+    for (index, tokens) in chunks.iter().enumerate() {
+        cache.truncate(0);
+        let logits = model.forward(&mut cache, tokens, first)?;
+        for (i, row) in logits.chunks_exact(vocab).take(scored).enumerate() {
             stats.add(token_nll(row, tokens[first + i + 1]));
         }
         running.push(stats.ppl());

@@ -1,0 +1,26 @@
+//! The runtime's errors. Display is one line naming the key, tensor or limit at fault.
+
+use athena_gguf::athena::AthenaError;
+use athena_gguf::GgufError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Athena(#[from] AthenaError),
+    #[error("key '{key}': {problem}")]
+    Metadata { key: String, problem: String },
+    #[error("architecture '{0}' is not supported by the runtime (supported: {archs})", archs = crate::config::SUPPORTED_ARCHS)]
+    Architecture(String),
+    #[error("tensor '{0}' is missing")]
+    MissingTensor(String),
+    #[error("tensor '{name}': {problem}")]
+    Tensor { name: String, problem: String },
+    #[error("{tokens} tokens do not fit in the context of {ctx} (raise --ctx, or --truncate the prompt)")]
+    ContextFull { tokens: usize, ctx: usize },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    BadToken { id: u32, vocab: usize },
+}

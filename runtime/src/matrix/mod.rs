@@ -1,0 +1,143 @@
+//! Weight matrices as the forward uses them: y = W x for one token ([`Matrix::matvec`]) and
+//! Y = X W^T for a batch ([`Matrix::matmul`]), on Athena weights and on plain llama.cpp types,
+//! without expanding the file's weights at load.
+//!
+//! One token reads each weight once through the dot-product kernels (`crate::kernels`). A batch
+//! decodes a block of rows into a small f32 scratch and multiplies all tokens by it with `gemm`,
+//! so each row is decoded once per batch instead of once per token.
+
+mod athena;
+mod plain;
+
+pub use athena::AthenaMatrix;
+pub use plain::{PlainMatrix, PlainType};
+
+use rayon::prelude::*;
+
+pub enum Matrix<'a> {
+    Athena(AthenaMatrix<'a>),
+    Plain(PlainMatrix<'a>),
+}
+
+/// Rows decoded per block of a batched product.
+const BLOCK_ROWS: usize = 64;
+
+impl Matrix<'_> {
+    pub fn rows(&self) -> usize {
+        match self {
+            Matrix::Athena(m) => m.rows(),
+            Matrix::Plain(m) => m.rows(),
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        match self {
+            Matrix::Athena(m) => m.cols(),
+            Matrix::Plain(m) => m.cols(),
+        }
+    }
+
+    /// y = W x (x: cols, y: rows).
+    pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
+        assert_eq!((x.len(), y.len()), (self.cols(), self.rows()));
+        match self {
+            Matrix::Athena(m) => m.matvec(x, y),
+            Matrix::Plain(m) => m.matvec(x, y),
+        }
+    }
+
+    /// Y = X W^T for `t` tokens (x: t x cols, y: t x rows, both row-major).
+    pub fn matmul(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        let (m, n) = (self.cols(), self.rows());
+        assert_eq!((x.len(), y.len()), (t * m, t * n));
+        if t == 1 {
+            return self.matvec(x, y);
+        }
+        match self {
+            Matrix::Athena(w) => {
+                let mut xr = x.to_vec();
+                xr.chunks_exact_mut(m).for_each(|row| w.rotated_input(row));
+                blocked_matmul(&xr, t, m, n, y, |r0, r1, out| {
+                    w.decode_rotated_rows(r0, r1, out)
+                });
+            }
+            Matrix::Plain(w) => blocked_matmul(x, t, m, n, y, |r0, r1, out| {
+                w.decode_rows(r0, r1, out)
+            }),
+        }
+    }
+
+    /// Row `i` of W, decoded (an embedding lookup).
+    pub fn row(&self, i: usize, out: &mut [f32]) {
+        match self {
+            Matrix::Athena(w) => w.decode_row(i, out),
+            Matrix::Plain(w) => w.decode_rows(i, i + 1, out),
+        }
+    }
+}
+
+/// A raw output pointer shared by the row blocks, which write disjoint columns of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every block writes only its own columns [r0, r1) of each output row.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Y (t x n) = X (t x m) W^T, W's rows produced block by block by `decode(r0, r1, out)`.
+fn blocked_matmul(
+    x: &[f32],
+    t: usize,
+    m: usize,
+    n: usize,
+    y: &mut [f32],
+    decode: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    let out = OutPtr(y.as_mut_ptr());
+    let blocks: Vec<usize> = (0..n).step_by(BLOCK_ROWS).collect();
+    blocks.par_iter().for_each_init(
+        || vec![0.0f32; BLOCK_ROWS * m],
+        |scratch, &r0| {
+            let r1 = (r0 + BLOCK_ROWS).min(n);
+            let w = &mut scratch[..(r1 - r0) * m];
+            decode(r0, r1, w);
+            let out = out;
+            // SAFETY: dst is the t x (r1 - r0) window at column r0 of the t x n output (row
+            // stride n), lhs the t x m input (row stride m), rhs W_block^T (m x (r1 - r0)): element
+            // (k, j) is w[j * m + k]. All inside the slices' bounds.
+            unsafe {
+                gemm::gemm(
+                    t,
+                    r1 - r0,
+                    m,
+                    out.0.add(r0),
+                    1,
+                    n as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    m as isize,
+                    w.as_ptr(),
+                    m as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        },
+    );
+}
+
+/// Fills y[i] = f(i) for every row, the rows split over the rayon threads in a few chunks each.
+pub(crate) fn par_rows(y: &mut [f32], f: impl Fn(usize) -> f32 + Sync) {
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = y.len().div_ceil(threads * 4).max(16);
+    y.par_chunks_mut(chunk).enumerate().for_each(|(c, ys)| {
+        for (k, v) in ys.iter_mut().enumerate() {
+            *v = f(c * chunk + k);
+        }
+    });
+}

@@ -1,0 +1,360 @@
+//! The llama-family decoder (llama, mistral, qwen2), read top to bottom like llama2.c's run.c:
+//! embed, then per layer RMSNorm -> q/k/v -> RoPE -> causal attention over the KV cache ->
+//! output projection -> residual, RMSNorm -> SwiGLU MLP -> residual; final RMSNorm and the
+//! output head. Every weight product goes through [`Matrix`], so Athena and plain weights run
+//! the same forward; a batch of tokens (a prompt) runs as one matrix product per weight.
+
+use athena_gguf::athena::{stored_weight, stored_weights};
+use athena_gguf::{GgmlType, GgufFile};
+use rayon::prelude::*;
+
+use crate::config::Config;
+use crate::kv_cache::KvCache;
+use crate::matrix::{AthenaMatrix, Matrix, PlainMatrix, PlainType};
+use crate::RuntimeError;
+
+pub struct Layer<'a> {
+    attn_norm: Vec<f32>,
+    wq: Matrix<'a>,
+    wk: Matrix<'a>,
+    wv: Matrix<'a>,
+    /// q, k and v biases (qwen2).
+    bias: Option<[Vec<f32>; 3]>,
+    wo: Matrix<'a>,
+    ffn_norm: Vec<f32>,
+    w_gate: Matrix<'a>,
+    w_up: Matrix<'a>,
+    w_down: Matrix<'a>,
+}
+
+pub struct Model<'a> {
+    pub config: Config,
+    embed: Matrix<'a>,
+    layers: Vec<Layer<'a>>,
+    norm: Vec<f32>,
+    /// None when the output head is tied to the token embedding.
+    output: Option<Matrix<'a>>,
+}
+
+/// Finds weight matrices and vectors in a file by their llama.cpp names.
+struct Loader<'a> {
+    file: &'a GgufFile,
+    athena: Vec<String>,
+}
+
+impl<'a> Loader<'a> {
+    fn has(&self, name: &str) -> bool {
+        self.file.tensor(name).is_some() || self.athena.iter().any(|w| w == name)
+    }
+
+    /// A weight `rows x cols` (checked against `shape` where given), plain or Athena.
+    fn matrix(&self, name: &str, shape: Option<[usize; 2]>) -> Result<Matrix<'a>, RuntimeError> {
+        let bad = |problem: String| RuntimeError::Tensor {
+            name: name.to_string(),
+            problem,
+        };
+        let m = if let Some(t) = self.file.tensor(name) {
+            let ty = match t.ggml_type {
+                GgmlType::F32 => PlainType::F32,
+                GgmlType::F16 => PlainType::F16,
+                GgmlType::BF16 => PlainType::Bf16,
+                GgmlType::Q8_0 => PlainType::Q8_0,
+                other => {
+                    return Err(bad(format!(
+                        "type {} is not supported by the runtime (F32, F16, BF16, Q8_0 and \
+                         Athena weights are)",
+                        other.name()
+                    )))
+                }
+            };
+            if t.dims.len() != 2 {
+                return Err(bad(format!("{} dimensions, expected 2", t.dims.len())));
+            }
+            let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
+            Matrix::Plain(PlainMatrix::new(ty, rows, cols, self.file.tensor_data(t)))
+        } else if self.athena.iter().any(|w| w == name) {
+            let w = stored_weight(self.file, name)?;
+            // Rule 7 (one pass over the data): finite codebooks and scales, zero padding.
+            w.encoded.check().map_err(|e| bad(e.to_string()))?;
+            Matrix::Athena(AthenaMatrix::new(&w.encoded))
+        } else {
+            return Err(RuntimeError::MissingTensor(name.to_string()));
+        };
+        if let Some([rows, cols]) = shape {
+            if (m.rows(), m.cols()) != (rows, cols) {
+                return Err(bad(format!(
+                    "shape {} x {}, the model's metadata implies {rows} x {cols}",
+                    m.rows(),
+                    m.cols()
+                )));
+            }
+        }
+        Ok(m)
+    }
+
+    /// An F32 vector of `len` values (norm weights, biases).
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, RuntimeError> {
+        let t = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| RuntimeError::MissingTensor(name.to_string()))?;
+        if t.ggml_type != GgmlType::F32 || t.n_elements() != len as u64 {
+            return Err(RuntimeError::Tensor {
+                name: name.to_string(),
+                problem: format!(
+                    "{} {:?}, expected F32 of {len} values",
+                    t.ggml_type.name(),
+                    t.dims
+                ),
+            });
+        }
+        Ok(self
+            .file
+            .tensor_data(t)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect())
+    }
+}
+
+impl<'a> Model<'a> {
+    /// Reads the model from a validated GGUF file (Athena weights' keys and components checked
+    /// before anything is allocated for them). The weights stay in the file's memory map.
+    pub fn load(file: &'a GgufFile) -> Result<Self, RuntimeError> {
+        let mut config = Config::from_gguf(file)?;
+        let loader = Loader {
+            file,
+            athena: stored_weights(file)?.into_iter().map(|w| w.name).collect(),
+        };
+        let c = &config;
+        let (d, q, kv, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn);
+        let embed = loader.matrix("token_embd.weight", None)?;
+        if embed.cols() != d {
+            return Err(RuntimeError::Tensor {
+                name: "token_embd.weight".into(),
+                problem: format!("{} columns, the model's width is {d}", embed.cols()),
+            });
+        }
+        let mut layers = Vec::with_capacity(c.layers);
+        for l in 0..c.layers {
+            let n = |s: &str| format!("blk.{l}.{s}");
+            let bias = if loader.has(&n("attn_q.bias")) {
+                Some([
+                    loader.vector(&n("attn_q.bias"), q)?,
+                    loader.vector(&n("attn_k.bias"), kv)?,
+                    loader.vector(&n("attn_v.bias"), kv)?,
+                ])
+            } else {
+                None
+            };
+            layers.push(Layer {
+                attn_norm: loader.vector(&n("attn_norm.weight"), d)?,
+                wq: loader.matrix(&n("attn_q.weight"), Some([q, d]))?,
+                wk: loader.matrix(&n("attn_k.weight"), Some([kv, d]))?,
+                wv: loader.matrix(&n("attn_v.weight"), Some([kv, d]))?,
+                bias,
+                wo: loader.matrix(&n("attn_output.weight"), Some([d, q]))?,
+                ffn_norm: loader.vector(&n("ffn_norm.weight"), d)?,
+                w_gate: loader.matrix(&n("ffn_gate.weight"), Some([ffn, d]))?,
+                w_up: loader.matrix(&n("ffn_up.weight"), Some([ffn, d]))?,
+                w_down: loader.matrix(&n("ffn_down.weight"), Some([d, ffn]))?,
+            });
+        }
+        let output = if loader.has("output.weight") {
+            Some(loader.matrix("output.weight", Some([embed.rows(), d]))?)
+        } else {
+            None
+        };
+        let norm = loader.vector("output_norm.weight", d)?;
+        config.vocab = embed.rows();
+        Ok(Model {
+            config,
+            embed,
+            layers,
+            norm,
+            output,
+        })
+    }
+
+    /// An empty KV cache for this model.
+    pub fn new_cache(&self, ty: crate::KvType, ctx: usize) -> KvCache {
+        let c = &self.config;
+        KvCache::new(ty, c.layers, c.kv_heads, c.head_dim, ctx)
+    }
+
+    fn head(&self) -> &Matrix<'a> {
+        self.output.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// Runs `tokens` at the positions after those in `cache` (appending their keys and values)
+    /// and returns the logits of tokens `from..` (row-major, `vocab` per token).
+    pub fn forward(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        from: usize,
+    ) -> Result<Vec<f32>, RuntimeError> {
+        let c = &self.config;
+        let (t, d, pos0) = (tokens.len(), c.dim, cache.len());
+        if pos0 + t > cache.ctx() {
+            return Err(RuntimeError::ContextFull {
+                tokens: pos0 + t,
+                ctx: cache.ctx(),
+            });
+        }
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.vocab) {
+            return Err(RuntimeError::BadToken { id, vocab: c.vocab });
+        }
+        let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
+
+        let mut x = vec![0.0f32; t * d];
+        for (row, &id) in x.chunks_exact_mut(d).zip(tokens) {
+            self.embed.row(id as usize, row);
+        }
+        let mut xb = vec![0.0f32; t * d];
+        let mut q = vec![0.0f32; t * q_dim];
+        let mut k = vec![0.0f32; t * kv_dim];
+        let mut v = vec![0.0f32; t * kv_dim];
+        let mut att = vec![0.0f32; t * q_dim];
+        let mut gate = vec![0.0f32; t * c.ffn];
+        let mut up = vec![0.0f32; t * c.ffn];
+        let rope = RopeTable::new(c, pos0, t);
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Attention.
+            rms_norm(&x, &layer.attn_norm, c.eps, &mut xb);
+            layer.wq.matmul(&xb, t, &mut q);
+            layer.wk.matmul(&xb, t, &mut k);
+            layer.wv.matmul(&xb, t, &mut v);
+            if let Some([bq, bk, bv]) = &layer.bias {
+                add_rows(&mut q, bq);
+                add_rows(&mut k, bk);
+                add_rows(&mut v, bv);
+            }
+            rope.apply(&mut q, c);
+            rope.apply(&mut k, c);
+            cache.append(l, &k, &v);
+            attention(c, cache, l, pos0, &q, &mut att);
+            layer.wo.matmul(&att, t, &mut xb);
+            add(&mut x, &xb);
+
+            // SwiGLU MLP.
+            rms_norm(&x, &layer.ffn_norm, c.eps, &mut xb);
+            layer.w_gate.matmul(&xb, t, &mut gate);
+            layer.w_up.matmul(&xb, t, &mut up);
+            for (g, u) in gate.iter_mut().zip(&up) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+            layer.w_down.matmul(&gate, t, &mut xb);
+            add(&mut x, &xb);
+        }
+        cache.advance(t);
+
+        let rows = t - from.min(t);
+        let mut normed = vec![0.0f32; rows * d];
+        rms_norm(&x[from.min(t) * d..], &self.norm, c.eps, &mut normed);
+        let mut logits = vec![0.0f32; rows * c.vocab];
+        self.head().matmul(&normed, rows, &mut logits);
+        Ok(logits)
+    }
+}
+
+/// out = x / rms(x) * w, row by row (the sum of squares in f64, as ggml does).
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ss: f64 = xr.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let scale = (1.0 / (ss / d as f64 + eps as f64).sqrt()) as f32;
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * scale * g;
+        }
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
+
+fn add_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add(row, bias);
+    }
+}
+
+/// cos and sin of every (position, frequency) of one forward call.
+struct RopeTable {
+    half: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    fn new(c: &Config, pos0: usize, t: usize) -> Self {
+        let half = c.head_dim / 2;
+        let mut cos = Vec::with_capacity(t * half);
+        let mut sin = Vec::with_capacity(t * half);
+        for p in pos0..pos0 + t {
+            let pos = p as f32 / c.rope_scale;
+            for i in 0..half {
+                let freq = c.rope_base.powf(-2.0 * i as f32 / c.head_dim as f32);
+                let (s, co) = (pos * freq).sin_cos();
+                cos.push(co);
+                sin.push(s);
+            }
+        }
+        Self { half, cos, sin }
+    }
+
+    /// Rotates every head of every row of `x` (rows of whole heads, one row per position).
+    fn apply(&self, x: &mut [f32], c: &Config) {
+        let hd = c.head_dim;
+        let row_len = x.len() / (self.cos.len() / self.half);
+        for (p, row) in x.chunks_exact_mut(row_len).enumerate() {
+            let (cos, sin) = (
+                &self.cos[p * self.half..(p + 1) * self.half],
+                &self.sin[p * self.half..(p + 1) * self.half],
+            );
+            for head in row.chunks_exact_mut(hd) {
+                for i in 0..self.half {
+                    let (a, b) = if c.rope_neox {
+                        (i, i + self.half)
+                    } else {
+                        (2 * i, 2 * i + 1)
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * cos[i] - x1 * sin[i];
+                    head[b] = x0 * sin[i] + x1 * cos[i];
+                }
+            }
+        }
+    }
+}
+
+/// Causal attention of the queries `q` (one row per new position) over the cache of `layer`,
+/// written to `out`; every (position, head) pair is independent and runs in parallel.
+fn attention(c: &Config, cache: &KvCache, layer: usize, pos0: usize, q: &[f32], out: &mut [f32]) {
+    let hd = c.head_dim;
+    let group = c.heads / c.kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    out.par_chunks_mut(hd).enumerate().for_each_init(
+        Vec::new,
+        |scores: &mut Vec<f32>, (i, o)| {
+            let (tok, head) = (i / c.heads, i % c.heads);
+            let kv_head = head / group;
+            let pos = pos0 + tok;
+            let qh = &q[i * hd..(i + 1) * hd];
+            scores.clear();
+            scores.extend((0..=pos).map(|p| cache.key_dot(layer, p, kv_head, qh) * scale));
+            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let mut sum = 0.0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            o.fill(0.0);
+            for (p, &s) in scores.iter().enumerate() {
+                cache.value_axpy(layer, p, kv_head, s / sum, o);
+            }
+        },
+    );
+}
