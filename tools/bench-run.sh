@@ -188,9 +188,12 @@ if [[ ${#llama_rows[@]} -gt 0 ]]; then
     done
     for r in "${llama_rows[@]}"; do
         IFS='|' read -r t f <<< "$r"
-        if [[ -f "$f.quantize.log" ]]; then
+        if [[ -f "$f.quantize.log" ]]; then  # the types llama-quantize chose (fallbacks included)
+            mix=$(grep -oE 'converting to [A-Za-z0-9_]+' "$f.quantize.log" | awk '{ n[$3]++ }
+                END { for (k in n) printf "%d %s x%d\n", n[k], k, n[k] }' | sort -rn | cut -d' ' -f2- | paste -sd' ' || true)
             n=$(grep -o '[0-9]* of [0-9]* tensor(s) required fallback' "$f.quantize.log" | awk '{print $1 " of " $3}' || true)
-            if [[ -n "$n" ]]; then quant_note[$t]="$n tensors fell back to another type (rows not a multiple of the block)"; fi
+            q="${mix:+matrices $mix}${n:+ ($n tensors fell back: rows not a multiple of the block)}"
+            quant_note[$t]=${q# }
         fi
     done
 fi
