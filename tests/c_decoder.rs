@@ -1,5 +1,7 @@
 //! The C port (tools/c) against every test vector, and against the Rust decoder on corrupted
-//! vectors: same error code and same message. Needs a C compiler: `cc`, or `$CC` if set.
+//! vectors: same error code and same message; and its fused product athena_matvec against the
+//! Rust decoder's weight times the same input, within the bound of spec section 10. Needs a C
+//! compiler: `cc`, or `$CC` if set.
 //! A missing compiler fails the test (it is not skipped).
 
 mod common;
@@ -338,4 +340,287 @@ fn c_f16_conversion_matches_rust_on_all_65536_values() {
         let rust_bits = athena_decode::f16_to_f32(h as u16).to_bits();
         assert_eq!(c_bits, rust_bits, "f16 {h:#06x}");
     }
+}
+
+// ---- athena_matvec (spec section 10) ------------------------------------------------------
+
+/// The input `run_vectors --matvec` multiplies a vector by (tools/c/run_vectors.c): x_j =
+/// (k_j - 2^23) / 2^23 with k_j the top 24 bits of an LCG state seeded with the FNV-1a hash of
+/// the vector's name.
+fn matvec_input(name: &str, len: usize) -> Vec<f32> {
+    let mut s: u64 = 14695981039346656037;
+    for b in name.bytes() {
+        s = (s ^ u64::from(b)).wrapping_mul(1099511628211);
+    }
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as i32 - (1 << 23)) as f32 / (1 << 23) as f32
+        })
+        .collect()
+}
+
+/// Runs `run_vectors --matvec path`: vector name -> y (binary32) per "matvec" line; panics on
+/// any other line or a failing exit status.
+fn run_matvec(exe: &Path, path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let out = Command::new(exe)
+        .arg("--matvec")
+        .arg(path)
+        .output()
+        .expect("running run_vectors --matvec");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "run_vectors --matvec:\n{stdout}");
+    stdout
+        .lines()
+        .map(|line| {
+            let mut words = line.split(' ');
+            assert_eq!(words.next(), Some("matvec"), "{line}");
+            let name = words.next().expect("name").to_string();
+            let y = words
+                .map(|h| f32::from_bits(u32::from_str_radix(h, 16).expect("hex bits")))
+                .collect();
+            (name, y)
+        })
+        .collect()
+}
+
+/// The Rust decoder's Ŵ of a vector (row-major N x M), optionally without the rotation (Ŵ',
+/// the result of steps 1-4).
+fn rust_decode(v: &VectorFiles, rotated: bool) -> Vec<f32> {
+    let mut v = v.clone();
+    if !rotated {
+        v.params.rotation = 0;
+        v.signs.clear();
+    }
+    let e = Encoded::new(v.params, v.parts()).unwrap();
+    e.check().unwrap();
+    e.decode().unwrap()
+}
+
+/// Clears the sign bit of every little-endian f16 of `bytes`.
+fn abs_f16(bytes: &mut [u8]) {
+    for pair in bytes.chunks_exact_mut(2) {
+        pair[1] &= 0x7f;
+    }
+}
+
+/// Per row, the magnitude m_i of spec section 10: sum_j P_ij X_j with P the unrotated weight
+/// decoded from the absolute values of every f16 (offsets, steps or f16 entries, row scales, A,
+/// B): |s_i| (|off| + |step| u) + sum_k |A_ik| |B_kj| (or |s_i| |f16 entry| + ...), and X = |Q|^T
+/// |x|: the sum of |x| over the column's rotation block divided by sqrt(B) (|x_j| without a
+/// rotation).
+fn matvec_magnitudes(v: &VectorFiles, x: &[f32]) -> Vec<f64> {
+    let mut a = v.clone();
+    if a.params.codebook == athena_decode::CodebookType::F16 {
+        abs_f16(&mut a.codebook);
+    }
+    abs_f16(&mut a.scales);
+    abs_f16(&mut a.lowrank_a);
+    abs_f16(&mut a.lowrank_b);
+    abs_f16(&mut a.row_scales);
+    let p = rust_decode(&a, false);
+    let block = (a.params.rotation as usize).max(1);
+    let big_x: Vec<f64> = x
+        .chunks(block)
+        .flat_map(|c| {
+            let sum: f64 = c.iter().map(|&t| f64::from(t).abs()).sum();
+            std::iter::repeat_n(sum / (block as f64).sqrt(), c.len())
+        })
+        .collect();
+    p.chunks(x.len())
+        .map(|row| {
+            row.iter()
+                .zip(&big_x)
+                .map(|(&w, &s)| f64::from(w) * s)
+                .sum()
+        })
+        .collect()
+}
+
+/// W x in f64, W row-major with x.len() columns.
+fn product(w: &[f32], x: &[f64]) -> Vec<f64> {
+    w.chunks(x.len())
+        .map(|row| row.iter().zip(x).map(|(&a, &b)| f64::from(a) * b).sum())
+        .collect()
+}
+
+/// The error bound of spec section 10: |y_i - (Ŵ x)_i| <= 1e-5 m_i + 1e-30.
+fn matvec_tolerance(m: &[f64]) -> Vec<f64> {
+    m.iter().map(|&m| 1e-5 * m + 1e-30).collect()
+}
+
+/// Whether |a - b| <= tol (false for NaN).
+fn within(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol
+}
+
+/// The rows where `y` is outside the bound around `reference`.
+fn violations(y: &[f64], reference: &[f64], tol: &[f64]) -> Vec<usize> {
+    assert_eq!(y.len(), reference.len());
+    (0..y.len())
+        .filter(|&i| !within(y[i], reference[i], tol[i]))
+        .collect()
+}
+
+/// Per block of `block` values: signs, Walsh-Hadamard transform, 1/sqrt(block), in f64, with
+/// the signs applied before the transform (Q^T x, the right order) or after it (a wrong one).
+fn rotate_input(x: &[f32], block: usize, signs: &[u8], signs_first: bool) -> Vec<f64> {
+    let sign = |j: usize, t: f64| {
+        if (signs[j / 8] >> (j % 8)) & 1 == 1 {
+            -t
+        } else {
+            t
+        }
+    };
+    let mut v: Vec<f64> = x.iter().map(|&t| f64::from(t)).collect();
+    if signs_first {
+        v = v.iter().enumerate().map(|(j, &t)| sign(j, t)).collect();
+    }
+    for chunk in v.chunks_mut(block) {
+        let mut h = 1;
+        while h < block {
+            for pair in chunk.chunks_mut(2 * h) {
+                let (lo, hi) = pair.split_at_mut(h);
+                for (a, b) in lo.iter_mut().zip(hi) {
+                    (*a, *b) = (*a + *b, *a - *b);
+                }
+            }
+            h *= 2;
+        }
+        for t in chunk.iter_mut() {
+            *t /= (block as f64).sqrt();
+        }
+    }
+    if !signs_first {
+        v = v.iter().enumerate().map(|(j, &t)| sign(j, t)).collect();
+    }
+    v
+}
+
+#[test]
+fn c_matvec_matches_rust_decoded_weight_times_x() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = build_c(tmp.path());
+    let ys = run_matvec(&exe, &common::vectors_root());
+    let vectors = common::all();
+    assert_eq!(ys.len(), vectors.len());
+    let mut worst = 0f64;
+    let mut rotated = 0;
+    for v in &vectors {
+        let (rows, cols) = (v.params.rows as usize, v.params.cols as usize);
+        let x = matvec_input(&v.name, cols);
+        let x64: Vec<f64> = x.iter().map(|&t| f64::from(t)).collect();
+        let w = rust_decode(v, true);
+        let reference = product(&w, &x64);
+        let m = matvec_magnitudes(v, &x);
+        let tol = matvec_tolerance(&m);
+        let y: Vec<f64> = ys[&v.name].iter().map(|&t| f64::from(t)).collect();
+        assert_eq!(y.len(), rows, "{}", v.name);
+        let bad = violations(&y, &reference, &tol);
+        assert!(
+            bad.is_empty(),
+            "{}: rows {bad:?} outside the bound: C {:?}, Rust {:?}, tolerance {:?}",
+            v.name,
+            bad.iter().map(|&i| y[i]).collect::<Vec<_>>(),
+            bad.iter().map(|&i| reference[i]).collect::<Vec<_>>(),
+            bad.iter().map(|&i| tol[i]).collect::<Vec<_>>(),
+        );
+        for i in 0..rows {
+            // Every term is bounded by m_i: the bound is relative to the right magnitude.
+            let terms: f64 = (0..cols)
+                .map(|j| (f64::from(w[i * cols + j]) * x64[j]).abs())
+                .sum();
+            assert!(terms <= m[i] * (1.0 + 1e-5) + 1e-30, "{} row {i}", v.name);
+            if m[i] > 0.0 {
+                worst = worst.max((y[i] - reference[i]).abs() / m[i]);
+            }
+        }
+
+        // The bound is tight enough to catch a wrong result: flipping the sign of the one
+        // input with the largest contribution to a row moves that row out of it.
+        let caught = (0..rows).any(|i| {
+            let row = &w[i * cols..(i + 1) * cols];
+            let j = (0..cols)
+                .max_by(|&a, &b| {
+                    let ta = (f64::from(row[a]) * x64[a]).abs();
+                    let tb = (f64::from(row[b]) * x64[b]).abs();
+                    ta.total_cmp(&tb)
+                })
+                .unwrap();
+            let wrong = reference[i] - 2.0 * f64::from(row[j]) * x64[j];
+            !within(wrong, reference[i], tol[i])
+        });
+        assert!(caught, "{}: one flipped input would pass the bound", v.name);
+
+        // And a product that skips the rotation, or applies its signs after the transform
+        // instead of before, is caught on every rotated vector.
+        if v.params.rotation > 0 {
+            rotated += 1;
+            let unrotated = rust_decode(v, false);
+            let block = v.params.rotation as usize;
+            let right = product(&unrotated, &rotate_input(&x, block, &v.signs, true));
+            assert!(
+                violations(&right, &reference, &tol).is_empty(),
+                "{}",
+                v.name
+            );
+            for wrong in [
+                product(&unrotated, &x64),
+                product(&unrotated, &rotate_input(&x, block, &v.signs, false)),
+            ] {
+                assert!(
+                    !violations(&wrong, &reference, &tol).is_empty(),
+                    "{}: a wrong rotation passes the bound",
+                    v.name
+                );
+            }
+        }
+    }
+    assert!(rotated >= 10, "{rotated} rotated vectors");
+    println!("largest |C - Rust| / m_i over all rows: {worst:.3e} (bound 1e-5)");
+}
+
+#[test]
+fn c_matvec_of_a_changed_code_is_caught() {
+    // Each vector with the lowest bit of row 0's first index flipped (another valid index):
+    // wherever that moves (Ŵ x) out of the bound in the Rust decoder, the C matvec of the
+    // changed vector must fail the comparison against the original.
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = build_c(tmp.path());
+    let root = tmp.path().join("changed");
+    let vectors = common::all();
+    for v in &vectors {
+        let mut c = v.clone();
+        c.indices[0] ^= 1;
+        c.write(&root);
+    }
+    let ys = run_matvec(&exe, &root);
+    let mut caught = 0;
+    for v in &vectors {
+        let cols = v.params.cols as usize;
+        let x = matvec_input(&v.name, cols);
+        let x64: Vec<f64> = x.iter().map(|&t| f64::from(t)).collect();
+        let reference = product(&rust_decode(v, true), &x64);
+        let tol = matvec_tolerance(&matvec_magnitudes(v, &x));
+        let mut c = v.clone();
+        c.indices[0] ^= 1;
+        let changed = product(&rust_decode(&c, true), &x64);
+        let y: Vec<f64> = ys[&v.name].iter().map(|&t| f64::from(t)).collect();
+        if !violations(&changed, &reference, &tol).is_empty() {
+            assert!(
+                !violations(&y, &reference, &tol).is_empty(),
+                "{}: the C product of a changed code passes",
+                v.name
+            );
+            caught += 1;
+        }
+    }
+    println!("{caught} of {} changed codes caught", vectors.len());
+    assert!(
+        caught * 4 >= vectors.len() * 3,
+        "only {caught} of {} changed codes move the product",
+        vectors.len()
+    );
 }

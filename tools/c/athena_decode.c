@@ -335,14 +335,17 @@ athena_status athena_check(const athena_encoded *e, athena_error *err) {
 
 /* ---- decode ----------------------------------------------------------------------------- */
 
-/* Step 5 on one decoded row of len floats (a multiple of block = B): per block the butterfly
- * stages h = 1, 2, ..., B/2, then times 1/sqrt(B) (a power of two, exact), then the signs. */
-static void rotate_row(float *x, size_t len, size_t block, const uint8_t *signs) {
+/* 1/sqrt(B) for B = 4^k: 2^-k, exact. */
+static float rotation_scale(size_t block) {
     unsigned k = 0;
-    float scale;
-    size_t b0, h, start, a, j;
     while (((size_t)1 << (2 * k)) < block) k++;
-    scale = 1.0f / (float)(1u << k);
+    return 1.0f / (float)(1u << k);
+}
+
+/* The butterfly stages h = 1, 2, ..., B/2 of step 5 on every block of B = block floats of x
+ * (len a multiple of block), in place, without the scale. */
+static void butterflies(float *x, size_t len, size_t block) {
+    size_t b0, h, start, a;
     for (b0 = 0; b0 < len; b0 += block) {
         float *c = x + b0;
         for (h = 1; h < block; h *= 2)
@@ -353,9 +356,19 @@ static void rotate_row(float *x, size_t len, size_t block, const uint8_t *signs)
                     c[a + h] = u - w;
                 }
     }
+}
+
+static int sign_bit(const uint8_t *signs, size_t j) { return (signs[j / 8] >> (j % 8)) & 1u; }
+
+/* Step 5 on one decoded row of len floats (a multiple of block = B): per block the butterfly
+ * stages h = 1, 2, ..., B/2, then times 1/sqrt(B) (a power of two, exact), then the signs. */
+static void rotate_row(float *x, size_t len, size_t block, const uint8_t *signs) {
+    float scale = rotation_scale(block);
+    size_t j;
+    butterflies(x, len, block);
     for (j = 0; j < len; j++) {
         float y = x[j] * scale;
-        x[j] = ((signs[j / 8] >> (j % 8)) & 1u) ? -y : y;
+        x[j] = sign_bit(signs, j) ? -y : y;
     }
 }
 
@@ -448,6 +461,146 @@ athena_status athena_decode(const athena_encoded *e, float *out, size_t out_len,
         return fail(err, ATHENA_E_LENGTH_MISMATCH, "output", e->sizes.output_len,
                     out ? out_len : 0, 0);
     for (row = 0; row < (size_t)e->params.rows; row++) decode_row_inner(e, row, out + row * cols);
+    return ATHENA_OK;
+}
+
+/* ---- fused matrix-vector product (spec section 10) -------------------------------------- */
+
+/* Checked a + b into *out; 0 on overflow. */
+static int add_size(size_t a, size_t b, size_t *out) {
+    if (a > SIZE_MAX - b) return 0;
+    *out = a + b;
+    return 1;
+}
+
+size_t athena_matvec_scratch_len(const athena_params *p) {
+    athena_sizes s;
+    size_t cols, len;
+    if (athena_params_validate(p, &s, NULL) != ATHENA_OK) return 0;
+    cols = (size_t)p->cols; /* <= rows * cols, which fits size_t */
+    if (!add_size(cols, p->rank, &len)) return 0;
+    if (p->codebook == ATHENA_CB_I8 &&
+        (!fits_size(s.tiles_c) || !add_size(len, cols, &len) ||
+         !add_size(len, (size_t)s.tiles_c, &len)))
+        return 0;
+    if (len > SIZE_MAX / sizeof(float)) return 0;
+    return len;
+}
+
+athena_status athena_matvec(const athena_encoded *e, const float *x, size_t x_len, float *y,
+                            size_t y_len, float *scratch, size_t scratch_len,
+                            athena_error *err) {
+    const athena_params *p = &e->params;
+    size_t rows = (size_t)p->rows, cols = (size_t)p->cols, d = p->vector_dim;
+    size_t n = p->centroids, r = p->rank, stride = (size_t)e->sizes.row_stride;
+    size_t tile_rows = (size_t)p->tile_rows, tile_cols = (size_t)p->tile_cols;
+    size_t tiles_c = (size_t)e->sizes.tiles_c, need = athena_matvec_scratch_len(p);
+    uint32_t bits = athena_index_bits(p);
+    float *xr, *xs, *offsum, *z;
+    size_t i, j, k, tc;
+
+    if (!x || x_len != cols)
+        return fail(err, ATHENA_E_LENGTH_MISMATCH, "input", cols, x ? x_len : 0, 0);
+    if (!y || y_len != rows)
+        return fail(err, ATHENA_E_LENGTH_MISMATCH, "output", rows, y ? y_len : 0, 0);
+    if (!scratch || scratch_len < need)
+        return fail(err, ATHENA_E_LENGTH_MISMATCH, "scratch", need, scratch ? scratch_len : 0,
+                    0);
+    /* Scratch layout: x' [M], z [r], then for i8 codebooks xs [M] and offsum [TC]. */
+    xr = scratch;
+    z = xr + cols;
+    xs = z + r;
+    offsum = xs + cols;
+
+    /* (a) x' = Q^T x: signs, butterfly stages, 1/sqrt(B); x' = x without a rotation. */
+    if (p->rotation > 0) {
+        float scale = rotation_scale(p->rotation);
+        for (j = 0; j < cols; j++) xr[j] = sign_bit(e->signs, j) ? -x[j] : x[j];
+        butterflies(xr, cols, p->rotation);
+        for (j = 0; j < cols; j++) xr[j] = xr[j] * scale;
+    } else {
+        for (j = 0; j < cols; j++) xr[j] = x[j];
+    }
+
+    /* (b) z = B x': z_k = ((+0 + B[k,0] x'_0) + B[k,1] x'_1) + ..., columns ascending. */
+    for (k = 0; k < r; k++) {
+        float acc = 0.0f;
+        for (j = 0; j < cols; j++) {
+            float prod = athena_f16_to_f32(le_u16(e->lowrank_b, k * cols + j)) * xr[j];
+            acc = acc + prod;
+        }
+        z[k] = acc;
+    }
+
+    for (i = 0; i < rows; i++) {
+        size_t tr = i / tile_rows;
+        float c = 0.0f;
+        bit_reader rd;
+        reader_init(&rd, e->indices + i * stride, stride, bits);
+
+        /* (c) i8 codebooks: at the first row of each row of tiles, per column
+         * xs_j = step_{t,e(j)} * x'_j and per tile offsum_t = sum of off_{t,e(j)} * x'_j over
+         * the tile's columns, ascending from +0 (shared by the tile's rows). */
+        if (p->codebook == ATHENA_CB_I8 && i % tile_rows == 0) {
+            for (tc = 0; tc < tiles_c; tc++) {
+                size_t t = tr * tiles_c + tc, c0 = tc * tile_cols;
+                size_t c1 = c0 + tile_cols < cols ? c0 + tile_cols : cols;
+                float acc = 0.0f;
+                for (j = c0; j < c1; j++) {
+                    size_t ee = j % d; /* dimension e of column j */
+                    float off = athena_f16_to_f32(le_u16(e->scales, (t * d + ee) * 2));
+                    float step = athena_f16_to_f32(le_u16(e->scales, (t * d + ee) * 2 + 1));
+                    float prod = off * xr[j];
+                    acc = acc + prod;
+                    xs[j] = step * xr[j];
+                }
+                offsum[tc] = acc;
+            }
+        }
+
+        /* (d) c = the row's codebook values times x', one accumulator from +0: per tile (in
+         * column order) first the tile's offset sum (i8), then the columns ascending. */
+        for (tc = 0; tc < tiles_c; tc++) {
+            size_t t = tr * tiles_c + tc, c0 = tc * tile_cols;
+            size_t c1 = c0 + tile_cols < cols ? c0 + tile_cols : cols, ee;
+            if (p->codebook == ATHENA_CB_I8) {
+                const uint8_t *cb = e->codebook + t * n * d;
+                c = c + offsum[tc];
+                for (j = c0; j < c1; j += d) {
+                    const uint8_t *entry = cb + (size_t)reader_next(&rd) * d;
+                    /* A partial last group (version 4) uses the first c1 - j dimensions. */
+                    for (ee = 0; ee < d && j + ee < c1; ee++) {
+                        float prod = xs[j + ee] * (float)entry[ee];
+                        c = c + prod;
+                    }
+                }
+            } else {
+                const uint8_t *cb = e->codebook + t * n * d * 2;
+                for (j = c0; j < c1; j += d) {
+                    size_t base = (size_t)reader_next(&rd) * d;
+                    for (ee = 0; ee < d && j + ee < c1; ee++) {
+                        float prod = athena_f16_to_f32(le_u16(cb, base + ee)) * xr[j + ee];
+                        c = c + prod;
+                    }
+                }
+            }
+        }
+
+        /* (e) Row scale on the row's sum: c = c * s_i (rounded; -ffp-contract=off). */
+        if (p->row_scales) c = c * athena_f16_to_f32(le_u16(e->row_scales, i));
+
+        /* (f) Low-rank: y_i = c + ((+0 + A[i,0] z_0) + A[i,1] z_1) + ...; y_i = c if r = 0. */
+        if (r > 0) {
+            float acc = 0.0f;
+            for (k = 0; k < r; k++) {
+                float prod = athena_f16_to_f32(le_u16(e->lowrank_a, i * r + k)) * z[k];
+                acc = acc + prod;
+            }
+            y[i] = c + acc;
+        } else {
+            y[i] = c;
+        }
+    }
     return ATHENA_OK;
 }
 

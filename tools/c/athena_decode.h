@@ -1,7 +1,9 @@
 /*
  * athena_decode.h: reference dequantizer for the Athena vector-codebook encoding, versions 1
  * to 4 (format-spec/athena-encoding.md). A C99 port of the Rust crate athena-decode: same
- * validation, same error names and messages, bit-identical output.
+ * validation, same error names and messages, bit-identical output. Also a fused
+ * matrix-vector product (athena_matvec, spec section 10) that multiplies by the weight
+ * without decoding it.
  *
  * Dependencies: libc only (stdint.h, stddef.h, string.h, stdio.h for snprintf).
  * The library never allocates; the caller owns every buffer.
@@ -147,6 +149,31 @@ athena_status athena_decode_row(const athena_encoded *e, uint64_t row, float *ou
 
 /* Decodes the whole weight, row-major, into out[0 .. rows*cols). */
 athena_status athena_decode(const athena_encoded *e, float *out, size_t out_len,
+                            athena_error *err);
+
+/* ---- fused matrix-vector product (spec section 10, informative) ----------------------
+ *
+ * athena_matvec computes y = W x (W = the decoded N x M weight, x: M floats, y: N floats)
+ * straight from the encoded weight, without decoding W: the rotation is applied once to x
+ * (x' = Q^T x), each row's codebook values are summed against x' (for i8 codebooks with the
+ * offsets and steps factored out per tile, so the inner loop multiplies the raw code bytes),
+ * the row scale multiplies the row's sum, and the low-rank term uses z = B x' computed once.
+ * The summation order is the one of spec section 10. The result is NOT bit-identical with
+ * athena_decode followed by a product (other additions, in another order); spec section 10
+ * states the error bound the tests check. It needs the same build flags as the decoder.
+ * Call athena_check first (non-finite components just propagate into y, as in decoding). */
+
+/* Floats of scratch athena_matvec needs: M (x') + r (z), plus M + TC for i8 codebooks (the
+ * per-column x'_j * step and the per-tile offset sums). 0 if the parameters are invalid or the
+ * length overflows size_t. */
+size_t athena_matvec_scratch_len(const athena_params *p);
+
+/* y[0 .. N) = W x[0 .. M). x_len must equal cols (error "input"), y_len rows (error
+ * "output"), scratch_len must be at least athena_matvec_scratch_len (error "scratch";
+ * length_mismatch with a = the length needed, b = the length given). x, y and scratch must not
+ * overlap. Never allocates. */
+athena_status athena_matvec(const athena_encoded *e, const float *x, size_t x_len, float *y,
+                            size_t y_len, float *scratch, size_t scratch_len,
                             athena_error *err);
 
 /* "ok", "invalid_param", "overflow", ... (same as Rust DecodeError::code()). */

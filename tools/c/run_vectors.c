@@ -4,6 +4,7 @@
  *   cc -std=c99 -O2 -ffp-contract=off -Wall -Wextra tools/c/athena_decode.c \
  *      tools/c/run_vectors.c -o run_vectors
  *   ./run_vectors [--write NAME] PATH...
+ *   ./run_vectors --matvec PATH...
  *   ./run_vectors --dump-f16 FILE
  *
  * PATH is one vector folder (holding params.txt) or a folder of vector folders. For every
@@ -14,6 +15,13 @@
  * Prints one line per vector: "ok NAME", or "FAIL NAME: CODE: MESSAGE" where CODE and MESSAGE
  * are athena_status_name() and athena_error_message() (identical to the Rust decoder's
  * DecodeError::code() and Display), or "FAIL NAME: mismatch ..." / "FAIL NAME: io: ...".
+ * --matvec runs athena_matvec instead of the decoder on every vector, with the input
+ * x_j = (k_j - 2^23) / 2^23 (exact in binary32, in [-1, 1)), k_j = bits 40..63 of the j-th
+ * state of the LCG s <- s * 6364136223846793005 + 1442695040888963407 (mod 2^64) seeded with the
+ * 64-bit FNV-1a hash of the vector's folder name, and prints "matvec NAME Y_0 ... Y_{N-1}"
+ * (each y_i as 8 hex digits of its binary32 bits); tests/c_decoder.rs compares them with the
+ * Rust decoder's weight times the same x. It also checks that wrong x, y and scratch lengths
+ * are refused (length_mismatch) and that a longer scratch gives the same bits.
  * --dump-f16 writes athena_f16_to_f32(h) for h = 0 .. 65535 as 65536 little-endian f32 to
  * FILE (the tests compare it with the Rust conversion, NaN payloads included).
  * Exit status: 0 if every vector passed, 1 if any failed, 2 on usage errors.
@@ -37,6 +45,7 @@ typedef struct {
 } buffer;
 
 static char io_error[512];
+static int matvec_mode;
 
 /* buf = a "/" b; 0 if it does not fit. */
 static int join_path(char *buf, size_t size, const char *a, const char *b) {
@@ -197,6 +206,76 @@ static const char *base_name(const char *path) {
     return s && s[1] ? s + 1 : path;
 }
 
+/* The test input of --matvec: see the header comment. */
+static void matvec_input(const char *name, float *x, size_t len) {
+    uint64_t s = 14695981039346656037u;
+    size_t j;
+    for (; *name; name++) s = (s ^ (unsigned char)*name) * 1099511628211u;
+    for (j = 0; j < len; j++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        x[j] = (float)((int32_t)(s >> 40) - 8388608) / 8388608.0f;
+    }
+}
+
+/* Expects athena_matvec to refuse a wrong length with length_mismatch naming `what`. */
+static int expect_refusal(const char *name, const char *what, athena_status st,
+                          const athena_error *err) {
+    char msg[512];
+    if (st == ATHENA_E_LENGTH_MISMATCH && err->what && strcmp(err->what, what) == 0) return 1;
+    athena_error_message(err, msg, sizeof msg);
+    printf("FAIL %s: matvec accepted a wrong %s length (%s: %s)\n", name, what,
+           athena_status_name(st), msg);
+    return 0;
+}
+
+/* --matvec on one valid encoded weight; returns 1 if it passed. */
+static int run_matvec(const athena_encoded *enc, const char *name) {
+    size_t rows = (size_t)enc->params.rows, cols = (size_t)enc->params.cols;
+    size_t need = athena_matvec_scratch_len(&enc->params), i;
+    float *x = malloc(cols * sizeof(float)), *y = malloc(rows * sizeof(float));
+    float *y2 = malloc(rows * sizeof(float)), *scratch = malloc((need + 3) * sizeof(float));
+    athena_error err;
+    athena_status st;
+    char msg[512];
+    int ok = 0;
+    if (!x || !y || !y2 || !scratch || need == 0) {
+        printf("FAIL %s: io: out of memory or no scratch length\n", name);
+        goto done;
+    }
+    matvec_input(name, x, cols);
+    if (!expect_refusal(name, "input",
+                        athena_matvec(enc, x, cols - 1, y, rows, scratch, need, &err), &err) ||
+        !expect_refusal(name, "output",
+                        athena_matvec(enc, x, cols, y, rows + 1, scratch, need, &err), &err) ||
+        !expect_refusal(name, "scratch",
+                        athena_matvec(enc, x, cols, y, rows, scratch, need - 1, &err), &err))
+        goto done;
+    if ((st = athena_matvec(enc, x, cols, y, rows, scratch, need, &err)) != ATHENA_OK ||
+        (st = athena_matvec(enc, x, cols, y2, rows, scratch, need + 3, &err)) != ATHENA_OK) {
+        athena_error_message(&err, msg, sizeof msg);
+        printf("FAIL %s: %s: %s\n", name, athena_status_name(st), msg);
+        goto done;
+    }
+    if (memcmp(y, y2, rows * sizeof(float)) != 0) {
+        printf("FAIL %s: matvec differs with a longer scratch\n", name);
+        goto done;
+    }
+    printf("matvec %s", name);
+    for (i = 0; i < rows; i++) {
+        uint32_t u;
+        memcpy(&u, &y[i], 4);
+        printf(" %08" PRIx32, u);
+    }
+    printf("\n");
+    ok = 1;
+done:
+    free(x);
+    free(y);
+    free(y2);
+    free(scratch);
+    return ok;
+}
+
 /* Returns 1 if the vector passed. */
 static int run_one(const char *dir, const char *write_name) {
     enum { PARAMS, INDICES, CODEBOOK, SCALES, LRA, LRB, SIGNS, ROW_SCALES, EXPECTED, NFILES };
@@ -215,7 +294,7 @@ static int run_one(const char *dir, const char *write_name) {
 
     memset(files, 0, sizeof files);
     for (i = 0; i < NFILES; i++) {
-        if (i == EXPECTED && write_name) continue;
+        if (i == EXPECTED && (write_name || matvec_mode)) continue;
         if (!read_file(dir, names[i], optional[i], &files[i])) {
             printf("FAIL %s: io: %s\n", name, io_error);
             goto done;
@@ -233,6 +312,10 @@ static int run_one(const char *dir, const char *write_name) {
         athena_check(&enc, &err) != ATHENA_OK) {
         athena_error_message(&err, msg, sizeof msg);
         printf("FAIL %s: %s: %s\n", name, athena_status_name(err.status), msg);
+        goto done;
+    }
+    if (matvec_mode) {
+        ok = run_matvec(&enc, name);
         goto done;
     }
     out = malloc(enc.sizes.output_len * sizeof(float));
@@ -358,7 +441,10 @@ int main(int argc, char **argv) {
     const char *write_name = NULL;
     int i = 1, failures = 0, paths = 0;
     if (argc == 3 && strcmp(argv[1], "--dump-f16") == 0) return dump_f16(argv[2]);
-    if (i + 1 < argc && strcmp(argv[i], "--write") == 0) {
+    if (i < argc && strcmp(argv[i], "--matvec") == 0) {
+        matvec_mode = 1;
+        i++;
+    } else if (i + 1 < argc && strcmp(argv[i], "--write") == 0) {
         write_name = argv[i + 1];
         i += 2;
     }
@@ -373,7 +459,7 @@ int main(int argc, char **argv) {
         }
     }
     if (paths == 0) {
-        fprintf(stderr, "usage: run_vectors [--write NAME] PATH... | run_vectors --dump-f16 FILE\n");
+        fprintf(stderr, "usage: run_vectors [--write NAME | --matvec] PATH... | run_vectors --dump-f16 FILE\n");
         return 2;
     }
     return failures ? 1 : 0;
