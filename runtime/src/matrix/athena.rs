@@ -152,7 +152,10 @@ impl<'a> AthenaMatrix<'a> {
             x
         };
         if self.dp == self.d {
-            return x.to_vec();
+            // Zeros for the columns past a partial last group (d not dividing cols).
+            let mut xp = x.to_vec();
+            xp.resize(self.groups * self.dp, 0.0);
+            return xp;
         }
         let mut xp = vec![0.0f32; self.groups * self.dp];
         for (g, chunk) in x.chunks(self.d).enumerate() {
