@@ -146,6 +146,7 @@ fn smollm2_f16_export_and_athena_3bit_conversion() {
     println!(
         "athena --bits 3 (4096 calibration tokens): linear bpw {bpw:.4}, ppl {ppl_q:.4} (4 chunks)"
     );
+    runtime_matches_the_reference_path(&q, ppl_q);
     // Measured 21.6661 with exactly these arguments (release build, this machine, d = 3 plan and
     // BoA v_proj Hessians; 28.3990 with the d = 2 plan before them); the bound
     // leaves 10% for other CPUs' GEMM kernels. f32 is 12.93 on these chunks: see docs/benchmarks.md.
@@ -156,6 +157,79 @@ fn smollm2_f16_export_and_athena_3bit_conversion() {
 }
 
 const ATHENA_3BIT_BOUND: f64 = 23.85;
+
+/// athena-runtime (behind athena-eval's default engine and athena-run) against the reference
+/// decoder + candle model on the same file: perplexity within 0.1%, greedy generation of 32
+/// tokens on five prompts the same (or diverging only at a near-tie of the reference's logits),
+/// and a chat turn through the file's own template.
+fn runtime_matches_the_reference_path(file: &Path, ppl_runtime: f64) {
+    let text = cache().join("text/wiki.utf8");
+    let out = run(
+        env!("CARGO_BIN_EXE_athena-eval"),
+        &[
+            file.to_str().unwrap(),
+            "--text",
+            text.to_str().unwrap(),
+            "--chunks",
+            "4",
+            "--engine",
+            "reference",
+        ],
+    );
+    let ppl_reference = ppl_in(&out);
+    let rel = (ppl_runtime - ppl_reference).abs() / ppl_reference;
+    println!("runtime ppl {ppl_runtime:.4}, reference {ppl_reference:.4} ({rel:.2e})");
+    assert!(
+        rel < 1e-3,
+        "runtime {ppl_runtime} vs reference {ppl_reference}"
+    );
+
+    let prompts = [
+        "The capital of France is",
+        "def fibonacci(n):",
+        "Here are three tips for staying healthy:",
+        "Question: What is the boiling point of water?\nAnswer:",
+        "Once upon a time, in a small village by the sea,",
+    ];
+    for r in athena::eval::greedy::compare(file, &prompts, 32).unwrap() {
+        println!(
+            "{:?}: divergence {:?}, max logit diff {:.4}",
+            r.prompt, r.divergence, r.max_logit_diff
+        );
+        if let Some((step, gap)) = r.divergence {
+            assert!(
+                gap < 0.05,
+                "{:?} diverges at step {step} with a logit gap {gap}",
+                r.prompt
+            );
+        }
+        assert!(
+            r.max_logit_diff < 0.5,
+            "{:?}: logits differ by {}",
+            r.prompt,
+            r.max_logit_diff
+        );
+    }
+
+    let chat = run(
+        env!("CARGO_BIN_EXE_athena-run"),
+        &[
+            file.to_str().unwrap(),
+            "--chat",
+            "-p",
+            "What is the capital of France?",
+            "-n",
+            "24",
+            "--temp",
+            "0",
+        ],
+    );
+    println!("chat: {chat}");
+    assert!(
+        chat.contains("generated") && chat.lines().next().is_some_and(|l| !l.trim().is_empty()),
+        "{chat}"
+    );
+}
 
 /// Ctrl-C in the middle of writing: exit status 130, neither OUT nor its temp file left behind.
 #[test]

@@ -34,7 +34,11 @@ impl ChatTemplate {
 
     /// The prompt text for `messages`, ending with the assistant's turn opened when
     /// `add_generation_prompt`.
-    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, Error> {
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, Error> {
         self.env.get_template("chat")?.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,

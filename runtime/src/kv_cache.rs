@@ -45,7 +45,10 @@ impl Store {
     fn push(&mut self, row: &[f32], head_dim: usize) {
         match self {
             Store::F16(v) => {
-                v.extend(row.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()));
+                v.extend(
+                    row.iter()
+                        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes()),
+                );
             }
             Store::Q8 { q, scale } => {
                 for head in row.chunks_exact(head_dim) {

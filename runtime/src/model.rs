@@ -223,9 +223,12 @@ impl<'a> Model<'a> {
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention.
             rms_norm(&x, &layer.attn_norm, c.eps, &mut xb);
-            layer.wq.matmul(&xb, t, &mut q);
-            layer.wk.matmul(&xb, t, &mut k);
-            layer.wv.matmul(&xb, t, &mut v);
+            Matrix::matmul_many(
+                &[&layer.wq, &layer.wk, &layer.wv],
+                &xb,
+                t,
+                &mut [&mut q, &mut k, &mut v],
+            );
             if let Some([bq, bk, bv]) = &layer.bias {
                 add_rows(&mut q, bq);
                 add_rows(&mut k, bk);
@@ -240,8 +243,12 @@ impl<'a> Model<'a> {
 
             // SwiGLU MLP.
             rms_norm(&x, &layer.ffn_norm, c.eps, &mut xb);
-            layer.w_gate.matmul(&xb, t, &mut gate);
-            layer.w_up.matmul(&xb, t, &mut up);
+            Matrix::matmul_many(
+                &[&layer.w_gate, &layer.w_up],
+                &xb,
+                t,
+                &mut [&mut gate, &mut up],
+            );
             for (g, u) in gate.iter_mut().zip(&up) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }
@@ -336,9 +343,9 @@ fn attention(c: &Config, cache: &KvCache, layer: usize, pos0: usize, q: &[f32], 
     let hd = c.head_dim;
     let group = c.heads / c.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    out.par_chunks_mut(hd).enumerate().for_each_init(
-        Vec::new,
-        |scores: &mut Vec<f32>, (i, o)| {
+    out.par_chunks_mut(hd)
+        .enumerate()
+        .for_each_init(Vec::new, |scores: &mut Vec<f32>, (i, o)| {
             let (tok, head) = (i / c.heads, i % c.heads);
             let kv_head = head / group;
             let pos = pos0 + tok;
@@ -355,6 +362,5 @@ fn attention(c: &Config, cache: &KvCache, layer: usize, pos0: usize, q: &[f32], 
             for (p, &s) in scores.iter().enumerate() {
                 cache.value_axpy(layer, p, kv_head, s / sum, o);
             }
-        },
-    );
+        });
 }

@@ -692,3 +692,54 @@ fn checks_reject_wrong_kernels() {
     let k = bad(|k| k.i8_dot = i8_dot_unsigned);
     assert!(check_i8_dot(&k, r).is_err());
 }
+
+/// Q8_0 weights times activations quantized to 8 bits per block (the one-token path of Q8_0
+/// weights): the SIMD kernel against the scalar one (the same integer sums, so only the float
+/// accumulation differs), and the scalar one against the f64 product of the unquantized
+/// activations within the quantization's bound (half a step, max|x| / 254, per element).
+#[test]
+fn q8_0_q8_dot_and_quantize_q8() {
+    let mut rng = Rng::new(21);
+    for blocks in 0..=40usize {
+        let mut data = Vec::with_capacity(34 * blocks);
+        for _ in 0..blocks {
+            data.extend(half::f16::from_f32(rng.unit()).to_le_bytes());
+            data.extend(rng.bytes(32));
+        }
+        let x = rng.f32s(32 * blocks);
+        let (mut q, mut d) = (vec![0i8; x.len()], vec![0.0f32; blocks]);
+        scalar::quantize_q8(&x, &mut q, &mut d);
+        let want = scalar::q8_0_q8_dot(&data, &q, &d);
+        let (mut exact, mut bound) = (0.0f64, 1e-6f64);
+        for ((b, xs), &db) in data.chunks_exact(34).zip(x.chunks_exact(32)).zip(&d) {
+            for (&w, &v) in b[2..].iter().zip(xs) {
+                let wv = f16(b) * w as i8 as f64;
+                exact += wv * v as f64;
+                bound += wv.abs() * (db as f64 / 2.0 + 1e-6);
+            }
+        }
+        assert!(
+            (want as f64 - exact).abs() <= bound,
+            "{blocks} blocks: {want} vs {exact}"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            use athena_runtime::kernels::avx2;
+            let (mut q2, mut d2) = (vec![0i8; x.len()], vec![0.0f32; blocks]);
+            // SAFETY: the features were detected just above.
+            unsafe { avx2::quantize_q8(&x, &mut q2, &mut d2) };
+            assert_eq!((&q2, &d2), (&q, &d));
+            let got = unsafe { avx2::q8_0_q8_dot(&data, &q, &d) };
+            assert!(
+                (got - want).abs() <= 1e-5 * bound as f32,
+                "{blocks}: {got} vs {want}"
+            );
+        }
+        // The dispatched entry point is one of the two.
+        let dispatched = kernels::q8_0_q8_dot(&data, &q, &d);
+        assert!((dispatched - want).abs() <= 1e-5 * bound as f32);
+    }
+}

@@ -785,12 +785,13 @@ fn run(cli: &Cli) -> Result<(), String> {
             ctx: cli.eval.eval_ctx,
             chunks: cli.eval.eval_chunks,
         };
-        let report = perplexity_with_bar(&cli.out, &text, Engine::Auto, cli.quiet).map_err(|e| {
-            format!(
-                "{} was written, but perplexity failed: {e}",
-                cli.out.display()
-            )
-        })?;
+        let report =
+            perplexity_with_bar(&cli.out, &text, Engine::Auto, cli.quiet).map_err(|e| {
+                format!(
+                    "{} was written, but perplexity failed: {e}",
+                    cli.out.display()
+                )
+            })?;
         // On stdout even with --quiet: it is the result that was asked for.
         println!("{} on {}", summary_line(&report), path.display());
     }

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use athena::checkpoint::Tokenizer;
 use athena::container::gguf::GgufFile;
-use athena::eval::file::tokenizer_of_gguf;
+use athena::eval::file::{open_gguf, tokenizer_of_gguf};
 use athena_runtime::chat::{ChatTemplate, Message};
 use athena_runtime::{KvType, Model, Sampler, SamplerOptions, Session};
 use clap::{Parser, ValueEnum};
@@ -155,12 +155,10 @@ fn run(args: &Args) -> Result<(), String> {
     let start = Instant::now();
     let path = &args.file;
     let in_file = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let file = GgufFile::open(path).map_err(|e| e.to_string())?;
+    let file = open_gguf(path)?;
     let model = Model::load(&file).map_err(|e| in_file(&e))?;
     let load_s = start.elapsed().as_secs_f64();
-    let ctx = args
-        .ctx
-        .unwrap_or_else(|| model.config.train_ctx.min(4096));
+    let ctx = args.ctx.unwrap_or_else(|| model.config.train_ctx.min(4096));
     let kv = match args.kv {
         Kv::F16 => KvType::F16,
         Kv::Q8 => KvType::Q8,
@@ -285,7 +283,13 @@ fn end_of_generation_tokens(file: &GgufFile, tokenizer: &Tokenizer) -> Vec<u32> 
         .filter_map(|k| file.get(k).and_then(|v| v.as_u32()))
         .collect();
     ids.extend(tokenizer.eos_token_id);
-    for t in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>", "<|end|>"] {
+    for t in [
+        "<|im_end|>",
+        "<|eot_id|>",
+        "<|endoftext|>",
+        "<end_of_turn>",
+        "<|end|>",
+    ] {
         ids.extend(tokenizer.inner().token_to_id(t));
     }
     ids.sort_unstable();
@@ -339,7 +343,10 @@ fn chat(gen: &mut Generator, file: &GgufFile) -> Result<(), String> {
             .render(&messages, true)
             .map_err(|e| format!("chat template: {e}"))?;
         // The template writes BOS itself where the model wants one.
-        let tokens = gen.tokenizer.encode(&text, false).map_err(|e| e.to_string())?;
+        let tokens = gen
+            .tokenizer
+            .encode(&text, false)
+            .map_err(|e| e.to_string())?;
         let reply = gen.generate(tokens)?;
         println!();
         messages.push(Message {

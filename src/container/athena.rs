@@ -44,4 +44,3 @@ pub fn encode(name: &str, q: &QuantizedLinear) -> EncodedWeight {
     };
     EncodedWeight::from_parts(name, params, parts)
 }
-

@@ -12,7 +12,7 @@ use super::{make_chunks, perplexity, perplexity_runtime, PerplexityProgress, Per
 use crate::checkpoint::gguf_source::GgufSource;
 use crate::checkpoint::vocab::GgufVocab;
 use crate::checkpoint::{HfFolder, TensorSource, Tokenizer};
-use crate::container::gguf::GgufFile;
+use crate::container::gguf::{GgufError, GgufFile};
 use crate::model::Model;
 
 /// What to measure on: a text file cut into `chunks` chunks of `ctx` tokens (all that fit when
@@ -91,6 +91,20 @@ pub fn open_model(path: &Path) -> Result<(Box<dyn TensorSource>, Tokenizer), Str
     Ok((Box::new(source), tokenizer))
 }
 
+/// Opens and validates a GGUF file; every error is one line that names the file.
+pub fn open_gguf(path: &Path) -> Result<GgufFile, String> {
+    if path.is_dir() {
+        return Err(format!(
+            "{}: is a directory, not a GGUF file",
+            path.display()
+        ));
+    }
+    GgufFile::open(path).map_err(|e| match e {
+        GgufError::Io { .. } => e.to_string(),
+        _ => format!("{}: {e}", path.display()),
+    })
+}
+
 /// The tokenizer of a GGUF file, rebuilt from its vocabulary (`tokenizer.ggml.*`).
 pub fn tokenizer_of_gguf(path: &Path, file: &GgufFile) -> Result<Tokenizer, String> {
     let in_file = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
@@ -127,9 +141,9 @@ pub fn perplexity_of_model(
         Engine::Auto if is_file => None,
         Engine::Runtime if !is_file => {
             return Err(format!(
-                "{}: the runtime engine runs GGUF files; use the reference engine for a model folder",
-                model_path.display()
-            ))
+            "{}: the runtime engine runs GGUF files; use the reference engine for a model folder",
+            model_path.display()
+        ))
         }
         Engine::Runtime => None,
         Engine::Auto => Some(Device::Cpu),
@@ -155,7 +169,7 @@ pub fn perplexity_of_model(
     };
     match device {
         None => {
-            let file = GgufFile::open(model_path).map_err(|e| e.to_string())?;
+            let file = open_gguf(model_path)?;
             let tokenizer = tokenizer_of_gguf(model_path, &file)?;
             let model = athena_runtime::Model::load(&file)
                 .map_err(|e| format!("{}: {e}", model_path.display()))?;

@@ -21,29 +21,6 @@ unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// The 64 bits at byte `bit / 8` shifted right by `bit % 8`, or None within 8 bytes of the end.
-#[inline(always)]
-unsafe fn word_at(indices: &[u8], bit: usize) -> Option<u64> {
-    let byte = bit >> 3;
-    if byte + 8 > indices.len() {
-        return None;
-    }
-    let w = (indices.as_ptr().add(byte) as *const u64).read_unaligned();
-    Some(u64::from_le(w) >> (bit & 7))
-}
-
-/// Four consecutive indices starting at `bit` (needs 4b + 7 <= 64, i.e. b <= 14).
-#[inline(always)]
-unsafe fn four(indices: &[u8], bit: usize, bits: u32, mask: u64) -> Option<[usize; 4]> {
-    let w = word_at(indices, bit)?;
-    Some([
-        (w & mask) as usize,
-        ((w >> bits) & mask) as usize,
-        ((w >> (2 * bits)) & mask) as usize,
-        ((w >> (3 * bits)) & mask) as usize,
-    ])
-}
-
 /// The groups `done..` of `s` through the scalar kernel.
 fn tail(s: &VqSlice, done: usize) -> f32 {
     if done >= s.groups {
@@ -57,87 +34,112 @@ fn tail(s: &VqSlice, done: usize) -> f32 {
     })
 }
 
+/// Extracts eight consecutive b-bit indices at a time with vector shuffles and shifts. Eight
+/// indices take exactly b bytes, so the bit offset inside the first byte (s0) is the same for
+/// every block of eight, and one shuffle pattern serves the whole run: lane k takes the three
+/// bytes at (s0 + k b) / 8 (b <= 15 with s0 <= 7 keeps every index inside 16 bytes and three
+/// bytes), shifts them right by (s0 + k b) mod 8 and masks b bits.
+struct Indices8 {
+    shuffle: __m256i,
+    shifts: __m256i,
+    mask: __m256i,
+}
+
+impl Indices8 {
+    #[inline(always)]
+    unsafe fn new(first_bit: usize, bits: u32) -> Self {
+        let s0 = first_bit & 7;
+        let mut shuffle = [0x80u8; 32];
+        let mut shifts = [0i32; 8];
+        for k in 0..8 {
+            let bit = s0 + k * bits as usize;
+            for j in 0..3 {
+                let byte = (bit >> 3) + j;
+                if byte < 16 {
+                    shuffle[k * 4 + j] = byte as u8;
+                }
+            }
+            shifts[k] = (bit & 7) as i32;
+        }
+        Self {
+            shuffle: _mm256_loadu_si256(shuffle.as_ptr() as *const __m256i),
+            shifts: _mm256_loadu_si256(shifts.as_ptr() as *const __m256i),
+            mask: _mm256_set1_epi32((1i32 << bits) - 1),
+        }
+    }
+
+    /// The eight indices whose bits start in the 16 bytes at `p`.
+    #[inline(always)]
+    unsafe fn get(&self, p: *const u8) -> __m256i {
+        let raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+        let v = _mm256_shuffle_epi8(raw, self.shuffle);
+        _mm256_and_si256(_mm256_srlv_epi32(v, self.shifts), self.mask)
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn vq_dot(s: &VqSlice) -> f32 {
-    if s.bits > 14 {
+    if s.bits > 15 {
         return scalar::vq_dot(s);
     }
-    let (b, mask) = (s.bits as usize, (1u64 << s.bits) - 1);
+    let b = s.bits as usize;
     let tab = s.table.as_ptr();
     let xp = s.xp.as_ptr();
+    let ix = Indices8::new(s.first_bit, s.bits);
     let mut acc0 = _mm256_setzero_ps();
     let mut acc1 = _mm256_setzero_ps();
     let mut g = 0;
-    match s.dp {
-        4 => {
-            while g + 4 <= s.groups {
-                let Some([i0, i1, i2, i3]) = four(s.indices, s.first_bit + g * b, s.bits, mask)
-                else {
-                    break;
-                };
-                let c01 = _mm256_loadu2_m128(tab.add(i1 * 4), tab.add(i0 * 4));
-                let c23 = _mm256_loadu2_m128(tab.add(i3 * 4), tab.add(i2 * 4));
-                acc0 = _mm256_fmadd_ps(c01, _mm256_loadu_ps(xp.add(g * 4)), acc0);
-                acc1 = _mm256_fmadd_ps(c23, _mm256_loadu_ps(xp.add(g * 4 + 8)), acc1);
-                g += 4;
-            }
-        }
-        2 => {
-            let pair = |i: usize, j: usize| {
-                let lo = _mm_load_sd(tab.add(i * 2) as *const f64);
-                _mm_castpd_ps(_mm_loadh_pd(lo, tab.add(j * 2) as *const f64))
-            };
-            while g + 8 <= s.groups {
-                let bit = s.first_bit + g * b;
-                let (Some([i0, i1, i2, i3]), Some([i4, i5, i6, i7])) = (
-                    four(s.indices, bit, s.bits, mask),
-                    four(s.indices, bit + 4 * b, s.bits, mask),
-                ) else {
-                    break;
-                };
-                let c03 = _mm256_set_m128(pair(i2, i3), pair(i0, i1));
-                let c47 = _mm256_set_m128(pair(i6, i7), pair(i4, i5));
-                acc0 = _mm256_fmadd_ps(c03, _mm256_loadu_ps(xp.add(g * 2)), acc0);
-                acc1 = _mm256_fmadd_ps(c47, _mm256_loadu_ps(xp.add(g * 2 + 8)), acc1);
-                g += 8;
-            }
-        }
-        1 => {
-            while g + 8 <= s.groups {
-                let bit = s.first_bit + g * b;
-                let (Some([i0, i1, i2, i3]), Some([i4, i5, i6, i7])) = (
-                    four(s.indices, bit, s.bits, mask),
-                    four(s.indices, bit + 4 * b, s.bits, mask),
-                ) else {
-                    break;
-                };
-                let idx = _mm256_setr_epi32(
-                    i0 as i32, i1 as i32, i2 as i32, i3 as i32, i4 as i32, i5 as i32, i6 as i32,
-                    i7 as i32,
-                );
-                let c = _mm256_i32gather_ps::<4>(tab, idx);
-                acc0 = _mm256_fmadd_ps(c, _mm256_loadu_ps(xp.add(g)), acc0);
-                g += 8;
-            }
-        }
-        8 => {
-            while g + 4 <= s.groups {
-                let Some(ids) = four(s.indices, s.first_bit + g * b, s.bits, mask) else {
-                    break;
-                };
-                for (k, &i) in ids.iter().enumerate() {
-                    let c = _mm256_loadu_ps(tab.add(i * 8));
-                    let x = _mm256_loadu_ps(xp.add((g + k) * 8));
-                    if k % 2 == 0 {
-                        acc0 = _mm256_fmadd_ps(c, x, acc0);
+    let mut byte = s.first_bit >> 3;
+    let mut idx = [0u32; 8];
+    // Each block of eight groups reads 16 bytes from `byte` and advances it by b.
+    while g + 8 <= s.groups && byte + 16 <= s.indices.len() {
+        let v = ix.get(s.indices.as_ptr().add(byte));
+        let xg = xp.add(g * s.dp);
+        match s.dp {
+            4 => {
+                _mm256_storeu_si256(idx.as_mut_ptr() as *mut __m256i, _mm256_slli_epi32::<2>(v));
+                let c = |k: usize| tab.add(idx[k] as usize);
+                for p in 0..4 {
+                    let cv = _mm256_loadu2_m128(c(2 * p + 1), c(2 * p));
+                    let x = _mm256_loadu_ps(xg.add(8 * p));
+                    if p % 2 == 0 {
+                        acc0 = _mm256_fmadd_ps(cv, x, acc0);
                     } else {
-                        acc1 = _mm256_fmadd_ps(c, x, acc1);
+                        acc1 = _mm256_fmadd_ps(cv, x, acc1);
                     }
                 }
-                g += 4;
             }
+            2 => {
+                _mm256_storeu_si256(idx.as_mut_ptr() as *mut __m256i, _mm256_slli_epi32::<1>(v));
+                let pair = |i: u32, j: u32| {
+                    let lo = _mm_load_sd(tab.add(i as usize) as *const f64);
+                    _mm_castpd_ps(_mm_loadh_pd(lo, tab.add(j as usize) as *const f64))
+                };
+                let c03 = _mm256_set_m128(pair(idx[2], idx[3]), pair(idx[0], idx[1]));
+                let c47 = _mm256_set_m128(pair(idx[6], idx[7]), pair(idx[4], idx[5]));
+                acc0 = _mm256_fmadd_ps(c03, _mm256_loadu_ps(xg), acc0);
+                acc1 = _mm256_fmadd_ps(c47, _mm256_loadu_ps(xg.add(8)), acc1);
+            }
+            1 => {
+                let c = _mm256_i32gather_ps::<4>(tab, v);
+                acc0 = _mm256_fmadd_ps(c, _mm256_loadu_ps(xg), acc0);
+            }
+            8 => {
+                _mm256_storeu_si256(idx.as_mut_ptr() as *mut __m256i, _mm256_slli_epi32::<3>(v));
+                for (k, &i) in idx.iter().enumerate() {
+                    let cv = _mm256_loadu_ps(tab.add(i as usize));
+                    let x = _mm256_loadu_ps(xg.add(8 * k));
+                    if k % 2 == 0 {
+                        acc0 = _mm256_fmadd_ps(cv, x, acc0);
+                    } else {
+                        acc1 = _mm256_fmadd_ps(cv, x, acc1);
+                    }
+                }
+            }
+            _ => break,
         }
-        _ => {}
+        g += 8;
+        byte += b;
     }
     hsum(_mm256_add_ps(acc0, acc1)) + tail(s, g)
 }
@@ -146,9 +148,7 @@ pub unsafe fn vq_dot(s: &VqSlice) -> f32 {
 pub unsafe fn q8_0_dot(blocks: &[u8], x: &[f32]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (block, x) in blocks.chunks_exact(34).zip(x.chunks_exact(32)) {
-        let d = _mm_cvtph_ps(_mm_cvtsi32_si128(
-            u16::from_le_bytes([block[0], block[1]]) as i32,
-        ));
+        let d = _mm_set1_ps(f16_at(block));
         let q = block.as_ptr().add(2);
         let xp = x.as_ptr();
         let mut sum = _mm256_setzero_ps();
@@ -221,7 +221,10 @@ pub unsafe fn f16_axpy(w: &[u8], a: f32, y: &mut [f32]) {
     let mut i = 0;
     while i < n {
         let wv = _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i));
-        _mm256_storeu_ps(yp.add(i), _mm256_fmadd_ps(av, wv, _mm256_loadu_ps(yp.add(i))));
+        _mm256_storeu_ps(
+            yp.add(i),
+            _mm256_fmadd_ps(av, wv, _mm256_loadu_ps(yp.add(i))),
+        );
         i += 8;
     }
     scalar::f16_axpy(&w[2 * n..], a, &mut y[n..]);
@@ -250,8 +253,50 @@ pub unsafe fn i8_axpy(w: &[i8], a: f32, y: &mut [f32]) {
     while i < n {
         let q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(wp.add(i) as *const __m128i));
         let wv = _mm256_cvtepi32_ps(q);
-        _mm256_storeu_ps(yp.add(i), _mm256_fmadd_ps(av, wv, _mm256_loadu_ps(yp.add(i))));
+        _mm256_storeu_ps(
+            yp.add(i),
+            _mm256_fmadd_ps(av, wv, _mm256_loadu_ps(yp.add(i))),
+        );
         i += 8;
     }
     scalar::i8_axpy(&w[n..], a, &mut y[n..]);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_q8(x: &[f32], q: &mut [i8], d: &mut [f32]) {
+    scalar::quantize_q8(x, q, d)
+}
+
+/// The f16 at `p` as f32, converted with integer operations: the compiler turned every vector
+/// form of this load (`_mm_cvtsi32_si128`, `_mm_loadu_si16`) into an insert into a live
+/// accumulator's register, a false dependency that serialized the loops on the FMA latency.
+#[inline(always)]
+fn f16_at(p: &[u8]) -> f32 {
+    half::f16::from_le_bytes([p[0], p[1]]).to_f32()
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q8_0_q8_dot(blocks: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    let ones = _mm256_set1_epi16(1);
+    // The integer dot product of block k, as 8 f32 partial sums.
+    let block_sums = |k: usize| {
+        let w = _mm256_loadu_si256(blocks.as_ptr().add(34 * k + 2) as *const __m256i);
+        let xv = _mm256_loadu_si256(q.as_ptr().add(32 * k) as *const __m256i);
+        // maddubs multiplies unsigned by signed bytes: |w| times x with w's sign moved onto x.
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones))
+    };
+    let scale = |k: usize| _mm256_set1_ps(f16_at(&blocks[34 * k..]) * d[k]);
+    let n = d.len().min(blocks.len() / 34);
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut k = 0;
+    while k + 2 <= n {
+        acc0 = _mm256_fmadd_ps(scale(k), block_sums(k), acc0);
+        acc1 = _mm256_fmadd_ps(scale(k + 1), block_sums(k + 1), acc1);
+        k += 2;
+    }
+    if k < n {
+        acc0 = _mm256_fmadd_ps(scale(k), block_sums(k), acc0);
+    }
+    hsum(_mm256_add_ps(acc0, acc1))
 }

@@ -175,3 +175,17 @@ pub fn i8_axpy(w: &[i8], a: f32, y: &mut [f32]) {
     debug_assert_eq!(w.len(), y.len());
     dispatch!(i8_axpy(w, a, y))
 }
+
+/// See [`scalar::quantize_q8`] (`x.len()` a multiple of 32; `q` as long, `d` one per 32).
+#[inline]
+pub fn quantize_q8(x: &[f32], q: &mut [i8], d: &mut [f32]) {
+    debug_assert!(x.len() == q.len() && x.len() == 32 * d.len());
+    dispatch!(quantize_q8(x, q, d))
+}
+
+/// See [`scalar::q8_0_q8_dot`].
+#[inline]
+pub fn q8_0_q8_dot(blocks: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    debug_assert!(blocks.len() / 34 * 32 == q.len() && q.len() == 32 * d.len());
+    dispatch!(q8_0_q8_dot(blocks, q, d))
+}

@@ -31,7 +31,11 @@ pub unsafe fn f32_dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len() / 4 * 4;
     let mut acc = vdupq_n_f32(0.0);
     for i in (0..n).step_by(4) {
-        acc = vfmaq_f32(acc, vld1q_f32(a.as_ptr().add(i)), vld1q_f32(b.as_ptr().add(i)));
+        acc = vfmaq_f32(
+            acc,
+            vld1q_f32(a.as_ptr().add(i)),
+            vld1q_f32(b.as_ptr().add(i)),
+        );
     }
     vaddvq_f32(acc) + scalar::f32_dot(&a[n..], &b[n..])
 }
@@ -64,4 +68,14 @@ pub unsafe fn i8_dot(w: &[i8], x: &[f32]) -> f32 {
 #[target_feature(enable = "neon")]
 pub unsafe fn i8_axpy(w: &[i8], a: f32, y: &mut [f32]) {
     scalar::i8_axpy(w, a, y)
+}
+
+#[target_feature(enable = "neon")]
+pub unsafe fn quantize_q8(x: &[f32], q: &mut [i8], d: &mut [f32]) {
+    scalar::quantize_q8(x, q, d)
+}
+
+#[target_feature(enable = "neon")]
+pub unsafe fn q8_0_q8_dot(blocks: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    scalar::q8_0_q8_dot(blocks, q, d)
 }

@@ -72,3 +72,37 @@ pub fn i8_axpy(w: &[i8], a: f32, y: &mut [f32]) {
         *v += a * q as f32;
     }
 }
+
+/// Quantizes `x` (a multiple of 32 values) to Q8_0-style blocks for [`q8_0_q8_dot`]: per block
+/// of 32, d = max|x| / 127 and q = round(x / d). llama.cpp multiplies its Q8_0 (and Q4_0)
+/// weights by activations quantized the same way.
+pub fn quantize_q8(x: &[f32], q: &mut [i8], d: &mut [f32]) {
+    for ((xb, qb), db) in x
+        .chunks_exact(32)
+        .zip(q.chunks_exact_mut(32))
+        .zip(d.iter_mut())
+    {
+        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        *db = amax / 127.0;
+        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        for (qv, &v) in qb.iter_mut().zip(xb) {
+            *qv = (v * inv).round() as i8;
+        }
+    }
+}
+
+/// Q8_0 blocks times activations quantized by [`quantize_q8`]: sum over blocks of
+/// d_w * d_x * (integer dot product of the 32 bytes).
+pub fn q8_0_q8_dot(blocks: &[u8], q: &[i8], d: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for ((block, qb), &dx) in blocks.chunks_exact(34).zip(q.chunks_exact(32)).zip(d) {
+        let dw = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let sum: i32 = block[2..]
+            .iter()
+            .zip(qb)
+            .map(|(&w, &x)| w as i8 as i32 * x as i32)
+            .sum();
+        acc += dw * dx * sum as f32;
+    }
+    acc
+}

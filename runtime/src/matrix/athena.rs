@@ -12,8 +12,13 @@
 
 use athena_decode::{f16_to_f32, CodebookType, Encoded, Params};
 
-use super::par_rows;
 use crate::kernels::{self, VqSlice};
+
+/// An input vector prepared for one Athena weight ([`AthenaMatrix::prepare`]).
+pub struct AthenaInput {
+    xp: Vec<f32>,
+    z: Vec<f32>,
+}
 
 pub struct AthenaMatrix<'a> {
     rows: usize,
@@ -62,7 +67,9 @@ impl<'a> AthenaMatrix<'a> {
                     table[(t * n + a) * dp + e] = match p.codebook {
                         CodebookType::I8 => {
                             let s = (t * d + e) * 4;
-                            let h = |k: usize| u16::from_le_bytes([parts.scales[k], parts.scales[k + 1]]);
+                            let h = |k: usize| {
+                                u16::from_le_bytes([parts.scales[k], parts.scales[k + 1]])
+                            };
                             let (off, step) = (f16_to_f32(h(s)), f16_to_f32(h(s + 2)));
                             off + step * parts.codebook[at] as f32
                         }
@@ -192,11 +199,10 @@ impl<'a> AthenaMatrix<'a> {
         acc
     }
 
-    /// y = Ŵ x.
-    pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
+    /// The input of [`Self::dot`]: rotated and padded, and B x' for the low-rank part.
+    pub fn prepare(&self, x: &[f32]) -> AthenaInput {
         let xp = self.padded_input(x);
-        // B x' from the first `cols` lanes' worth of the rotated input (unpadded).
-        let z: Vec<f32> = match &self.lowrank {
+        let z = match &self.lowrank {
             Some((_, b)) => {
                 let xr = self.unpad(&xp);
                 b.chunks_exact(self.cols)
@@ -205,16 +211,19 @@ impl<'a> AthenaMatrix<'a> {
             }
             None => Vec::new(),
         };
-        par_rows(y, |i| {
-            let mut acc = self.row_dot(i, &xp);
-            if let Some(s) = &self.row_scales {
-                acc *= s[i];
-            }
-            if let Some((a, _)) = &self.lowrank {
-                acc += kernels::f32_dot(&a[i * self.rank..(i + 1) * self.rank], &z);
-            }
-            acc
-        });
+        AthenaInput { xp, z }
+    }
+
+    /// Row `i` of Ŵ times the prepared input: s_i (V x')_i + A_i (B x').
+    pub fn dot(&self, i: usize, input: &AthenaInput) -> f32 {
+        let mut acc = self.row_dot(i, &input.xp);
+        if let Some(s) = &self.row_scales {
+            acc *= s[i];
+        }
+        if let Some((a, _)) = &self.lowrank {
+            acc += kernels::f32_dot(&a[i * self.rank..(i + 1) * self.rank], &input.z);
+        }
+        acc
     }
 
     fn unpad(&self, xp: &[f32]) -> Vec<f32> {

@@ -9,10 +9,17 @@
 mod athena;
 mod plain;
 
-pub use athena::AthenaMatrix;
+pub use athena::{AthenaInput, AthenaMatrix};
 pub use plain::{PlainMatrix, PlainType};
 
 use rayon::prelude::*;
+
+/// An input vector prepared for one weight ([`Matrix::prepare`]).
+pub enum Input<'x> {
+    Athena(AthenaInput),
+    Q8 { q: Vec<i8>, d: Vec<f32> },
+    F32(&'x [f32]),
+}
 
 pub enum Matrix<'a> {
     Athena(AthenaMatrix<'a>),
@@ -37,12 +44,61 @@ impl Matrix<'_> {
         }
     }
 
+    /// The input vector as [`Self::dot`] reads it (rotated, padded or quantized once per
+    /// product instead of once per row).
+    pub fn prepare<'x>(&self, x: &'x [f32]) -> Input<'x> {
+        assert_eq!(x.len(), self.cols());
+        match self {
+            Matrix::Athena(m) => Input::Athena(m.prepare(x)),
+            Matrix::Plain(m) => match m.quantized_input(x) {
+                Some((q, d)) => Input::Q8 { q, d },
+                None => Input::F32(x),
+            },
+        }
+    }
+
+    /// Row `i` of W times a prepared input.
+    pub fn dot(&self, i: usize, input: &Input) -> f32 {
+        match (self, input) {
+            (Matrix::Athena(m), Input::Athena(x)) => m.dot(i, x),
+            (Matrix::Plain(m), Input::Q8 { q, d }) => m.dot_row_q8(i, q, d),
+            (Matrix::Plain(m), Input::F32(x)) => m.dot_row(i, x),
+            _ => panic!("input prepared for another kind of weight"),
+        }
+    }
+
     /// y = W x (x: cols, y: rows).
     pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
-        assert_eq!((x.len(), y.len()), (self.cols(), self.rows()));
-        match self {
-            Matrix::Athena(m) => m.matvec(x, y),
-            Matrix::Plain(m) => m.matvec(x, y),
+        assert_eq!(y.len(), self.rows());
+        let input = self.prepare(x);
+        par_rows(y, |i| self.dot(i, &input));
+    }
+
+    /// y_k = W_k x for several weights of the same input (q, k and v; gate and up), the rows of
+    /// all of them in one parallel pass: one synchronisation instead of one per weight.
+    pub fn matvec_many(ws: &[&Matrix], x: &[f32], ys: &mut [&mut [f32]]) {
+        let inputs: Vec<Input> = ws.iter().map(|w| w.prepare(x)).collect();
+        let mut starts = vec![0];
+        for w in ws {
+            starts.push(starts.last().unwrap() + w.rows());
+        }
+        let mut all = vec![0.0f32; *starts.last().unwrap()];
+        par_rows(&mut all, |r| {
+            let k = starts.partition_point(|&s| s <= r) - 1;
+            ws[k].dot(r - starts[k], &inputs[k])
+        });
+        for (k, y) in ys.iter_mut().enumerate() {
+            y.copy_from_slice(&all[starts[k]..starts[k + 1]]);
+        }
+    }
+
+    /// [`Self::matmul`] of several weights of the same input.
+    pub fn matmul_many(ws: &[&Matrix], x: &[f32], t: usize, ys: &mut [&mut [f32]]) {
+        if t == 1 {
+            return Self::matvec_many(ws, x, ys);
+        }
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            w.matmul(x, t, y);
         }
     }
 
@@ -61,9 +117,9 @@ impl Matrix<'_> {
                     w.decode_rotated_rows(r0, r1, out)
                 });
             }
-            Matrix::Plain(w) => blocked_matmul(x, t, m, n, y, |r0, r1, out| {
-                w.decode_rows(r0, r1, out)
-            }),
+            Matrix::Plain(w) => {
+                blocked_matmul(x, t, m, n, y, |r0, r1, out| w.decode_rows(r0, r1, out))
+            }
         }
     }
 
@@ -100,6 +156,9 @@ fn blocked_matmul(
             let r1 = (r0 + BLOCK_ROWS).min(n);
             let w = &mut scratch[..(r1 - r0) * m];
             decode(r0, r1, w);
+            // Rebind the whole wrapper: a closure capturing only `out.0` would capture the
+            // raw pointer, which is not Send.
+            #[allow(clippy::redundant_locals)]
             let out = out;
             // SAFETY: dst is the t x (r1 - r0) window at column r0 of the t x n output (row
             // stride n), lhs the t x m input (row stride m), rhs W_block^T (m x (r1 - r0)): element

@@ -1,7 +1,6 @@
 //! Plain llama.cpp tensor types the runtime multiplies by: F32, F16, BF16 and Q8_0 (what
 //! `athena-convert --type` exports, and the token embeddings of Athena files).
 
-use super::par_rows;
 use crate::kernels;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -78,8 +77,22 @@ impl<'a> PlainMatrix<'a> {
         }
     }
 
-    pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
-        par_rows(y, |i| self.dot_row(i, x));
+    /// The input of [`Self::dot_row`] for Q8_0 weights: x quantized to 8 bits per block of 32
+    /// (as llama.cpp does), so each block is an integer dot product, half the instructions of
+    /// converting the weights to f32. Batches ([`Self::decode_rows`]) stay in f32.
+    pub fn quantized_input(&self, x: &[f32]) -> Option<(Vec<i8>, Vec<f32>)> {
+        if self.ty != PlainType::Q8_0 {
+            return None;
+        }
+        let mut q = vec![0i8; x.len()];
+        let mut d = vec![0.0f32; x.len() / 32];
+        kernels::quantize_q8(x, &mut q, &mut d);
+        Some((q, d))
+    }
+
+    /// Row `i` times the input quantized by [`Self::quantized_input`].
+    pub fn dot_row_q8(&self, i: usize, q: &[i8], d: &[f32]) -> f32 {
+        kernels::q8_0_q8_dot(self.row_data(i), q, d)
     }
 
     /// Rows [r0, r1) as f32 into `out`.
