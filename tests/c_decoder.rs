@@ -624,3 +624,37 @@ fn c_matvec_of_a_changed_code_is_caught() {
         vectors.len()
     );
 }
+
+/// The runtime's kernels (athena-runtime, SIMD where the CPU has it) and the C port's
+/// `athena_matvec` on every vector with the same input: both within the section-10 bound of the
+/// decoded weight times x, so an edge runtime that copies the C reference computes what
+/// athena-run computes.
+#[test]
+fn runtime_matvec_matches_the_c_port_on_every_vector() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = build_c(tmp.path());
+    let ys = run_matvec(&exe, &common::vectors_root());
+    for v in &common::all() {
+        let cols = v.params.cols as usize;
+        let x = matvec_input(&v.name, cols);
+        let x64: Vec<f64> = x.iter().map(|&t| f64::from(t)).collect();
+        let reference = product(&rust_decode(v, true), &x64);
+        let tol = matvec_tolerance(&matvec_magnitudes(v, &x));
+        let encoded = Encoded::new(v.params, v.parts()).unwrap();
+        let m = athena_runtime::matrix::Matrix::Athena(athena_runtime::matrix::AthenaMatrix::new(
+            &encoded,
+        ));
+        let mut y = vec![0f32; v.params.rows as usize];
+        m.matvec(&x, &mut y);
+        let runtime: Vec<f64> = y.iter().map(|&t| f64::from(t)).collect();
+        let c: Vec<f64> = ys[&v.name].iter().map(|&t| f64::from(t)).collect();
+        for (what, got) in [("runtime", &runtime), ("C", &c)] {
+            let bad = violations(got, &reference, &tol);
+            assert!(
+                bad.is_empty(),
+                "{} {what}: rows {bad:?} outside the bound",
+                v.name
+            );
+        }
+    }
+}
