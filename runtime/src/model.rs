@@ -261,7 +261,11 @@ impl<'a> Model<'a> {
         let mut normed = vec![0.0f32; rows * d];
         rms_norm(&x[from.min(t) * d..], &self.norm, c.eps, &mut normed);
         let mut logits = vec![0.0f32; rows * c.vocab];
-        self.head().matmul(&normed, rows, &mut logits);
+        if rows == 1 {
+            self.head().matvec_f32(&normed, &mut logits);
+        } else {
+            self.head().matmul(&normed, rows, &mut logits);
+        }
         Ok(logits)
     }
 }

@@ -4,6 +4,7 @@
 use athena::eval::file::{
     parse_device, perplexity_with_bar, running_line, summary_line, Engine, EvalText,
 };
+use athena_runtime::KvType;
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -41,6 +42,10 @@ struct Args {
     /// converter's model; the only one for HF folders), or "auto" (runtime for GGUF files).
     #[arg(long, default_value = "auto", value_parser = ["auto", "runtime", "reference"])]
     engine: String,
+    /// KV cache storage of the runtime engine: f16, or q8 (int8 with a scale per position and
+    /// head).
+    #[arg(long, default_value = "f16", value_parser = ["f16", "q8"])]
+    kv: String,
     /// Compute device of the reference engine: "cpu", or "cuda" / "cuda:N" (needs the `cuda`
     /// build feature). A device other than cpu selects the reference engine.
     #[arg(long, default_value = "cpu")]
@@ -50,14 +55,20 @@ struct Args {
 fn run(args: Args) -> Result<(), String> {
     let start = Instant::now();
     let device = parse_device(&args.device)?;
-    let engine = match args.engine.as_str() {
-        "runtime" if args.device != "cpu" => {
-            return Err("--device applies to the reference engine only".into())
+    let kv = match args.kv.as_str() {
+        "q8" => KvType::Q8,
+        _ => KvType::F16,
+    };
+    let engine = match (args.engine.as_str(), args.device.as_str()) {
+        ("runtime", "cpu") => Engine::Runtime(kv),
+        ("runtime", _) => return Err("--device applies to the reference engine only".into()),
+        ("auto", "cpu") if args.model.is_file() => Engine::Runtime(kv),
+        _ if args.kv != "f16" => {
+            return Err("--kv applies to the runtime engine (GGUF files) only".into())
         }
-        "runtime" => Engine::Runtime,
-        "auto" if args.device == "cpu" => Engine::Auto,
         _ => Engine::Reference(device),
     };
+
     let text = EvalText {
         path: args.text.clone(),
         ctx: args.ctx,

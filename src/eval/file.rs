@@ -121,8 +121,8 @@ pub enum Engine {
     /// athena-runtime for GGUF files (the weights stay compressed), the reference path for HF
     /// folders.
     Auto,
-    /// athena-runtime's forward (GGUF files only).
-    Runtime,
+    /// athena-runtime's forward (GGUF files only), with this KV cache storage.
+    Runtime(athena_runtime::KvType),
     /// The reference decoder and the candle model the converter calibrates with, on `Device`.
     Reference(Device),
 }
@@ -137,15 +137,19 @@ pub fn perplexity_of_model(
     progress: &mut dyn FnMut(PerplexityProgress),
 ) -> Result<PerplexityReport, String> {
     let is_file = model_path.is_file();
+    let kv = match engine {
+        Engine::Runtime(kv) => kv,
+        _ => athena_runtime::KvType::F16,
+    };
     let device = match engine {
         Engine::Auto if is_file => None,
-        Engine::Runtime if !is_file => {
+        Engine::Runtime(_) if !is_file => {
             return Err(format!(
             "{}: the runtime engine runs GGUF files; use the reference engine for a model folder",
             model_path.display()
         ))
         }
-        Engine::Runtime => None,
+        Engine::Runtime(_) => None,
         Engine::Auto => Some(Device::Cpu),
         Engine::Reference(device) => Some(device),
     };
@@ -174,7 +178,7 @@ pub fn perplexity_of_model(
             let model = athena_runtime::Model::load(&file)
                 .map_err(|e| format!("{}: {e}", model_path.display()))?;
             let chunks = chunks_of(&tokenizer, on_text)?;
-            perplexity_runtime(&model, &chunks, progress).map_err(|e| e.to_string())
+            perplexity_runtime(&model, &chunks, kv, progress).map_err(|e| e.to_string())
         }
         Some(device) => {
             let (source, tokenizer) = open_model(model_path)?;

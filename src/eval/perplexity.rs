@@ -188,6 +188,7 @@ pub fn perplexity(
 pub fn perplexity_runtime(
     model: &athena_runtime::Model,
     chunks: &[Vec<u32>],
+    kv: athena_runtime::KvType,
     progress: &mut dyn FnMut(PerplexityProgress),
 ) -> Result<PerplexityReport, PerplexityError> {
     let n_ctx = chunks.first().map_or(0, Vec::len);
@@ -199,7 +200,7 @@ pub fn perplexity_runtime(
     let scored = n_ctx - 1 - first;
     let mut stats = NllStats::default();
     let mut running = Vec::with_capacity(chunks.len());
-    let mut cache = model.new_cache(athena_runtime::KvType::F16, n_ctx);
+    let mut cache = model.new_cache(kv, n_ctx);
     for (index, tokens) in chunks.iter().enumerate() {
         cache.truncate(0);
         let logits = model.forward(&mut cache, tokens, first)?;
