@@ -204,7 +204,7 @@ fn runtime_matches_the_reference_path(file: &Path, ppl_runtime: f64) {
             );
         }
         assert!(
-            r.max_logit_diff < 0.5,
+            r.max_logit_diff < 0.1,
             "{:?}: logits differ by {}",
             r.prompt,
             r.max_logit_diff
