@@ -347,24 +347,35 @@ fn attention(c: &Config, cache: &KvCache, layer: usize, pos0: usize, q: &[f32], 
     let hd = c.head_dim;
     let group = c.heads / c.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    out.par_chunks_mut(hd)
-        .enumerate()
-        .for_each_init(Vec::new, |scores: &mut Vec<f32>, (i, o)| {
-            let (tok, head) = (i / c.heads, i % c.heads);
-            let kv_head = head / group;
-            let pos = pos0 + tok;
-            let qh = &q[i * hd..(i + 1) * hd];
-            scores.clear();
-            scores.extend((0..=pos).map(|p| cache.key_dot(layer, p, kv_head, qh) * scale));
-            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            let mut sum = 0.0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            o.fill(0.0);
-            for (p, &s) in scores.iter().enumerate() {
-                cache.value_axpy(layer, p, kv_head, s / sum, o);
-            }
-        });
+    let one_head = |scores: &mut Vec<f32>, (i, o): (usize, &mut [f32])| {
+        let (tok, head) = (i / c.heads, i % c.heads);
+        let kv_head = head / group;
+        let pos = pos0 + tok;
+        let qh = &q[i * hd..(i + 1) * hd];
+        scores.clear();
+        scores.extend((0..=pos).map(|p| cache.key_dot(layer, p, kv_head, qh) * scale));
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        let mut sum = 0.0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        o.fill(0.0);
+        for (p, &s) in scores.iter().enumerate() {
+            cache.value_axpy(layer, p, kv_head, s / sum, o);
+        }
+    };
+    // One token over a short context is a few thousand multiply-adds per head, less than
+    // waking the other threads costs.
+    let tokens = out.len() / c.q_dim();
+    if tokens * out.len() * (pos0 + tokens) < 1 << 18 {
+        let mut scores = Vec::new();
+        out.chunks_mut(hd)
+            .enumerate()
+            .for_each(|p| one_head(&mut scores, p));
+    } else {
+        out.par_chunks_mut(hd)
+            .enumerate()
+            .for_each_init(Vec::new, one_head);
+    }
 }
