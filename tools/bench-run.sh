@@ -44,8 +44,9 @@
 #   LOCK           lock file (default /tmp/bench-run.lock)
 #   IDLE_WAIT      seconds the whole run may spend waiting, before each measurement, for other
 #                  work to use at most IDLE_MAX cores (default 0: no wait; IDLE_MAX default 0.2)
-#   NICE           niceness of the measured processes (default 0; e.g. -10, as root, gives them
-#                  most of the CPU when other work runs beside them)
+#   NICE           niceness of the measured processes and of their autogroup: each runs in a
+#                  session of its own (default 0: as started; e.g. -10, as root, gives them most
+#                  of the CPU when other work runs beside them)
 set -euo pipefail
 
 usage() { awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
@@ -253,7 +254,12 @@ measure() {  # measure BASE CMD...: runs CMD under timed (BASE.time), stdout BAS
     WAITED=0
     if (( IDLE_LEFT > 0 )); then idle_wait; fi
     s0=$(cpu_snap)
-    timed "$base.time" nice -n "$NICE" "$@" > "$base.json" 2> "$base.err" || rc=$?
+    if [[ "$NICE" == 0 ]]; then
+        timed "$base.time" "$@" > "$base.json" 2> "$base.err" || rc=$?
+    else  # a session of its own, so that its autogroup (the scheduler's unit) gets the niceness too
+        timed "$base.time" setsid -w sh -c 'echo "$0" > /proc/self/autogroup 2>/dev/null; exec nice -n "$0" "$@"' \
+            "$NICE" "$@" > "$base.json" 2> "$base.err" || rc=$?
+    fi
     s1=$(cpu_snap)
     own=$(awk -F': ' '/User time|System time/ { s += $2 } END { print s + 0 }' "$base.time" 2>/dev/null || echo 0)
     OTHERS="other work $(others_between "$s0" "$s1" "$own") of $NCPU cores"
