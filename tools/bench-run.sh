@@ -368,7 +368,7 @@ TABLE=$WORK/bench-run.md
     echo
     echo "pp$PP: one batch of $PP prompt tokens; tg$TG: $TG tokens generated one at a time from an empty context (llama-bench's definitions; athena-run --bench-pp/--bench-tg)."
     echo "Peak RSS: /usr/bin/time -v (ru_maxrss) of the whole process, loading and every repetition included; llama-bench maps the file (mmap), so touched weight pages count."
-    if [[ -z "$ATHENA_FILES" && $athena_ok == 1 && "$FULL" != 1 && -n "$ATHENA_BITS" ]]; then
+    if [[ "${athena_rows[*]}" == *"$FAST_ARGS|"* ]]; then
         echo "Athena files below 3 bits made here are converted with $FAST_ARGS to save time (FULL=1: the converter's default tuning); the layout and so the speed do not depend on it."
     fi
 } > "$TABLE"
