@@ -22,7 +22,10 @@
 # invocations from converting or measuring at the same time. The cores may be shared with other
 # work: each row's notes give the CPU that other processes used during its run (all CPU time in
 # /proc/stat less the run's own user+system time, in cores); with 2 threads on 2 cores any other
-# work slows the run down far more than its share (threads wait for each other at every step).
+# work slows the run down far more than its share (threads wait for each other at every step):
+# on a busy machine use NICE=-20 (as root) and/or IDLE_WAIT. Without athena-run (not built) its
+# rows are skipped and one row says so; a missing athena-convert or model folder is an error
+# only when a file has to be made.
 #
 # Environment:
 #   ATHENA_CACHE   cache of tools/fetch-models.sh (default ~/.cache/athena)
