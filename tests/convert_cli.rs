@@ -107,6 +107,19 @@ fn bits_budget_gives_a_valid_file_within_budget() {
     }
 }
 
+/// With stderr not a terminal (here a pipe) the bar is hidden, so a line per block says how far
+/// the conversion is.
+#[test]
+fn a_conversion_logged_to_a_file_prints_a_line_per_block() {
+    let t = Tiny::new("llama");
+    let (code, err) = t.convert_with_report("q.gguf", &["--bits", "3"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("block ")).collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].starts_with("block 1/2: elapsed ") && lines[0].ends_with("eta ?"));
+    assert!(lines[1].starts_with("block 2/2: elapsed ") && lines[1].contains(", eta "));
+}
+
 #[test]
 fn every_sensitivity_meets_the_budget() {
     let t = Tiny::new("llama");

@@ -71,6 +71,26 @@ impl Store {
         }
     }
 
+    /// Entry `at` as f32 into `out`.
+    fn read(&self, at: usize, out: &mut [f32]) {
+        let hd = out.len();
+        match self {
+            Store::F16(v) => {
+                for (o, h) in out
+                    .iter_mut()
+                    .zip(v[at * hd * 2..(at + 1) * hd * 2].chunks_exact(2))
+                {
+                    *o = half::f16::from_le_bytes([h[0], h[1]]).to_f32();
+                }
+            }
+            Store::Q8 { q, scale } => {
+                for (o, &v) in out.iter_mut().zip(&q[at * hd..(at + 1) * hd]) {
+                    *o = scale[at] * v as f32;
+                }
+            }
+        }
+    }
+
     /// y += a * entry `at`.
     fn axpy(&self, at: usize, a: f32, y: &mut [f32]) {
         let hd = y.len();
@@ -174,6 +194,22 @@ impl KvCache {
     /// Key of `pos`, kv head `head`, times `q`.
     pub fn key_dot(&self, layer: usize, pos: usize, head: usize, q: &[f32]) -> f32 {
         self.keys[layer].dot(pos * self.heads + head, q)
+    }
+
+    /// Keys (`values` false) or values of positions 0..len of kv head `head` as f32 rows of
+    /// head_dim into `out`.
+    pub fn read_head(&self, layer: usize, values: bool, head: usize, len: usize, out: &mut [f32]) {
+        let store = if values {
+            &self.values[layer]
+        } else {
+            &self.keys[layer]
+        };
+        for (p, row) in out[..len * self.head_dim]
+            .chunks_exact_mut(self.head_dim)
+            .enumerate()
+        {
+            store.read(p * self.heads + head, row);
+        }
     }
 
     /// out += a * value of `pos`, kv head `head`.

@@ -373,9 +373,111 @@ fn attention(c: &Config, cache: &KvCache, layer: usize, pos0: usize, q: &[f32], 
         out.chunks_mut(hd)
             .enumerate()
             .for_each(|p| one_head(&mut scores, p));
-    } else {
+    } else if tokens == 1 {
         out.par_chunks_mut(hd)
             .enumerate()
             .for_each_init(Vec::new, one_head);
+    } else {
+        batched_attention(c, cache, layer, pos0, q, out);
     }
+}
+
+/// A raw pointer to the attention output, shared by the heads, which write disjoint columns.
+#[derive(Clone, Copy)]
+struct HeadOut(*mut f32);
+// SAFETY: each head writes only its own head_dim columns of every row.
+unsafe impl Send for HeadOut {}
+unsafe impl Sync for HeadOut {}
+
+/// Attention of many new tokens (a prompt) as two matrix products per head: scores = Q K^T
+/// (causally masked, softmax by row), out = scores V, with the head's keys and values read from
+/// the cache once as f32.
+fn batched_attention(
+    c: &Config,
+    cache: &KvCache,
+    layer: usize,
+    pos0: usize,
+    q: &[f32],
+    out: &mut [f32],
+) {
+    let (hd, q_dim) = (c.head_dim, c.q_dim());
+    let t = out.len() / q_dim;
+    let len = pos0 + t;
+    let group = c.heads / c.kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let dst = HeadOut(out.as_mut_ptr());
+    (0..c.heads).into_par_iter().for_each(|head| {
+        #[allow(clippy::redundant_locals)]
+        let dst = dst;
+        let kv_head = head / group;
+        let mut k = vec![0.0f32; len * hd];
+        let mut v = vec![0.0f32; len * hd];
+        cache.read_head(layer, false, kv_head, len, &mut k);
+        cache.read_head(layer, true, kv_head, len, &mut v);
+        let mut scores = vec![0.0f32; t * len];
+        // SAFETY (both products): every pointer, stride and size stays inside the buffers: q is
+        // t x q_dim (this head's columns at head * hd), k and v are len x hd, scores t x len,
+        // and the output window is this head's hd columns of the t x q_dim output.
+        unsafe {
+            gemm::gemm(
+                t,
+                len,
+                hd,
+                scores.as_mut_ptr(),
+                1,
+                len as isize,
+                false,
+                q.as_ptr().add(head * hd),
+                1,
+                q_dim as isize,
+                k.as_ptr(),
+                hd as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for (i, row) in scores.chunks_exact_mut(len).enumerate() {
+            let visible = pos0 + i + 1;
+            let max = row[..visible]
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let mut sum = 0.0f32;
+            for s in row[..visible].iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            for s in row[..visible].iter_mut() {
+                *s /= sum;
+            }
+            row[visible..].fill(0.0);
+        }
+        unsafe {
+            gemm::gemm(
+                t,
+                hd,
+                len,
+                dst.0.add(head * hd),
+                1,
+                q_dim as isize,
+                false,
+                scores.as_ptr(),
+                1,
+                len as isize,
+                v.as_ptr(),
+                1,
+                hd as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
 }

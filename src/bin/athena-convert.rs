@@ -1,5 +1,6 @@
 //! athena-convert: Hugging Face checkpoint -> GGUF. A thin shell over `athena::export`.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -623,6 +624,8 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
     };
     let bar = progress::bar(cli.quiet, progress::WITH_ETA);
     let quiet = cli.quiet;
+    let log_lines = !quiet && !std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
     let budget = a.bits;
     let mut on_progress = |p: convert::Progress<'_>| match p {
         convert::Progress::Stage(s) => bar.set_message(s.to_string()),
@@ -651,6 +654,20 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
         } => {
             bar.set_message(format!("block {}/{layers}: {}", layer + 1, kind.suffix()));
             bar.set_position((layer * 7 + kind as usize) as u64);
+            // indicatif hides its bar when stderr is no terminal (a log file, CI, a pipe): one
+            // line per block instead, as llama.cpp's tools print.
+            if log_lines && kind as usize == 0 {
+                let elapsed = started.elapsed().as_secs_f64();
+                let eta = if layer > 0 {
+                    format!("{:.0}s", elapsed / layer as f64 * (layers - layer) as f64)
+                } else {
+                    "?".to_string()
+                };
+                eprintln!(
+                    "block {}/{layers}: elapsed {elapsed:.0}s, eta {eta}",
+                    layer + 1
+                );
+            }
         }
         convert::Progress::Block {
             layer,

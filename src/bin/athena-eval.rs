@@ -9,14 +9,16 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Measure the perplexity of a Hugging Face model folder on a text file.
+/// Measure the perplexity of a GGUF file or a Hugging Face model folder on a text file.
 ///
 /// The text is tokenized as a whole and cut into non-overlapping chunks of --ctx tokens; in each
 /// chunk only the second half of the positions is scored (as llama.cpp's llama-perplexity does),
 /// so results are comparable with `llama-perplexity -f FILE -c CTX --chunks N`.
 ///
-/// The model runs one decoder block at a time over all chunks: memory is one block plus
-/// chunks x ctx x hidden_size x 4 bytes of activations.
+/// A GGUF file runs through athena-runtime, one chunk at a time from the compressed weights (the
+/// forward athena-run uses). The reference engine (HF folders, or --engine reference) runs one
+/// decoder block at a time over all chunks: memory is one block plus chunks x ctx x hidden_size x
+/// 4 bytes of activations.
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -26,7 +28,7 @@ use std::time::Instant;
 )]
 struct Args {
     /// HF model folder (config.json, model.safetensors or shards + index, tokenizer.json), or a
-    /// llama.cpp GGUF file (dequantized on the fly; tokenizer rebuilt from its vocabulary).
+    /// GGUF file (Athena or plain; tokenizer rebuilt from its vocabulary).
     model: PathBuf,
     /// UTF-8 text to evaluate (read whole).
     #[arg(long, value_name = "FILE")]
