@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::config::Config;
 use crate::kv_cache::KvCache;
-use crate::matrix::{AthenaMatrix, Matrix, PlainMatrix, PlainType};
+use crate::matrix::{AthenaMatrix, Matrix, OutPtr, PlainMatrix, PlainType};
 use crate::RuntimeError;
 
 pub struct Layer<'a> {
@@ -382,13 +382,6 @@ fn attention(c: &Config, cache: &KvCache, layer: usize, pos0: usize, q: &[f32], 
     }
 }
 
-/// A raw pointer to the attention output, shared by the heads, which write disjoint columns.
-#[derive(Clone, Copy)]
-struct HeadOut(*mut f32);
-// SAFETY: each head writes only its own head_dim columns of every row.
-unsafe impl Send for HeadOut {}
-unsafe impl Sync for HeadOut {}
-
 /// Attention of many new tokens (a prompt) as two matrix products per head: scores = Q K^T
 /// (causally masked, softmax by row), out = scores V, with the head's keys and values read from
 /// the cache once as f32.
@@ -405,7 +398,7 @@ fn batched_attention(
     let len = pos0 + t;
     let group = c.heads / c.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    let dst = HeadOut(out.as_mut_ptr());
+    let dst = OutPtr(out.as_mut_ptr());
     (0..c.heads).into_par_iter().for_each(|head| {
         #[allow(clippy::redundant_locals)]
         let dst = dst;

@@ -699,22 +699,11 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
         eprint!("{}", report::render_report(&rep));
         eprintln!(
             "peak memory:          {} MiB",
-            peak_rss_mib().map_or("?".into(), |m| m.to_string())
+            athena::progress::peak_rss_mib().map_or("?".into(), |m| m.to_string())
         );
         eprintln!("wrote {}", cli.out.display());
     }
     Ok(())
-}
-
-/// Peak resident set size of this process (VmHWM), where /proc tells it.
-fn peak_rss_mib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace()
-        .nth(1)?
-        .parse::<u64>()
-        .ok()
-        .map(|kb| kb / 1024)
 }
 
 fn main() -> ExitCode {

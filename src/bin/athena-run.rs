@@ -368,7 +368,7 @@ struct RunInfo {
 
 fn report(args: &Args, s: &Stats, info: &RunInfo) {
     let tps = |n: usize, t: f64| if t > 0.0 { n as f64 / t } else { 0.0 };
-    let peak = peak_rss_mib();
+    let peak = athena::progress::peak_rss_mib();
     if args.json {
         eprintln!(
             "{}",
@@ -437,7 +437,7 @@ fn bench(
             v.iter().sum::<f64>() / v.len() as f64
         }
     };
-    let peak = peak_rss_mib();
+    let peak = athena::progress::peak_rss_mib();
     if args.json {
         println!(
             "{}",
@@ -461,15 +461,4 @@ fn bench(
         );
     }
     Ok(())
-}
-
-/// Peak resident set size of this process (VmHWM), where /proc tells it.
-fn peak_rss_mib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace()
-        .nth(1)?
-        .parse::<u64>()
-        .ok()
-        .map(|kb| kb / 1024)
 }

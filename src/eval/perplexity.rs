@@ -157,14 +157,39 @@ pub fn perplexity(
     let head = model.load_head()?;
     let first = n_ctx / 2;
     let scored = n_ctx - 1 - first;
+    score_chunks(chunks, progress, |index, _| {
+        let logits = head
+            .logits(
+                &hidden[index]
+                    .narrow(0, first, scored)
+                    .map_err(ModelError::from)?,
+            )
+            .map_err(ModelError::from)?;
+        let width = logits.dim(1).map_err(ModelError::from)?;
+        let flat = logits
+            .flatten_all()
+            .and_then(|l| l.to_vec1::<f32>())
+            .map_err(ModelError::from)?;
+        Ok((flat, width))
+    })
+}
+
+/// Scores every chunk (all of length n_ctx): `logits_of(index, tokens)` gives the logits
+/// (row-major) and their width of positions n_ctx/2 .. n_ctx-2 at least, which predict the
+/// tokens after them.
+fn score_chunks(
+    chunks: &[Vec<u32>],
+    progress: &mut dyn FnMut(PerplexityProgress),
+    mut logits_of: impl FnMut(usize, &[u32]) -> Result<(Vec<f32>, usize), PerplexityError>,
+) -> Result<PerplexityReport, PerplexityError> {
+    let n_ctx = chunks.first().map_or(0, Vec::len);
+    let first = n_ctx / 2;
+    let scored = n_ctx - 1 - first;
     let mut stats = NllStats::default();
     let mut running = Vec::with_capacity(chunks.len());
-    for (index, (h, tokens)) in hidden.iter().zip(chunks).enumerate() {
-        let logits = head
-            .logits(&h.narrow(0, first, scored).map_err(ModelError::from)?)
-            .and_then(|l| l.to_vec2::<f32>())
-            .map_err(ModelError::from)?;
-        for (i, row) in logits.iter().enumerate() {
+    for (index, tokens) in chunks.iter().enumerate() {
+        let (logits, vocab) = logits_of(index, tokens)?;
+        for (i, row) in logits.chunks_exact(vocab).take(scored).enumerate() {
             stats.add(token_nll(row, tokens[first + i + 1]));
         }
         running.push(stats.ppl());
@@ -195,30 +220,12 @@ pub fn perplexity_runtime(
     if n_ctx < 4 || chunks.iter().any(|c| c.len() != n_ctx) {
         return Err(PerplexityError::BadContext(n_ctx));
     }
-    let vocab = model.config.vocab;
-    let first = n_ctx / 2;
-    let scored = n_ctx - 1 - first;
-    let mut stats = NllStats::default();
-    let mut running = Vec::with_capacity(chunks.len());
     let mut cache = model.new_cache(kv, n_ctx);
-    for (index, tokens) in chunks.iter().enumerate() {
+    score_chunks(chunks, progress, |_, tokens| {
         cache.truncate(0);
-        let logits = model.forward(&mut cache, tokens, first)?;
-        for (i, row) in logits.chunks_exact(vocab).take(scored).enumerate() {
-            stats.add(token_nll(row, tokens[first + i + 1]));
-        }
-        running.push(stats.ppl());
-        progress(PerplexityProgress::Chunk {
-            index,
-            running_ppl: stats.ppl(),
-        });
-    }
-    Ok(PerplexityReport {
-        ppl: stats.ppl(),
-        ppl_error: stats.ppl_error(),
-        chunks: chunks.len(),
-        n_ctx,
-        stats,
-        running,
+        Ok((
+            model.forward(&mut cache, tokens, n_ctx / 2)?,
+            model.config.vocab,
+        ))
     })
 }

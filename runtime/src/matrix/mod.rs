@@ -145,10 +145,11 @@ impl Matrix<'_> {
     }
 }
 
-/// A raw output pointer shared by the row blocks, which write disjoint columns of it.
+/// A raw output pointer shared by parallel jobs that write disjoint parts of one buffer (row
+/// blocks' columns here, attention heads' columns in the model).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every block writes only its own columns [r0, r1) of each output row.
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: every user writes only its own disjoint part of the buffer.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
