@@ -320,7 +320,7 @@ fn chat(gen: &mut Generator, file: &GgufFile) -> Result<(), String> {
         });
     }
     let interactive = gen.args.prompt.is_none();
-    if interactive && !std::io::stdin().is_terminal() && !cfg!(test) {
+    if interactive && !std::io::stdin().is_terminal() {
         eprintln!("athena-run: reading turns from stdin, one per line");
     }
     let mut lines = std::io::stdin().lock().lines();
@@ -449,11 +449,17 @@ fn bench(
             })
         );
     } else {
+        let mut parts = Vec::new();
+        if pp > 0 {
+            parts.push(format!("pp{pp} {:.1} tokens/s", mean(&pp_tps)));
+        }
+        if tg > 0 {
+            parts.push(format!("tg{tg} {:.1} tokens/s", mean(&tg_tps)));
+        }
         println!(
-            "{}: pp{pp} {:.1} tokens/s, tg{tg} {:.1} tokens/s ({} threads, {} reps, kernels {:?}), load {load_s:.2} s, peak memory {} MiB",
+            "{}: {} ({} threads, {} reps, kernels {:?}), load {load_s:.2} s, peak memory {} MiB",
             args.file.display(),
-            mean(&pp_tps),
-            mean(&tg_tps),
+            parts.join(", "),
             rayon::current_num_threads(),
             args.bench_reps,
             athena_runtime::kernels::isa(),
