@@ -137,21 +137,17 @@ pub fn perplexity_of_model(
     progress: &mut dyn FnMut(PerplexityProgress),
 ) -> Result<PerplexityReport, String> {
     let is_file = model_path.is_file();
-    let kv = match engine {
-        Engine::Runtime(kv) => kv,
-        _ => athena_runtime::KvType::F16,
-    };
-    let device = match engine {
-        Engine::Auto if is_file => None,
+    let engine = match engine {
+        Engine::Auto if is_file => Engine::Runtime(athena_runtime::KvType::F16),
+        Engine::Auto => Engine::Reference(Device::Cpu),
         Engine::Runtime(_) if !is_file => {
             return Err(format!(
-            "{}: the runtime engine runs GGUF files; use the reference engine for a model folder",
-            model_path.display()
-        ))
+                "{}: the runtime engine runs GGUF files; use the reference engine for a model \
+                 folder",
+                model_path.display()
+            ))
         }
-        Engine::Runtime(_) => None,
-        Engine::Auto => Some(Device::Cpu),
-        Engine::Reference(device) => Some(device),
+        resolved => resolved,
     };
     let chunks_of = |tokenizer: &Tokenizer, on_text: &mut dyn FnMut(&TextInfo)| {
         let raw = std::fs::read_to_string(&text.path)
@@ -171,8 +167,8 @@ pub fn perplexity_of_model(
         });
         Ok::<_, String>(chunks)
     };
-    match device {
-        None => {
+    match engine {
+        Engine::Runtime(kv) => {
             let file = open_gguf(model_path)?;
             let tokenizer = tokenizer_of_gguf(model_path, &file)?;
             let model = athena_runtime::Model::load(&file)
@@ -180,12 +176,13 @@ pub fn perplexity_of_model(
             let chunks = chunks_of(&tokenizer, on_text)?;
             perplexity_runtime(&model, &chunks, kv, progress).map_err(|e| e.to_string())
         }
-        Some(device) => {
+        Engine::Reference(device) => {
             let (source, tokenizer) = open_model(model_path)?;
             let chunks = chunks_of(&tokenizer, on_text)?;
             let model = Model::new(source.as_ref(), device).map_err(|e| e.to_string())?;
             perplexity(&model, &chunks, progress).map_err(|e| e.to_string())
         }
+        Engine::Auto => unreachable!("Auto is resolved above"),
     }
 }
 

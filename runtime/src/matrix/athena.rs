@@ -113,13 +113,6 @@ impl<'a> AthenaMatrix<'a> {
         self.cols
     }
 
-    /// Bytes this weight holds in memory beyond the mapped file (tables and f32 side data).
-    pub fn heap_bytes(&self) -> usize {
-        4 * (self.table.len()
-            + self.row_scales.as_ref().map_or(0, Vec::len)
-            + self.lowrank.as_ref().map_or(0, |(a, b)| a.len() + b.len()))
-    }
-
     /// Q^T x: the signs, then per block of B columns the butterfly stages and 1/sqrt(B) (spec
     /// section 5, applied to the input vector).
     fn rotate_input(&self, x: &mut [f32]) {
@@ -150,22 +143,9 @@ impl<'a> AthenaMatrix<'a> {
         }
     }
 
-    /// The input as the kernels read it: rotated, then `dp` lanes per group, zero-padded.
+    /// The rotated input as the kernels read it: `dp` lanes per group, zero-padded (also past
+    /// a partial last group).
     fn padded_input(&self, x: &[f32]) -> Vec<f32> {
-        let mut xr;
-        let x = if self.rotation > 0 {
-            xr = x.to_vec();
-            self.rotate_input(&mut xr);
-            &xr[..]
-        } else {
-            x
-        };
-        if self.dp == self.d {
-            // Zeros for the columns past a partial last group (d not dividing cols).
-            let mut xp = x.to_vec();
-            xp.resize(self.groups * self.dp, 0.0);
-            return xp;
-        }
         let mut xp = vec![0.0f32; self.groups * self.dp];
         for (g, chunk) in x.chunks(self.d).enumerate() {
             xp[g * self.dp..g * self.dp + chunk.len()].copy_from_slice(chunk);
@@ -201,19 +181,22 @@ impl<'a> AthenaMatrix<'a> {
         acc
     }
 
-    /// The input of [`Self::dot`]: rotated and padded, and B x' for the low-rank part.
+    /// The input of [`Self::dot`]: x' = Q^T x padded to the codebook's lanes, and B x' for the
+    /// low-rank part.
     pub fn prepare(&self, x: &[f32]) -> AthenaInput {
-        let xp = self.padded_input(x);
+        let mut xr = x.to_vec();
+        self.rotated_input(&mut xr);
         let z = match &self.lowrank {
-            Some((_, b)) => {
-                let xr = self.unpad(&xp);
-                b.chunks_exact(self.cols)
-                    .map(|row| kernels::f32_dot(row, &xr))
-                    .collect()
-            }
+            Some((_, b)) => b
+                .chunks_exact(self.cols)
+                .map(|row| kernels::f32_dot(row, &xr))
+                .collect(),
             None => Vec::new(),
         };
-        AthenaInput { xp, z }
+        AthenaInput {
+            xp: self.padded_input(&xr),
+            z,
+        }
     }
 
     /// Row `i` of Ŵ times the prepared input: s_i (V x')_i + A_i (B x').
@@ -228,19 +211,8 @@ impl<'a> AthenaMatrix<'a> {
         acc
     }
 
-    fn unpad(&self, xp: &[f32]) -> Vec<f32> {
-        if self.dp == self.d {
-            return xp[..self.cols].to_vec();
-        }
-        let mut x = Vec::with_capacity(self.cols);
-        for g in 0..self.groups {
-            let width = self.d.min(self.cols - g * self.d);
-            x.extend_from_slice(&xp[g * self.dp..g * self.dp + width]);
-        }
-        x
-    }
-
-    /// The rotated input Q^T x (the identity without a rotation), for [`Self::decode_rotated_rows`].
+    /// x becomes Q^T x (unchanged without a rotation), the input of [`Self::decode_rotated_rows`]
+    /// and of the kernels.
     pub fn rotated_input(&self, x: &mut [f32]) {
         if self.rotation > 0 {
             self.rotate_input(x);
