@@ -5,14 +5,15 @@
 # folder's perplexity is measured in the same run as the reference.
 #
 # Usage: [SET=budget|ablation|all|qwen] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
-# (run tools/fetch-models.sh first; on 2 cores SET=budget took about 2.5 hours in session 16,
-# plus about 9 minutes each for the --bits 5 and 5.5 rows added in session 24; the --bits 2,
-# 2.25 and 2.5 rows about half an hour each with block-wise tuning; since session 21 those
-# three also tune end to end by default, which took 13-27 minutes per epoch in session 20, so
-# expect about an hour more; SET=ablation about 2 hours: eleven --bits 3 conversions of
-# 6.5-8 minutes, each then verified and measured, ~10 minutes a row in session 17; SET=qwen
-# converts Qwen2.5-Coder-0.5B instead (tools/fetch-models.sh --qwen first): 38-57 minutes per
-# --bits 3 conversion in session 22, so about 2.5 hours)
+# (run tools/fetch-models.sh first; on 2 cores SET=budget took about 2.5 hours at c7c76d6
+# (2026-12-05), plus about 9 minutes each for the --bits 5 and 5.5 rows added in dfa5f61; the
+# --bits 2, 2.25 and 2.5 rows about half an hour each with block-wise tuning; since 8494ef4
+# (2026-12-06) those three also tune end to end by default, which took 13-27 minutes per epoch
+# at 2f240ee, so expect about an hour more; SET=ablation about 2 hours: eleven --bits 3
+# conversions of 6.5-8 minutes, each then verified and measured, ~10 minutes a row at 450c8b1;
+# SET=qwen converts Qwen2.5-Coder-0.5B instead (tools/fetch-models.sh --qwen first): 38-57
+# minutes per --bits 3 conversion at f3e2fe0, so about 2.5 hours. Results and their commits:
+# docs/benchmarks.md)
 #
 # Perplexity of each file comes from `athena-verify FILE --text` (the code behind athena-eval and
 # athena-convert --eval-text), so every row is also a verified file.

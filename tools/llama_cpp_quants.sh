@@ -11,7 +11,8 @@
 #   4. perplexity with athena-eval (ctx CTX, first CHUNKS chunks, the figure docs/benchmarks.md
 #      reports for Athena); types athena-eval cannot read (the IQ family) with llama-perplexity,
 #      which computes with quantized activations (0.2-0.5% off athena-eval on quantized files,
-#      docs/benchmarks.md "Against llama.cpp"); LLAMA_PPL=1 adds llama-perplexity for every row
+#      docs/benchmarks.md "Perplexity checked against llama.cpp"); LLAMA_PPL=1 adds
+#      llama-perplexity for every row
 #
 #   tools/llama_cpp_quants.sh                                   # SmolLM2-135M
 #   MODEL_DIR=~/.cache/athena/models/Qwen2.5-Coder-0.5B-Instruct tools/llama_cpp_quants.sh
