@@ -15,7 +15,9 @@
 # CACHE is ${ATHENA_CACHE:-$HOME/.cache/athena}; wheels are kept in $CACHE/pypi and reused.
 # Idempotent: every step is skipped when its output already exists; outputs are written under a
 # temporary name and renamed, so an interrupted run leaves nothing half-written.
-# athena-materialize is $ATHENA_MATERIALIZE if set, else built and run with cargo from this repo.
+# athena-materialize is $ATHENA_MATERIALIZE if set, else built and run with cargo from this repo
+# in the release profile (the one README command 1 builds; ATHENA_CARGO_PROFILE=dev shares the
+# test build instead, as .ci/run does).
 set -euo pipefail
 
 CACHE="${ATHENA_CACHE:-$HOME/.cache/athena}"
@@ -68,7 +70,7 @@ materialize() {
     if [ -n "${ATHENA_MATERIALIZE:-}" ]; then
         "$ATHENA_MATERIALIZE" "$gguf" "$out"
     else
-        (cd "$REPO" && cargo run --quiet --bin athena-materialize -- "$gguf" "$out")
+        (cd "$REPO" && cargo run --quiet --profile "${ATHENA_CARGO_PROFILE:-release}" --bin athena-materialize -- "$gguf" "$out")
     fi
 }
 

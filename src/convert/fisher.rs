@@ -2,7 +2,7 @@
 //! model's loss with respect to each layer's weights, estimated by the empirical Fisher
 //! (SqueezeLLM's choice): the sum over calibration sequences of the squared gradient of the
 //! sequence's next-token cross-entropy. Unlike the layer-local tr(H) of
-//! [`super::sequential::hessian_traces`], which only sees a layer's inputs, this sees what an
+//! [`super::sensitivity::hessian_traces`], which only sees a layer's inputs, this sees what an
 //! error in the layer costs at the output, through every later block and the LM head.
 //!
 //! Cost: one forward and backward pass of the whole unquantized model per sequence, one
@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{Tensor, Var};
 
-use super::tune::per_thread;
+use super::tuning::parallel::per_thread;
 use crate::model::{Block, LinearKind, Model, ModelError};
 
 /// Sequences the sensitivity pass uses at most: the traces only rank layers against each other,

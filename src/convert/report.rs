@@ -1,9 +1,50 @@
-//! Tables printed by `athena-convert`: the plan before quantizing, the per-layer outcome after.
+//! What a conversion tells its caller: progress events while it runs, the report at the end,
+//! and the tables `athena-convert` prints of them (the plan before quantizing, the per-layer
+//! outcome after).
 
 use std::fmt::Write;
 
-use super::{ConvertReport, PlannedLayer};
+use super::plan::PlannedLayer;
+use super::sequential::{BlockTuning, LayerOutcome, Step};
+use super::tuning::FinetuneOutcome;
 use crate::quantizer::{plan, VqConfig};
+
+/// What a conversion produced.
+#[derive(Debug, Clone)]
+pub struct ConvertReport {
+    pub plan: Vec<PlannedLayer>,
+    pub layers: Vec<LayerOutcome>,
+    /// Per block, when block-wise tuning ran.
+    pub tuning: Vec<BlockTuning>,
+    /// When end-to-end tuning ran.
+    pub finetune: Option<FinetuneOutcome>,
+    /// Weighted bpw of the quantized linear weights, from the stored bytes.
+    pub linear_bpw: f64,
+    pub file_bytes: u64,
+    /// 8 * file bytes / all parameters of the model.
+    pub file_bpw: f64,
+    /// Building the plan (its sensitivity pass, if any).
+    pub plan_seconds: f64,
+    pub seconds: f64,
+}
+
+/// Progress events for the command-line front end.
+pub enum Progress<'a> {
+    Stage(&'a str),
+    /// Sensitivity pass: `done` of `total` units (`unit`: "blocks" or "sequences").
+    Sensitivity {
+        done: usize,
+        total: usize,
+        unit: &'static str,
+    },
+    Plan(&'a [PlannedLayer]),
+    /// Quantizing a layer of (or tuning) block `layer` of `layers`.
+    Block {
+        layer: usize,
+        layers: usize,
+        step: Step,
+    },
+}
 
 /// `d=2 n=64 tile=72x576 i8 r=0` (the stored parameters, as athena-verify prints them) plus
 /// the markers of the baselines and ablations, which the file does not record.
@@ -98,59 +139,9 @@ pub fn render_report(report: &ConvertReport) -> String {
             l.seconds
         );
     }
-    if !report.tuning.is_empty() {
-        let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "{:<5}  {:>13}  {:>13}  {:>7}",
-            "block", "output error", "after tuning", "seconds"
-        );
-        for t in &report.tuning {
-            let _ = writeln!(
-                out,
-                "{:<5}  {:>13.3e}  {:>13.3e}  {:>7.2}",
-                t.layer, t.before, t.after, t.seconds
-            );
-        }
-    }
+    render_block_tuning(&mut out, &report.tuning);
     if let Some(f) = &report.finetune {
-        let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "end-to-end tuning:    KL {:.4} -> {:.4} nats/token ({} steps, {} codes changed, {:.1} s{})",
-            f.before,
-            f.after,
-            f.steps,
-            f.recoded,
-            f.seconds,
-            if f.after == f.before {
-                format!(", undone: the tuned model had KL {:.4}", f.tuned)
-            } else {
-                String::new()
-            }
-        );
-        let _ = match f.held_out {
-            0 => writeln!(out, "  on the {} tuning sequences", f.sequences),
-            held => writeln!(
-                out,
-                "  {} sequence(s) tuned on, KL on {held} held out; after each epoch: {}; kept: {}",
-                f.sequences,
-                f.epoch_kl
-                    .iter()
-                    .map(|kl| format!("{kl:.4}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                match f.kept_epoch {
-                    0 => "none".to_string(),
-                    e => format!("epoch {e}"),
-                }
-            ),
-        };
-        let _ = writeln!(
-            out,
-            "  the layers' rel. loss above is from before this tuning, which matches the model's \
-             output, not the layers'"
-        );
+        render_finetune(&mut out, f);
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "linear bpw (stored):  {:.4}", report.linear_bpw);
@@ -162,6 +153,67 @@ pub fn render_report(report: &ConvertReport) -> String {
         report.seconds, report.plan_seconds
     );
     out
+}
+
+/// The block-wise tuning table: each block's output error before and after.
+fn render_block_tuning(out: &mut String, tuning: &[BlockTuning]) {
+    if tuning.is_empty() {
+        return;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<5}  {:>13}  {:>13}  {:>7}",
+        "block", "output error", "after tuning", "seconds"
+    );
+    for t in tuning {
+        let _ = writeln!(
+            out,
+            "{:<5}  {:>13.3e}  {:>13.3e}  {:>7.2}",
+            t.layer, t.before, t.after, t.seconds
+        );
+    }
+}
+
+/// End-to-end tuning's KL divergence before and after, and per epoch on the held-out sequences.
+fn render_finetune(out: &mut String, f: &FinetuneOutcome) {
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "end-to-end tuning:    KL {:.4} -> {:.4} nats/token ({} steps, {} codes changed, {:.1} s{})",
+        f.before,
+        f.after,
+        f.steps,
+        f.recoded,
+        f.seconds,
+        if f.after == f.before {
+            format!(", undone: the tuned model had KL {:.4}", f.tuned)
+        } else {
+            String::new()
+        }
+    );
+    let _ = match f.held_out {
+        0 => writeln!(out, "  on the {} tuning sequences", f.sequences),
+        held => writeln!(
+            out,
+            "  {} sequence(s) tuned on, KL on {held} held out; after each epoch: {}; kept: {}",
+            f.sequences,
+            f.epoch_kl
+                .iter()
+                .map(|kl| format!("{kl:.4}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            match f.kept_epoch {
+                0 => "none".to_string(),
+                e => format!("epoch {e}"),
+            }
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "  the layers' rel. loss above is from before this tuning, which matches the model's \
+         output, not the layers'"
+    );
 }
 
 #[cfg(test)]

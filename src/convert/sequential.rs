@@ -10,10 +10,11 @@ use std::time::Instant;
 use candle_core::Tensor;
 use faer::Mat;
 
+use super::tuning::{
+    self, FinetuneBlock, FinetuneOptions, FinetuneOutcome, TuneLayer, TuneOptions,
+};
 use crate::calibration::{Accumulate, HessianObserver};
 use crate::checkpoint::names;
-use crate::convert::finetune::{self, FinetuneBlock, FinetuneOptions, FinetuneOutcome};
-use crate::convert::tune::{self, TuneLayer, TuneOptions};
 use crate::export;
 use crate::model::{Block, LinearKind, Model, ModelError};
 use crate::quantizer::{
@@ -114,168 +115,66 @@ fn permute_square(m: &Mat<f64>, n_head: usize) -> Result<Mat<f64>, String> {
     }))
 }
 
-/// Per-layer tr(H) from one pass of the unquantized model (APTQ sensitivities).
-pub fn hessian_traces(
-    model: &Model,
-    sequences: &[Vec<u32>],
-    mut progress: impl FnMut(usize),
-) -> Result<BTreeMap<String, f64>, SequentialError> {
-    let mut observer = HessianObserver::new(Accumulate::Trace);
-    let hidden = model.embed(sequences)?;
-    let mut layer = 0;
-    model.forward_blocks(hidden, Some(&mut observer), |_, _| {
-        progress(layer);
-        layer += 1;
-        Ok(())
-    })?;
-    let mut traces = BTreeMap::new();
-    for layer in 0..model.config().num_hidden_layers {
-        for kind in LinearKind::ALL {
-            let name = kind.hf_name(layer);
-            let trace = observer
-                .trace(&name)
-                .ok_or_else(|| SequentialError::Layer {
-                    layer: name.clone(),
-                    message: "no calibration input reached this layer".into(),
-                })?;
-            traces.insert(format!("{name}.weight"), trace);
-        }
-    }
-    Ok(traces)
+/// The token sequences of the sequential pass.
+pub struct CalibrationSets {
+    /// The Hessians' (and block-wise tuning's).
+    pub hessians: Vec<Vec<u32>>,
+    /// End-to-end tuning's, its held-out ones last.
+    pub end_to_end: Vec<Vec<u32>>,
 }
 
-/// Quantizes every linear layer of `model` with the configuration `plan` gives its weight name,
-/// handing each result (in GGUF row order) and then the block's norm weights to `sink`.
+/// How the sequential pass quantizes and tunes.
+pub struct SequentialOptions<'a> {
+    /// Each linear weight's configuration, by HF name.
+    pub plan: &'a BTreeMap<String, VqConfig>,
+    pub seed: u64,
+    /// BoA: v_proj per kv head under attention-aware Hessians instead of the plain input
+    /// Hessian it shares with q/k.
+    pub attention_hessians: bool,
+    /// BoA: q_proj and k_proj also under the row Hessians of their scores
+    /// (`calibration::attention_rows`).
+    pub row_hessians: bool,
+    pub tune: &'a TuneOptions,
+    pub finetune: &'a FinetuneOptions,
+}
+
+/// Quantizes every linear layer of `model` with the configuration the plan gives its weight
+/// name, handing each result (in GGUF row order) and then the block's norm weights to `sink`.
 /// `progress(layer, step)` is called per layer and before a block's tuning.
-/// With `attention_hessians`, v_proj is quantized per kv head under BoA's attention-aware
-/// Hessians instead of the plain input Hessian it shares with q/k; with `row_hessians`, q_proj
-/// and k_proj also under BoA's row Hessians (`calibration::attention_rows`). With
-/// `tune.epochs > 0`, each block's codebooks are then tuned on the block output (`tune`) before
-/// the block is written.
+/// With `tune.epochs > 0`, each block's codebooks are then tuned on the block output
+/// (`tuning::block`) before the block is written.
 /// With `finetune.epochs > 0`, the blocks are kept until the last one is quantized, every
-/// codebook and norm is tuned end to end (`finetune`) on `finetune_sequences` (the last
+/// codebook and norm is tuned end to end (`tuning::end_to_end`) on `sets.end_to_end` (the last
 /// `finetune.holdout` of them held out), and then all are written, followed by the final norm
 /// ([`FINAL_NORM_NAME`]).
-#[allow(clippy::too_many_arguments)]
 pub fn quantize_model(
     model: &Model,
-    sequences: &[Vec<u32>],
-    finetune_sequences: &[Vec<u32>],
-    plan: &BTreeMap<String, VqConfig>,
-    seed: u64,
-    attention_hessians: bool,
-    row_hessians: bool,
-    tune: &TuneOptions,
-    finetune: &FinetuneOptions,
+    sets: &CalibrationSets,
+    opts: &SequentialOptions<'_>,
     mut progress: impl FnMut(usize, Step),
     mut sink: impl FnMut(&str, BlockTensor<'_>) -> Result<(), String>,
 ) -> Result<SequentialOutcome, SequentialError> {
-    let config = model.config().clone();
-    let mut outcomes = Vec::new();
-    let mut tunings = Vec::new();
-    let mut hidden = model.embed(sequences)?;
-    let finetuning = finetune.epochs > 0;
+    let mut outcome = SequentialOutcome {
+        layers: Vec::new(),
+        tuning: Vec::new(),
+        finetune: None,
+    };
+    let mut hidden = model.embed(&sets.hessians)?;
+    let finetuning = opts.finetune.epochs > 0;
     // End-to-end tuning's target: the unquantized model's last hidden states.
     let mut teacher = match finetuning {
-        true => Some(model.embed(finetune_sequences)?),
+        true => Some(model.embed(&sets.end_to_end)?),
         false => None,
     };
     let mut pending = Vec::new();
-    for layer in 0..config.num_hidden_layers {
+    for layer in 0..model.config().num_hidden_layers {
         let mut block = model.load_block(layer)?;
         if let Some(t) = teacher.as_mut() {
             *t = model.run_block(&block, t, None)?;
         }
-        let mut observer = HessianObserver::new(Accumulate::Hessian);
-        if attention_hessians {
-            observer = observer.with_value_heads();
-        }
-        if row_hessians {
-            observer = observer.with_attention_rows();
-        }
-        // The unquantized block's outputs on the quantized model's inputs: the tuning target,
-        // kept only when tuning. (Tuning towards the unquantized model's own hidden states,
-        // which would also pay back earlier blocks' error, measured worse: 19.05 vs 18.80,
-        // docs/benchmarks.md.)
-        let outputs = model.run_block(&block, &hidden, Some(&mut observer))?;
-        let targets = (tune.epochs > 0).then_some(outputs);
-        let mut done = Vec::with_capacity(LinearKind::ALL.len());
-        for kind in LinearKind::ALL {
-            progress(layer, Step::Quantize(kind));
-            let started = Instant::now();
-            let module = kind.hf_name(layer);
-            let name = format!("{module}.weight");
-            let err = |message: String| SequentialError::Layer {
-                layer: name.clone(),
-                message,
-            };
-            let cfg = plan
-                .get(&name)
-                .ok_or_else(|| err("no configuration planned".into()))?;
-            let weight = &block.linear(kind).weight;
-            let (rows, cols) = weight.dims2().map_err(ModelError::from)?;
-            let mut w: Vec<f32> = weight
-                .flatten_all()
-                .and_then(|t| t.to_vec1())
-                .map_err(ModelError::from)?;
-            // Athena weights are quantized and stored in the GGUF row order (llama's q/k rows
-            // permuted), so a codebook tile groups the rows a runtime reads together.
-            let perm = export::plan_tensor(&config, &name, &[rows, cols])
-                .map_err(|e| err(e.to_string()))?
-                .qk_heads;
-            if let Some(n_head) = perm {
-                w = names::permute_qk(&w, rows, cols, n_head).map_err(|e| err(e.to_string()))?;
-            }
-            let hs: Vec<_> = match observer.value_head_hessians(&module) {
-                [] => vec![observer
-                    .hessian(&module)
-                    .ok_or_else(|| err("no calibration input reached this layer".into()))?
-                    .finish()],
-                heads => heads.iter().map(|h| h.finish()).collect(),
-            };
-            let layer_seed = seed ^ fnv1a(name.as_bytes());
-            let row_h = observer.attention_rows(layer).and_then(|a| match kind {
-                LinearKind::Q => Some(a.query_rows(config.num_attention_heads)),
-                LinearKind::K => Some(a.key_rows()),
-                _ => None,
-            });
-            let q = match row_h {
-                Some(rh) => {
-                    let rh = match perm {
-                        Some(n_head) => permute_square(&rh, n_head).map_err(&err)?,
-                        None => rh,
-                    };
-                    quantize_linear_kronecker(&w, rows, cols, &hs[0], &rh, cfg, layer_seed)
-                }
-                None => quantize_linear_banded(&w, rows, cols, &hs, cfg, layer_seed),
-            }
-            .map_err(|source| SequentialError::Quant {
-                layer: name.clone(),
-                source,
-            })?;
-            set_quantized(&mut block, kind, &q, perm, model).map_err(|e| err(e.to_string()))?;
-            done.push(Done {
-                kind,
-                name,
-                tuned_from: (tune.epochs > 0).then_some((w, hs)),
-                perm,
-                q,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-        }
-        drop(observer);
-        if let Some(targets) = targets {
-            let mut layers: Vec<TuneLayer<'_>> = done.iter_mut().map(Done::tune_layer).collect();
-            progress(layer, Step::Tune);
-            let started = Instant::now();
-            let o = tune::tune_block(model, &mut block, &mut layers, &hidden, &targets, tune)?;
-            tunings.push(BlockTuning {
-                layer,
-                before: o.before,
-                after: o.after,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-        }
+        let (mut done, tuning) =
+            quantize_block(model, &mut block, layer, &hidden, opts, &mut progress)?;
+        outcome.tuning.extend(tuning);
         hidden = model.run_block(&block, &hidden, None)?;
         // The layer losses are final here, also ahead of end-to-end tuning (which optimizes the
         // model's output, not the layers'): keeping every layer's original weight and Hessians
@@ -287,50 +186,191 @@ pub fn quantize_model(
         if finetuning {
             pending.push((block, done));
         } else {
-            write_block(layer, &block, done, &mut outcomes, &mut sink)?;
+            write_block(layer, &block, done, &mut outcome.layers, &mut sink)?;
         }
         release_freed_memory();
     }
-    let mut finetuned = None;
     if let Some(teacher) = teacher {
-        let last = config.num_hidden_layers.saturating_sub(1);
-        let mut head = model.load_head()?;
-        let (mut blocks, mut dones): (Vec<Block>, Vec<Vec<Done>>) = pending.into_iter().unzip();
-        let mut parts: Vec<FinetuneBlock<'_>> = blocks
-            .iter_mut()
-            .zip(dones.iter_mut())
-            .map(|(block, done)| FinetuneBlock {
-                block,
-                layers: done.iter_mut().map(Done::tune_layer).collect(),
-            })
-            .collect();
-        let inputs = model.embed(finetune_sequences)?;
-        finetuned = Some(finetune::finetune_model(
+        outcome.finetune = Some(finetune_and_write(
             model,
-            &mut parts,
-            &mut head,
-            &inputs,
+            pending,
+            &sets.end_to_end,
             &teacher,
-            finetune,
-            &mut |step, steps| progress(last, Step::Finetune { step, steps }),
+            opts.finetune,
+            &mut progress,
+            &mut outcome.layers,
+            &mut sink,
         )?);
-        drop(parts);
-        for (layer, (block, done)) in blocks.iter().zip(dones).enumerate() {
-            write_block(layer, block, done, &mut outcomes, &mut sink)?;
-        }
-        let data: Vec<f32> = head.norm.to_vec1().map_err(ModelError::from)?;
-        sink(FINAL_NORM_NAME, BlockTensor::Norm(&data)).map_err(|message| {
-            SequentialError::Layer {
-                layer: FINAL_NORM_NAME.into(),
-                message,
-            }
-        })?;
     }
-    Ok(SequentialOutcome {
-        layers: outcomes,
-        tuning: tunings,
-        finetune: finetuned,
+    Ok(outcome)
+}
+
+/// Quantizes block `layer`'s linear layers under the Hessians of `hidden` (its inputs, from the
+/// quantized blocks before it), puts their reconstructions into `block`, and tunes the block
+/// when asked.
+fn quantize_block(
+    model: &Model,
+    block: &mut Block,
+    layer: usize,
+    hidden: &[Tensor],
+    opts: &SequentialOptions<'_>,
+    progress: &mut impl FnMut(usize, Step),
+) -> Result<(Vec<Done>, Option<BlockTuning>), SequentialError> {
+    let mut observer = HessianObserver::new(Accumulate::Hessian);
+    if opts.attention_hessians {
+        observer = observer.with_value_heads();
+    }
+    if opts.row_hessians {
+        observer = observer.with_attention_rows();
+    }
+    // The unquantized block's outputs on the quantized model's inputs: the tuning target,
+    // kept only when tuning. (Tuning towards the unquantized model's own hidden states,
+    // which would also pay back earlier blocks' error, measured worse: 19.05 vs 18.80,
+    // docs/CHANGELOG.md.)
+    let outputs = model.run_block(block, hidden, Some(&mut observer))?;
+    let targets = (opts.tune.epochs > 0).then_some(outputs);
+    let mut done = Vec::with_capacity(LinearKind::ALL.len());
+    for kind in LinearKind::ALL {
+        progress(layer, Step::Quantize(kind));
+        done.push(quantize_layer(model, block, layer, kind, &observer, opts)?);
+    }
+    drop(observer);
+    let Some(targets) = targets else {
+        return Ok((done, None));
+    };
+    let mut layers: Vec<TuneLayer<'_>> = done.iter_mut().map(Done::tune_layer).collect();
+    progress(layer, Step::Tune);
+    let started = Instant::now();
+    let o = tuning::tune_block(model, block, &mut layers, hidden, &targets, opts.tune)?;
+    drop(layers);
+    let tuning = BlockTuning {
+        layer,
+        before: o.before,
+        after: o.after,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((done, Some(tuning)))
+}
+
+/// Quantizes one linear layer of `block` (in GGUF row order) under the Hessians `observer`
+/// gathered and puts its reconstruction into the block.
+fn quantize_layer(
+    model: &Model,
+    block: &mut Block,
+    layer: usize,
+    kind: LinearKind,
+    observer: &HessianObserver,
+    opts: &SequentialOptions<'_>,
+) -> Result<Done, SequentialError> {
+    let config = model.config();
+    let started = Instant::now();
+    let module = kind.hf_name(layer);
+    let name = format!("{module}.weight");
+    let err = |message: String| SequentialError::Layer {
+        layer: name.clone(),
+        message,
+    };
+    let cfg = opts
+        .plan
+        .get(&name)
+        .ok_or_else(|| err("no configuration planned".into()))?;
+    let weight = &block.linear(kind).weight;
+    let (rows, cols) = weight.dims2().map_err(ModelError::from)?;
+    let mut w: Vec<f32> = weight
+        .flatten_all()
+        .and_then(|t| t.to_vec1())
+        .map_err(ModelError::from)?;
+    // Athena weights are quantized and stored in the GGUF row order (llama's q/k rows
+    // permuted), so a codebook tile groups the rows a runtime reads together.
+    let perm = export::plan_tensor(config, &name, &[rows, cols])
+        .map_err(|e| err(e.to_string()))?
+        .qk_heads;
+    if let Some(n_head) = perm {
+        w = names::permute_qk(&w, rows, cols, n_head).map_err(|e| err(e.to_string()))?;
+    }
+    let hs: Vec<_> = match observer.value_head_hessians(&module) {
+        [] => vec![observer
+            .hessian(&module)
+            .ok_or_else(|| err("no calibration input reached this layer".into()))?
+            .finish()],
+        heads => heads.iter().map(|h| h.finish()).collect(),
+    };
+    let layer_seed = opts.seed ^ fnv1a(name.as_bytes());
+    let row_h = observer.attention_rows(layer).and_then(|a| match kind {
+        LinearKind::Q => Some(a.query_rows(config.num_attention_heads)),
+        LinearKind::K => Some(a.key_rows()),
+        _ => None,
+    });
+    let q = match row_h {
+        Some(rh) => {
+            let rh = match perm {
+                Some(n_head) => permute_square(&rh, n_head).map_err(&err)?,
+                None => rh,
+            };
+            quantize_linear_kronecker(&w, rows, cols, &hs[0], &rh, cfg, layer_seed)
+        }
+        None => quantize_linear_banded(&w, rows, cols, &hs, cfg, layer_seed),
+    }
+    .map_err(|source| SequentialError::Quant {
+        layer: name.clone(),
+        source,
+    })?;
+    block
+        .set_stored_weight(kind, &q.dequantized, perm)
+        .map_err(|e| err(e.to_string()))?;
+    Ok(Done {
+        kind,
+        tuned_from: (opts.tune.epochs > 0).then_some((w, hs)),
+        perm,
+        q,
+        seconds: started.elapsed().as_secs_f64(),
+        name,
     })
+}
+
+/// Tunes every kept block end to end, then writes them all and the final norm.
+#[allow(clippy::too_many_arguments)]
+fn finetune_and_write(
+    model: &Model,
+    pending: Vec<(Block, Vec<Done>)>,
+    sequences: &[Vec<u32>],
+    teacher: &[Tensor],
+    opts: &FinetuneOptions,
+    progress: &mut impl FnMut(usize, Step),
+    outcomes: &mut Vec<LayerOutcome>,
+    sink: &mut impl FnMut(&str, BlockTensor<'_>) -> Result<(), String>,
+) -> Result<FinetuneOutcome, SequentialError> {
+    let last = model.config().num_hidden_layers.saturating_sub(1);
+    let mut head = model.load_head()?;
+    let (mut blocks, mut dones): (Vec<Block>, Vec<Vec<Done>>) = pending.into_iter().unzip();
+    let mut parts: Vec<FinetuneBlock<'_>> = blocks
+        .iter_mut()
+        .zip(dones.iter_mut())
+        .map(|(block, done)| FinetuneBlock {
+            block,
+            layers: done.iter_mut().map(Done::tune_layer).collect(),
+        })
+        .collect();
+    let inputs = model.embed(sequences)?;
+    let finetuned = tuning::end_to_end::finetune_model(
+        model,
+        &mut parts,
+        &mut head,
+        &inputs,
+        teacher,
+        opts,
+        &mut |step, steps| progress(last, Step::Finetune { step, steps }),
+    )?;
+    drop(parts);
+    for (layer, (block, done)) in blocks.iter().zip(dones).enumerate() {
+        write_block(layer, block, done, outcomes, sink)?;
+    }
+    let data: Vec<f32> = head.norm.to_vec1().map_err(ModelError::from)?;
+    sink(FINAL_NORM_NAME, BlockTensor::Norm(&data)).map_err(|message| SequentialError::Layer {
+        layer: FINAL_NORM_NAME.into(),
+        message,
+    })?;
+    Ok(finetuned)
 }
 
 /// Hands a finished block's quantized layers and norms to the sink and records the layers'
@@ -340,7 +380,7 @@ fn write_block(
     block: &Block,
     done: Vec<Done>,
     outcomes: &mut Vec<LayerOutcome>,
-    sink: &mut dyn FnMut(&str, BlockTensor<'_>) -> Result<(), String>,
+    sink: &mut impl FnMut(&str, BlockTensor<'_>) -> Result<(), String>,
 ) -> Result<(), SequentialError> {
     for l in done {
         let err = |message: String| SequentialError::Layer {
@@ -401,24 +441,6 @@ impl Done {
             qk_heads: self.perm,
         }
     }
-}
-
-/// Puts a layer's reconstruction (GGUF row order) into the block (HF row order).
-pub(super) fn set_quantized(
-    block: &mut Block,
-    kind: LinearKind,
-    q: &QuantizedLinear,
-    perm: Option<usize>,
-    model: &Model,
-) -> Result<(), ModelError> {
-    let (rows, cols) = (q.vq.rows, q.vq.cols);
-    let mut w = q.dequantized.clone();
-    if let Some(n_head) = perm {
-        w = names::unpermute_qk(&w, rows, cols, n_head)
-            .map_err(|e| ModelError::Invalid(e.to_string()))?;
-    }
-    let t = Tensor::from_vec(w, (rows, cols), model.device())?;
-    block.set_weight(kind, t)
 }
 
 /// FNV-1a: a stable per-layer seed offset (std's hashers are not stable across releases).

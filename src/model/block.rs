@@ -150,6 +150,24 @@ impl Block {
         Ok(())
     }
 
+    /// Replaces one layer's weight by a quantized layer's reconstruction, given in the GGUF row
+    /// order it is stored in (`qk_heads`: the heads of llama's q/k row permutation, if any).
+    pub fn set_stored_weight(
+        &mut self,
+        kind: LinearKind,
+        stored: &[f32],
+        qk_heads: Option<usize>,
+    ) -> std::result::Result<(), ModelError> {
+        let dims = self.linears[kind as usize].weight.dims2()?;
+        let w = match qk_heads {
+            Some(n_head) => crate::checkpoint::names::unpermute_qk(stored, dims.0, dims.1, n_head)
+                .map_err(|e| ModelError::Invalid(e.to_string()))?,
+            None => stored.to_vec(),
+        };
+        let device = self.linears[kind as usize].weight.device().clone();
+        self.set_weight(kind, Tensor::from_vec(w, dims, &device)?)
+    }
+
     /// Runs the block on one sequence `x` of shape `[seq, hidden]` (positions `0..seq`).
     /// `cos`/`sin` are RoPE tables with at least `seq` rows; `observer` sees every linear input.
     pub fn forward(

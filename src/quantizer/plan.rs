@@ -37,7 +37,7 @@ pub struct LayerPlan {
 /// would serve 3.67 and 4 bits, where d = 2 is nearly as good and k-means is much cheaper).
 /// Levels above [`LevelLimits::max_centroids`] are left out: k-means time grows with n, and
 /// d = 4 with 2048 or 4096 centroids on the MLP layers at --bits 3 measured 2-5% lower layer
-/// loss for 2.7x the conversion time (docs/benchmarks.md, session 7).
+/// loss for 2.7x the conversion time (docs/CHANGELOG.md, 2026-11-27, bda71c1).
 pub const LEVELS: [(usize, usize); 26] = [
     (2, 8),
     (2, 16),

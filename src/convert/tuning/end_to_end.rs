@@ -2,7 +2,7 @@
 //! Norm-Tweaking's observation that RMSNorm weights are worth tuning at low bit rates): the
 //! codebook values of every layer (indices fixed) and every RMSNorm weight are tuned with Adam so
 //! that the quantized model's next-token distribution matches the unquantized model's, i.e. the
-//! KL divergence on the calibration sequences. The block-wise step (`tune`) matches one block's
+//! KL divergence on the calibration sequences. The block-wise step (`block`) matches one block's
 //! output, an MSE dominated by a few massive-activation channels; this objective is the one
 //! perplexity measures, and it can pay back errors that earlier blocks passed on.
 //! The per-row scales are tuned with the codebooks. Codebooks and scales are stored (int8 or
@@ -12,10 +12,9 @@ use std::time::Instant;
 
 use candle_core::{backprop::GradStore, DType, Tensor, Var, D};
 
+use super::parallel::{accumulate, per_thread, summed_per_thread};
 use super::recode::{recode_layer, Moments, RECODE_WARMUP};
-use super::tune::{
-    accumulate, per_thread, summed_per_thread, CodebookWeight, GroupedAdam, TuneLayer,
-};
+use super::weight::{CodebookWeight, GroupedAdam, TuneLayer};
 use crate::checkpoint::ModelConfig;
 use crate::model::{Block, Head, Model, ModelError};
 
@@ -51,8 +50,8 @@ pub struct FinetuneOptions {
 /// decides whether to tune by default. Most of it is f32 copies of the linear weights: each
 /// layer's reconstructions (the quantizer's, the layer's, the block's), the weight variables of
 /// a step, and about one more per worker thread of a step (its gradient store and the graphs
-/// of its sequences). Measured on SmolLM2-135M (106M linear weights, 405 MiB in f32; sessions
-/// 20-21): 5719 MiB with one worker and 6857 MiB with two before the layers' Hessians were
+/// of its sequences). Measured on SmolLM2-135M (106M linear weights, 405 MiB in f32; 2f240ee
+/// and cc51512, 2026-12-06): 5719 MiB with one worker and 6857 MiB with two before the layers' Hessians were
 /// dropped during the tuning (cc51512), which took the short check from 5887 to 4709 MiB; after
 /// it, 5041 MiB at --bits 2.25 with two. This estimate gives 6912 and 7722 MiB: on the safe
 /// side. The vocabulary term covers the embedding, the head and the KL divergence's
@@ -107,14 +106,7 @@ pub fn finetune_model(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<FinetuneOutcome, ModelError> {
     let started = Instant::now();
-    let config = model.config();
-    let device = model.device();
-    let mut seq = 0;
-    for x in inputs {
-        seq = seq.max(x.dim(0)?);
-    }
-    let (cos, sin) = model.rope_tables(seq)?;
-    let teacher_head = head.clone();
+    let objective = Objective::new(model, head, inputs)?;
     let all: Vec<(&Tensor, &Tensor)> = inputs.iter().zip(teacher).collect();
     if all.len() <= opts.holdout {
         return Err(ModelError::Invalid(format!(
@@ -125,87 +117,15 @@ pub fn finetune_model(
     }
     let (items, held) = all.split_at(all.len() - opts.holdout);
     let judge = if held.is_empty() { items } else { held };
-    let forward = |b: &&Block, h: &Tensor| b.forward(config, h, &cos, &sin, None);
-    // KL divergence from the teacher's distribution given its last hidden states `t`, for the
-    // student's last hidden states `h`.
-    let kl = |head: &Head, h: &Tensor, t: &Tensor| {
-        let student = candle_nn::ops::log_softmax(&head.logits(h)?, D::Minus1)?;
-        let target = candle_nn::ops::log_softmax(&teacher_head.logits(t)?, D::Minus1)?;
-        (target.exp()? * (target - student)?)?
-            .sum(D::Minus1)?
-            .mean_all()
-    };
-    let loss_of = |blocks: &[&Block], head: &Head, x: &Tensor, t: &Tensor| {
-        let mut h = x.clone();
-        for b in blocks {
-            h = forward(b, &h)?;
-        }
-        kl(head, &h, t)
-    };
-    let evaluate = |blocks: &[FinetuneBlock<'_>],
-                    head: &Head,
-                    on: &[(&Tensor, &Tensor)]|
-     -> candle_core::Result<f64> {
-        let refs: Vec<&Block> = blocks.iter().map(|b| &*b.block).collect();
-        let per_item: Vec<f64> = per_thread(on, &|part| {
-            part.iter()
-                .map(|(x, t)| {
-                    loss_of(&refs, head, x, t)?
-                        .to_scalar::<f32>()
-                        .map(f64::from)
-                })
-                .collect::<candle_core::Result<Vec<f64>>>()
-        })?
-        .concat();
-        Ok(per_item.iter().sum::<f64>() / per_item.len().max(1) as f64)
-    };
-    let before = evaluate(blocks, head, judge)?;
+    let before = objective.evaluate(blocks, head, judge)?;
 
-    let mut params: Vec<Vec<CodebookWeight>> = blocks
-        .iter()
-        .map(|b| {
-            b.layers
-                .iter()
-                .map(|l| CodebookWeight::new(l, device).map(CodebookWeight::straight_through))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .collect::<Result<_, _>>()?;
-    let norms: Vec<[Var; 2]> = blocks
-        .iter()
-        .map(|b| {
-            Ok([
-                Var::from_tensor(&b.block.input_layernorm)?,
-                Var::from_tensor(&b.block.post_attention_layernorm)?,
-            ])
-        })
-        .collect::<candle_core::Result<_>>()?;
-    let final_norm = Var::from_tensor(&head.norm)?;
-
-    let mut norm_vars: Vec<Var> = norms.iter().flatten().cloned().collect();
-    norm_vars.push(final_norm.clone());
+    let mut vars = Variables::new(blocks, head, model.device(), opts.code_fraction > 0.0)?;
     // For the undo: the values alone (the reconstructions are rebuilt from them), not copies
     // of the layers' full-size reconstructions.
-    let untuned = Snapshot::take(&params, &norm_vars)?;
-    // Gradients with respect to the stored vectors, for the discrete step: candle keeps the
-    // gradients of variables only, so each layer's vectors get a zero variable added.
-    let probes: Vec<Var> = if opts.code_fraction > 0.0 {
-        params
-            .iter()
-            .flatten()
-            .map(|p| Var::zeros(p.gathered_shape(), DType::F32, device))
-            .collect::<candle_core::Result<_>>()?
-    } else {
-        Vec::new()
-    };
-    let mut moments: Vec<Moments> = params
-        .iter()
-        .flatten()
-        .take(probes.len())
-        .map(|p| Moments::new(p.gathered_shape().0 * p.gathered_shape().1))
-        .collect();
+    let untuned = Snapshot::take(&vars.params, &vars.norm_vars)?;
     let mut adam = GroupedAdam::for_codebooks(
-        params.iter().flatten(),
-        norm_vars.clone(),
+        vars.params.iter().flatten(),
+        vars.norm_vars.clone(),
         opts.learning_rate,
     )?;
     let batch = opts.batch.max(1);
@@ -217,106 +137,16 @@ pub fn finetune_model(
     for epoch in 1..=opts.epochs {
         for chunk in items.chunks(batch) {
             progress(step, steps);
-            // The model's graph starts at each layer's weight (a variable here): the chain
-            // from the codebooks to the weight is differentiated once per step below, not once
-            // per sequence, and is not part of the graph that backward keeps alive.
-            let weights: Vec<Var> = params
-                .iter()
-                .flatten()
-                .map(|p| Var::from_tensor(&p.weight()?.detach()))
-                .collect::<candle_core::Result<_>>()?;
-            let mut weight = weights.iter();
-            for ((b, ps), [a, m]) in blocks.iter_mut().zip(&params).zip(&norms) {
-                for (p, w) in ps.iter().zip(&mut weight) {
-                    b.block.set_weight(p.kind, w.as_tensor().clone())?;
-                }
-                b.block.input_layernorm = a.as_tensor().clone();
-                b.block.post_attention_layernorm = m.as_tensor().clone();
-            }
-            head.norm = final_norm.as_tensor().clone();
-            let keep: Vec<Tensor> = weights
-                .iter()
-                .chain(&norm_vars)
-                .map(|v| v.as_tensor().clone())
-                .collect();
-            let refs: Vec<&Block> = blocks.iter().map(|b| &*b.block).collect();
-            let mut grads = checkpointed_gradients(
-                &refs,
-                &forward,
-                &|h, t| kl(head, h, t),
-                KL_ROWS,
-                chunk,
-                &keep,
-            )?;
-            let layers: Vec<(&CodebookWeight, &Var, Option<&Var>)> = params
-                .iter()
-                .flatten()
-                .zip(&weights)
-                .enumerate()
-                .map(|(i, (p, w))| (p, w, probes.get(i)))
-                .collect();
-            let chained = per_thread(&layers, &|part| {
-                part.iter()
-                    .map(|&(p, w, probe)| match grads.get(w.as_tensor()) {
-                        Some(g) => codebook_gradients(p, probe, g),
-                        None => Ok(LayerGradients::default()),
-                    })
-                    .collect::<candle_core::Result<Vec<_>>>()
-            })?
-            .into_iter()
-            .flatten();
-            let mut probe_grads = Vec::with_capacity(probes.len());
-            for ((_, w, _), layer) in layers.iter().zip(chained) {
-                grads.remove(w.as_tensor());
-                for (v, g) in layer.vars {
-                    grads.insert(&v, g);
-                }
-                probe_grads.push(layer.probe);
-            }
-            drop(layers);
-            adam.step(&grads)?;
-            for ((p, grad), moments) in params
-                .iter_mut()
-                .flatten()
-                .zip(probe_grads)
-                .zip(&mut moments)
-            {
-                let Some(grad) = grad else {
-                    continue;
-                };
-                moments.update(&grad.flatten_all()?.to_vec1()?);
-                if step + 1 < RECODE_WARMUP {
-                    continue;
-                }
-                let centroids: Vec<f32> = p.centroids.as_tensor().flatten_all()?.to_vec1()?;
-                let mut codes = p.codes.clone();
-                recoded += recode_layer(
-                    &centroids,
-                    p.d,
-                    p.n,
-                    &mut codes,
-                    moments,
-                    // The moments are in the centroids' units: with row scales, weight / s.
-                    (opts.code_step / p.row_scale_rms()) as f32,
-                    opts.code_fraction,
-                );
-                p.set_codes(codes)?;
-            }
+            let probe_grads = train_step(&objective, &vars, &mut adam, blocks, head, chunk)?;
+            recoded += vars.recode(probe_grads, step, opts)?;
             step += 1;
         }
         if !held.is_empty() {
-            for ((b, ps), [a, m]) in blocks.iter_mut().zip(&params).zip(&norms) {
-                for p in ps {
-                    b.block.set_weight(p.kind, p.weight()?.detach())?;
-                }
-                b.block.input_layernorm = a.as_tensor().detach();
-                b.block.post_attention_layernorm = m.as_tensor().detach();
-            }
-            head.norm = final_norm.as_tensor().detach();
-            let kl = evaluate(blocks, head, held)?;
+            vars.install_detached(blocks, head)?;
+            let kl = objective.evaluate(blocks, head, held)?;
             epoch_kl.push(kl);
             if kl < before && best.as_ref().is_none_or(|(b, _, _)| kl < *b) {
-                best = Some((kl, epoch, Snapshot::take(&params, &norm_vars)?));
+                best = Some((kl, epoch, Snapshot::take(&vars.params, &vars.norm_vars)?));
             }
         }
     }
@@ -327,22 +157,22 @@ pub fn finetune_model(
         if let Some((_, epoch, snapshot)) = best {
             kept_epoch = epoch;
             if epoch < opts.epochs {
-                snapshot.restore(&mut params, &norm_vars)?;
+                snapshot.restore(&mut vars.params, &vars.norm_vars)?;
             }
         }
     }
 
     // Store the tuned codebooks as the file will hold them, install the stored reconstructions
     // and detached norms (the blocks must not keep the tuning graph alive), and measure again.
-    install(model, blocks, &params, &norms, &final_norm, head)?;
-    let tuned = evaluate(blocks, head, judge)?;
+    vars.store(blocks, head)?;
+    let tuned = objective.evaluate(blocks, head, judge)?;
     let mut after = tuned;
     // With held-out sequences, no epoch beat the untuned model (kept_epoch 0): undo, even if
     // storing the codebooks happened to lower the KL. Storing the untuned codebooks again
     // rebuilds the untuned reconstructions exactly.
     if after >= before || kept_epoch == 0 {
-        untuned.restore(&mut params, &norm_vars)?;
-        install(model, blocks, &params, &norms, &final_norm, head)?;
+        untuned.restore(&mut vars.params, &vars.norm_vars)?;
+        vars.store(blocks, head)?;
         after = before;
     }
     Ok(FinetuneOutcome {
@@ -359,26 +189,315 @@ pub fn finetune_model(
     })
 }
 
-/// Stores every layer's codebooks and scales as the file will hold them, installs the stored
-/// reconstructions in the blocks and the norms, detached, in the blocks and `head`.
-fn install(
-    model: &Model,
+/// One Adam step on the sequences of `chunk`: the gradients of the KL divergence with respect to
+/// every tuned variable, chained from the layers' weights. Returns the gradients with respect to
+/// the stored vectors (for the discrete step; `None` per layer without probes).
+fn train_step(
+    objective: &Objective<'_>,
+    vars: &Variables,
+    adam: &mut GroupedAdam,
     blocks: &mut [FinetuneBlock<'_>],
-    params: &[Vec<CodebookWeight>],
-    norms: &[[Var; 2]],
-    final_norm: &Var,
     head: &mut Head,
-) -> Result<(), ModelError> {
-    for ((b, ps), [a, m]) in blocks.iter_mut().zip(params).zip(norms) {
-        for (p, l) in ps.iter().zip(b.layers.iter_mut()) {
-            p.write_back(l.quantized)?;
-            super::sequential::set_quantized(b.block, l.kind, l.quantized, l.qk_heads, model)?;
+    chunk: &[(&Tensor, &Tensor)],
+) -> Result<Vec<Option<Tensor>>, ModelError> {
+    let weights = vars.install_for_step(blocks, head)?;
+    let keep: Vec<Tensor> = weights
+        .iter()
+        .chain(&vars.norm_vars)
+        .map(|v| v.as_tensor().clone())
+        .collect();
+    let refs: Vec<&Block> = blocks.iter().map(|b| &*b.block).collect();
+    let head = &*head;
+    let mut grads = checkpointed_gradients(
+        &refs,
+        &|b, h| objective.forward(b, h),
+        &|h, t| objective.kl(head, h, t),
+        KL_ROWS,
+        chunk,
+        &keep,
+    )?;
+    let probe_grads = vars.chain_gradients(&weights, &mut grads)?;
+    adam.step(&grads)?;
+    Ok(probe_grads)
+}
+
+/// What end-to-end tuning minimises: the KL divergence of the quantized model's next-token
+/// distribution from the unquantized model's (`teacher_head` on the teacher's last hidden
+/// states), the blocks run on RoPE tables for the longest sequence.
+struct Objective<'a> {
+    config: &'a ModelConfig,
+    cos: Tensor,
+    sin: Tensor,
+    teacher_head: Head,
+}
+
+impl<'a> Objective<'a> {
+    fn new(model: &'a Model, head: &Head, inputs: &[Tensor]) -> Result<Self, ModelError> {
+        let mut seq = 0;
+        for x in inputs {
+            seq = seq.max(x.dim(0)?);
         }
-        b.block.input_layernorm = a.as_tensor().detach();
-        b.block.post_attention_layernorm = m.as_tensor().detach();
+        let (cos, sin) = model.rope_tables(seq)?;
+        Ok(Self {
+            config: model.config(),
+            cos,
+            sin,
+            teacher_head: head.clone(),
+        })
     }
-    head.norm = final_norm.as_tensor().detach();
-    Ok(())
+
+    fn forward(&self, b: &Block, h: &Tensor) -> candle_core::Result<Tensor> {
+        b.forward(self.config, h, &self.cos, &self.sin, None)
+    }
+
+    /// KL divergence from the teacher's distribution given its last hidden states `t`, for the
+    /// student's last hidden states `h`.
+    fn kl(&self, head: &Head, h: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+        let student = candle_nn::ops::log_softmax(&head.logits(h)?, D::Minus1)?;
+        let target = candle_nn::ops::log_softmax(&self.teacher_head.logits(t)?, D::Minus1)?;
+        (target.exp()? * (target - student)?)?
+            .sum(D::Minus1)?
+            .mean_all()
+    }
+
+    fn loss(
+        &self,
+        blocks: &[&Block],
+        head: &Head,
+        x: &Tensor,
+        t: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let mut h = x.clone();
+        for b in blocks {
+            h = self.forward(b, &h)?;
+        }
+        self.kl(head, &h, t)
+    }
+
+    /// The mean KL divergence over `on` (input, teacher) with the blocks as they are.
+    fn evaluate(
+        &self,
+        blocks: &[FinetuneBlock<'_>],
+        head: &Head,
+        on: &[(&Tensor, &Tensor)],
+    ) -> candle_core::Result<f64> {
+        let refs: Vec<&Block> = blocks.iter().map(|b| &*b.block).collect();
+        let per_item: Vec<f64> = per_thread(on, &|part| {
+            part.iter()
+                .map(|(x, t)| {
+                    self.loss(&refs, head, x, t)?
+                        .to_scalar::<f32>()
+                        .map(f64::from)
+                })
+                .collect::<candle_core::Result<Vec<f64>>>()
+        })?
+        .concat();
+        Ok(per_item.iter().sum::<f64>() / per_item.len().max(1) as f64)
+    }
+}
+
+/// What end-to-end tuning trains: every layer's codebook weight, every block's two norms and
+/// the final norm; with the discrete step, a zero probe per layer on its stored vectors and the
+/// moments of their gradients.
+struct Variables {
+    params: Vec<Vec<CodebookWeight>>,
+    norms: Vec<[Var; 2]>,
+    final_norm: Var,
+    /// The norms' variables in one list (the blocks' in order, then the final norm).
+    norm_vars: Vec<Var>,
+    /// Gradients with respect to the stored vectors, for the discrete step: candle keeps the
+    /// gradients of variables only, so each layer's vectors get a zero variable added.
+    probes: Vec<Var>,
+    moments: Vec<Moments>,
+}
+
+impl Variables {
+    fn new(
+        blocks: &[FinetuneBlock<'_>],
+        head: &Head,
+        device: &candle_core::Device,
+        recode: bool,
+    ) -> Result<Self, ModelError> {
+        let params: Vec<Vec<CodebookWeight>> = blocks
+            .iter()
+            .map(|b| {
+                b.layers
+                    .iter()
+                    .map(|l| CodebookWeight::new(l, device).map(CodebookWeight::straight_through))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<_, _>>()?;
+        let norms: Vec<[Var; 2]> = blocks
+            .iter()
+            .map(|b| {
+                Ok([
+                    Var::from_tensor(&b.block.input_layernorm)?,
+                    Var::from_tensor(&b.block.post_attention_layernorm)?,
+                ])
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let final_norm = Var::from_tensor(&head.norm)?;
+        let mut norm_vars: Vec<Var> = norms.iter().flatten().cloned().collect();
+        norm_vars.push(final_norm.clone());
+        let probes: Vec<Var> = match recode {
+            true => params
+                .iter()
+                .flatten()
+                .map(|p| Var::zeros(p.gathered_shape(), DType::F32, device))
+                .collect::<candle_core::Result<_>>()?,
+            false => Vec::new(),
+        };
+        let moments: Vec<Moments> = params
+            .iter()
+            .flatten()
+            .take(probes.len())
+            .map(|p| Moments::new(p.gathered_shape().0 * p.gathered_shape().1))
+            .collect();
+        Ok(Self {
+            params,
+            norms,
+            final_norm,
+            norm_vars,
+            probes,
+            moments,
+        })
+    }
+
+    /// Installs every layer's weight as a fresh variable, returned in layer order, and the norm
+    /// variables: the model's graph starts at each layer's weight, so the chain from the
+    /// codebooks to the weight is differentiated once per step (`chain_gradients`), not once
+    /// per sequence, and is not part of the graph that backward keeps alive.
+    fn install_for_step(
+        &self,
+        blocks: &mut [FinetuneBlock<'_>],
+        head: &mut Head,
+    ) -> Result<Vec<Var>, ModelError> {
+        let weights: Vec<Var> = self
+            .params
+            .iter()
+            .flatten()
+            .map(|p| Var::from_tensor(&p.weight()?.detach()))
+            .collect::<candle_core::Result<_>>()?;
+        let mut weight = weights.iter();
+        for ((b, ps), [a, m]) in blocks.iter_mut().zip(&self.params).zip(&self.norms) {
+            for (p, w) in ps.iter().zip(&mut weight) {
+                b.block.set_weight(p.kind, w.as_tensor().clone())?;
+            }
+            b.block.input_layernorm = a.as_tensor().clone();
+            b.block.post_attention_layernorm = m.as_tensor().clone();
+        }
+        head.norm = self.final_norm.as_tensor().clone();
+        Ok(weights)
+    }
+
+    /// Installs the tuned weights (not yet stored) and norms, detached, to measure them.
+    fn install_detached(
+        &self,
+        blocks: &mut [FinetuneBlock<'_>],
+        head: &mut Head,
+    ) -> Result<(), ModelError> {
+        for ((b, ps), [a, m]) in blocks.iter_mut().zip(&self.params).zip(&self.norms) {
+            for p in ps {
+                b.block.set_weight(p.kind, p.weight()?.detach())?;
+            }
+            b.block.input_layernorm = a.as_tensor().detach();
+            b.block.post_attention_layernorm = m.as_tensor().detach();
+        }
+        head.norm = self.final_norm.as_tensor().detach();
+        Ok(())
+    }
+
+    /// Replaces each layer's weight gradient in `grads` by the gradients of its variables (the
+    /// chain rule through `CodebookWeight::weight_from`); returns the probes' gradients.
+    fn chain_gradients(
+        &self,
+        weights: &[Var],
+        grads: &mut GradStore,
+    ) -> candle_core::Result<Vec<Option<Tensor>>> {
+        let layers: Vec<(&CodebookWeight, &Var, Option<&Var>)> = self
+            .params
+            .iter()
+            .flatten()
+            .zip(weights)
+            .enumerate()
+            .map(|(i, (p, w))| (p, w, self.probes.get(i)))
+            .collect();
+        let chained = per_thread(&layers, &|part| {
+            part.iter()
+                .map(|&(p, w, probe)| match grads.get(w.as_tensor()) {
+                    Some(g) => codebook_gradients(p, probe, g),
+                    None => Ok(LayerGradients::default()),
+                })
+                .collect::<candle_core::Result<Vec<_>>>()
+        })?
+        .into_iter()
+        .flatten();
+        let mut probe_grads = Vec::with_capacity(self.probes.len());
+        for ((_, w, _), layer) in layers.iter().zip(chained) {
+            grads.remove(w.as_tensor());
+            for (v, g) in layer.vars {
+                grads.insert(&v, g);
+            }
+            probe_grads.push(layer.probe);
+        }
+        Ok(probe_grads)
+    }
+
+    /// The discrete step after Adam step `step` (`recode`), from the third step on; returns the
+    /// codes changed.
+    fn recode(
+        &mut self,
+        probe_grads: Vec<Option<Tensor>>,
+        step: usize,
+        opts: &FinetuneOptions,
+    ) -> candle_core::Result<usize> {
+        let mut recoded = 0;
+        for ((p, grad), moments) in self
+            .params
+            .iter_mut()
+            .flatten()
+            .zip(probe_grads)
+            .zip(&mut self.moments)
+        {
+            let Some(grad) = grad else {
+                continue;
+            };
+            moments.update(&grad.flatten_all()?.to_vec1()?);
+            if step + 1 < RECODE_WARMUP {
+                continue;
+            }
+            let centroids: Vec<f32> = p.centroids.as_tensor().flatten_all()?.to_vec1()?;
+            let mut codes = p.codes.clone();
+            recoded += recode_layer(
+                &centroids,
+                p.d,
+                p.n,
+                &mut codes,
+                moments,
+                // The moments are in the centroids' units: with row scales, weight / s.
+                (opts.code_step / p.row_scale_rms()) as f32,
+                opts.code_fraction,
+            );
+            p.set_codes(codes)?;
+        }
+        Ok(recoded)
+    }
+
+    /// Stores every layer's codebooks and scales as the file will hold them, installs the
+    /// stored reconstructions in the blocks and the norms, detached, in the blocks and `head`.
+    fn store(&self, blocks: &mut [FinetuneBlock<'_>], head: &mut Head) -> Result<(), ModelError> {
+        for ((b, ps), [a, m]) in blocks.iter_mut().zip(&self.params).zip(&self.norms) {
+            for (p, l) in ps.iter().zip(b.layers.iter_mut()) {
+                p.write_back(l.quantized)?;
+                b.block
+                    .set_stored_weight(l.kind, &l.quantized.dequantized, l.qk_heads)?;
+            }
+            b.block.input_layernorm = a.as_tensor().detach();
+            b.block.post_attention_layernorm = m.as_tensor().detach();
+        }
+        head.norm = self.final_norm.as_tensor().detach();
+        Ok(())
+    }
 }
 
 /// The gradient of the mean of `loss(last block's output, teacher)` over `items` (embedded

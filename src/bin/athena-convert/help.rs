@@ -1,0 +1,53 @@
+//! athena-convert's help texts.
+
+pub const ABOUT: &str =
+    "Convert a Hugging Face LLM checkpoint (llama, mistral, qwen2) into a GGUF file.";
+
+pub const LONG_ABOUT: &str = "\
+Convert a Hugging Face LLM checkpoint (llama, mistral, qwen2) into a GGUF file that stock
+llama.cpp loads: every tensor under its llama.cpp name and layout (q/k rows permuted for llama
+and mistral, tied embeddings without output.weight), the full llama.cpp metadata
+(hyperparameters, tokenizer with merges or scores, special tokens, pre-tokenizer name, chat
+template).
+
+MODEL is a Hugging Face folder (config.json, *.safetensors, tokenizer.json, and optionally
+tokenizer_config.json / chat_template.jinja). For convenience MODEL may also be a .gguf file:
+its tensors are dequantized to f32 and re-encoded, and its tokenizer is rebuilt from its own
+vocabulary (the way athena-materialize writes tokenizer.json).
+
+The output is written to a temporary file beside OUT and renamed into place only when complete;
+on any error nothing is left behind.";
+
+pub const AFTER_HELP: &str = "\
+Examples:
+  # Half-precision export of an HF folder (the default type is f16)
+  athena-convert ./SmolLM2-135M-Instruct smollm2-f16.gguf
+
+  # Q8_0, with a custom general.name
+  athena-convert ./Qwen2.5-Coder-0.5B qwen-q8_0.gguf --type q8_0 --name Qwen2.5-Coder-0.5B
+
+  # Re-encode an existing GGUF (e.g. a dequantized Q4_1) as bf16, replacing OUT if it exists
+  athena-convert SmolLM2-135M-Instruct.Q4_1.gguf smollm2-bf16.gguf --type bf16 --force
+
+Tensor types (llama.cpp's rules): 1-D tensors, norms and biases are always F32. With --type q8_0,
+a matrix whose rows are not a multiple of 32 long is written as F16 instead.
+
+Athena quantization (needs an HF folder and the calibration text; see tools/fetch-models.sh):
+  # 3 bits per weight on average over the linear layers, mixed precision from the Hessians
+  athena-convert ~/.cache/athena/models/SmolLM2-135M-Instruct smollm2-3bit.gguf --bits 3
+
+  # One configuration for every layer: d=2, 64 centroids, tiles of 64 rows x all columns
+  athena-convert MODEL out.gguf --vq 2,64,64,576
+
+  # A baseline in the same code, for comparison
+  athena-convert MODEL gptq-3bit.gguf --bits 3 --method gptq
+
+  # Measure the result right away (ANCHORS.md's setting: wiki text, context 512, 32 chunks)
+  athena-convert MODEL out.gguf --bits 3 --eval-text ~/.cache/athena/text/wiki.utf8 --eval-chunks 32
+
+The plan (per-layer configuration and bpw) is printed before quantizing; at the end a table gives
+per layer the configuration, bpw and relative layer loss tr(dW H dW^T) / tr(W H W^T), then the
+totals, time and peak memory. Check the result with athena-verify.
+
+Exit status: 0 on success, 1 when the conversion fails (the message names the file or tensor),
+2 for command-line usage errors, 130 when interrupted (Ctrl-C or SIGTERM; the temp file is removed).";

@@ -1,0 +1,155 @@
+//! The file a conversion writes: llama.cpp's metadata and the converter's own keys, every tensor
+//! that is not a quantized linear weight in its plain type, then the quantized layers and the
+//! block norms as the sequential pass hands them over, in block order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::error::ConvertError;
+use super::options::ConvertOptions;
+use super::sequential::{self, BlockTensor};
+use crate::checkpoint::{names, DenseTensor, TensorSource};
+use crate::container::athena;
+use crate::container::gguf::Value;
+use crate::container::model_file::ModelFileWriter;
+use crate::export::{self, plain, PlainType, TensorPlan};
+
+/// The output file while the conversion runs, with the sizes the report gives.
+pub struct OutputFile {
+    writer: ModelFileWriter,
+    embed_type: PlainType,
+    /// Norm weights written when the sequential pass hands them over (tuning may change them).
+    deferred: BTreeMap<String, TensorPlan>,
+    /// Every parameter of the model (for the file's bits per parameter).
+    pub parameters: u64,
+    linear_bits: u64,
+    linear_weights: u64,
+}
+
+/// What the finished file holds, by size.
+pub struct WrittenFile {
+    pub file_bytes: u64,
+    /// Weighted bpw of the quantized linear weights, from the stored bytes.
+    pub linear_bpw: f64,
+    /// 8 * file bytes / all parameters of the model.
+    pub file_bpw: f64,
+}
+
+impl OutputFile {
+    /// Opens the output (a temporary file until `finish`) and records the metadata: `meta`
+    /// (llama.cpp's keys) and how the file was made.
+    pub fn create(
+        opts: &ConvertOptions,
+        meta: Vec<(String, Value)>,
+        calibration_tokens: usize,
+    ) -> Result<Self, ConvertError> {
+        let mut writer = ModelFileWriter::create(&opts.out)?;
+        for (key, value) in meta {
+            writer.add_metadata(key, value);
+        }
+        let method = format!("{:?}", opts.quantizer.method).to_lowercase();
+        writer.add_metadata("athena.converter.method", method);
+        writer.add_metadata("athena.converter.seed", Value::U64(opts.quantizer.seed));
+        writer.add_metadata(
+            "athena.converter.calibration_tokens",
+            Value::U64(calibration_tokens as u64),
+        );
+        if let Some(bits) = opts.size.bits {
+            writer.add_metadata("athena.converter.bits_budget", Value::F64(bits));
+        }
+        // The command line's default for it depends on the machine's memory.
+        writer.add_metadata(
+            "athena.converter.finetune_epochs",
+            Value::U64(opts.finetune.epochs as u64),
+        );
+        Ok(Self {
+            writer,
+            embed_type: opts.size.embed_type,
+            deferred: BTreeMap::new(),
+            parameters: 0,
+            linear_bits: 0,
+            linear_weights: 0,
+        })
+    }
+
+    /// Writes every tensor of `source` that is neither a `quantized` weight nor a norm the
+    /// sequential pass hands over (the block norms, and the final norm with end-to-end tuning):
+    /// embeddings, biases, the output matrix.
+    pub fn write_plain_tensors(
+        &mut self,
+        source: &dyn TensorSource,
+        quantized: &BTreeMap<String, crate::quantizer::VqConfig>,
+        layers: usize,
+        final_norm_deferred: bool,
+    ) -> Result<(), ConvertError> {
+        let mut handed_over: BTreeSet<String> =
+            (0..layers).flat_map(sequential::block_norm_names).collect();
+        if final_norm_deferred {
+            handed_over.insert(sequential::FINAL_NORM_NAME.to_string());
+        }
+        for tp in export::plan_tensors(source)? {
+            self.parameters += tp.hf_shape.iter().product::<usize>() as u64;
+            if quantized.contains_key(&tp.hf_name) {
+                continue;
+            }
+            if handed_over.contains(&tp.hf_name) {
+                self.deferred.insert(tp.hf_name.clone(), tp);
+                continue;
+            }
+            let data = export::to_gguf_layout(&tp, source.load(&tp.hf_name)?)?;
+            write_plain(&mut self.writer, self.embed_type, &tp, &data)?;
+        }
+        Ok(())
+    }
+
+    /// Takes a finished tensor from the sequential pass (its sink).
+    pub fn add(&mut self, name: &str, tensor: BlockTensor<'_>) -> Result<(), String> {
+        match tensor {
+            BlockTensor::Quantized(q) => {
+                let gguf =
+                    names::hf_to_gguf(name).ok_or_else(|| format!("no GGUF name for {name}"))?;
+                let encoded = athena::encode(&gguf, q);
+                self.linear_bits += 8 * encoded.stored_bytes();
+                self.linear_weights += (q.vq.rows * q.vq.cols) as u64;
+                self.writer.add_weight(&encoded).map_err(|e| e.to_string())
+            }
+            BlockTensor::Norm(data) => {
+                let tp = self
+                    .deferred
+                    .get(name)
+                    .ok_or_else(|| format!("{name} is not a tensor of the model"))?;
+                let dense = DenseTensor {
+                    shape: tp.hf_shape.clone(),
+                    data: data.to_vec(),
+                };
+                let data = export::to_gguf_layout(tp, dense).map_err(|e| e.to_string())?;
+                write_plain(&mut self.writer, self.embed_type, tp, &data).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Writes the file and renames it into place.
+    pub fn finish(self) -> Result<WrittenFile, ConvertError> {
+        let file_bytes = self.writer.finish()?;
+        Ok(WrittenFile {
+            file_bytes,
+            linear_bpw: self.linear_bits as f64 / self.linear_weights.max(1) as f64,
+            file_bpw: 8.0 * file_bytes as f64 / self.parameters.max(1) as f64,
+        })
+    }
+}
+
+/// Writes a tensor that is not Athena-quantized, in the type `plain::tensor_type` picks for it.
+fn write_plain(
+    writer: &mut ModelFileWriter,
+    embed_type: PlainType,
+    tp: &TensorPlan,
+    data: &[f32],
+) -> Result<(), ConvertError> {
+    let ty = plain::tensor_type(embed_type, &tp.gguf_name, &tp.dims);
+    let bytes = plain::encode(ty, data).map_err(|e| export::ExportError::Tensor {
+        name: tp.hf_name.clone(),
+        message: e.to_string(),
+    })?;
+    writer.add_tensor(&tp.gguf_name, &tp.dims, ty, &bytes)?;
+    Ok(())
+}
