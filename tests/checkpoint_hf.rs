@@ -418,3 +418,184 @@ fn linear_weights_count_every_projection_weight() {
         assert_eq!(c.linear_weights(), projections);
     }
 }
+
+#[test]
+fn hyperparameters_that_no_model_has_are_refused_by_name() {
+    let p = Path::new("x/config.json");
+    let refused = |edit: &dyn Fn(&mut serde_json::Value), needle: &str| {
+        let mut v = tiny_config("llama");
+        edit(&mut v);
+        let e = ModelConfig::from_hf_value(&v, p).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(
+            e.contains(needle) && e.contains("x/config.json"),
+            "expected {needle:?} in {e:?}"
+        );
+    };
+    let cases: [(&str, serde_json::Value, &str); 14] = [
+        ("rms_norm_eps", json!(0.0), "'rms_norm_eps' is 0"),
+        ("rms_norm_eps", json!(-1e-5), "'rms_norm_eps' is -1e-5"),
+        // Positive, but 0 as the f32 the GGUF file stores.
+        ("rms_norm_eps", json!(1e-50), "that an f32 holds"),
+        ("rope_theta", json!(0), "'rope_theta' is 0"),
+        ("rope_theta", json!(-10000.0), "'rope_theta' is -10000.0"),
+        ("rope_theta", json!(1e39), "'rope_theta' is 1e39"),
+        // Positive and an f32, but its RoPE frequencies are not (the first is 1 / factor).
+        (
+            "rope_scaling",
+            json!({"type": "linear", "factor": 1e-39}),
+            "beyond the range of an f32",
+        ),
+        (
+            "max_position_embeddings",
+            json!(0),
+            "'max_position_embeddings' is 0; it must be positive",
+        ),
+        ("num_key_value_heads", json!(0), "num_key_value_heads"),
+        ("vocab_size", json!(0), "'vocab_size' must be positive"),
+        (
+            "num_hidden_layers",
+            json!(0),
+            "'num_hidden_layers' must be positive",
+        ),
+        ("head_dim", json!(5), "head_dim (5) must be even"),
+        (
+            "vocab_size",
+            json!(1u64 << 62),
+            "'vocab_size' x 'hidden_size' (4611686018427387904 x 16 weights) is too large",
+        ),
+        (
+            "num_hidden_layers",
+            json!(1u64 << 60),
+            "'num_hidden_layers' blocks of this size exceed 2^64 bytes",
+        ),
+    ];
+    for (key, value, needle) in cases {
+        refused(&|v| v[key] = value.clone(), needle);
+    }
+    let llama3 = |low: serde_json::Value, high: serde_json::Value, orig: serde_json::Value| {
+        json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": low,
+               "high_freq_factor": high, "original_max_position_embeddings": orig})
+    };
+    refused(
+        &|v| v["rope_scaling"] = llama3(json!(4.0), json!(4.0), json!(8192)),
+        "'rope_scaling.high_freq_factor' (4) must be greater than 'rope_scaling.low_freq_factor' (4)",
+    );
+    refused(
+        &|v| v["rope_scaling"] = llama3(json!("1"), json!(4.0), json!(8192)),
+        "'rope_scaling.low_freq_factor' must be a number",
+    );
+    refused(
+        &|v| v["rope_scaling"] = llama3(json!(1.0), json!(4.0), json!(0)),
+        "'rope_scaling.original_max_position_embeddings' is 0",
+    );
+    refused(
+        &|v| v["rope_scaling"] = llama3(json!(0.0), json!(4.0), json!(8192)),
+        "'rope_scaling.low_freq_factor' is 0",
+    );
+    // The valid llama3 scaling still reads.
+    let mut v = tiny_config("llama");
+    v["rope_scaling"] = llama3(json!(1.0), json!(4.0), json!(8192));
+    ModelConfig::from_hf_value(&v, p).unwrap();
+}
+
+#[test]
+fn a_config_claiming_a_huge_number_of_layers_fails_on_the_first_missing_block() {
+    let (dir, _) = tiny_dir("llama");
+    let mut c = tiny_config("llama");
+    c["num_hidden_layers"] = json!(1u64 << 40);
+    std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+    let e = err_string(HfFolder::open_validated(dir.path()));
+    assert!(
+        e.contains("'model.layers.2.input_layernorm.weight': not found"),
+        "{e}"
+    );
+}
+
+/// A tiny folder whose `name` tensor holds `bad` in a few places, stored as `dtype`.
+fn folder_with(name: &str, dtype: Dtype, bad: &[(usize, f32)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config("llama");
+    let mut tensors = random_tensors(&config, 2);
+    for &(at, x) in bad {
+        tensors.get_mut(name).unwrap().1[at] = x;
+    }
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let enc: EncodedTensors = tensors
+        .iter()
+        .map(|(n, (s, d))| {
+            let bytes = match dtype {
+                Dtype::F16 => d
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+                Dtype::BF16 => d
+                    .iter()
+                    .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                    .collect(),
+                _ => f32_bytes(d),
+            };
+            (n.clone(), (dtype, s.clone(), bytes))
+        })
+        .collect();
+    write_safetensors(&dir.path().join("model.safetensors"), &enc);
+    dir
+}
+
+#[test]
+fn non_finite_weights_are_named_with_their_count() {
+    let name = "model.layers.1.mlp.up_proj.weight";
+    for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+        let dir = folder_with(
+            name,
+            dtype,
+            &[(0, f32::NAN), (7, f32::INFINITY), (511, f32::NEG_INFINITY)],
+        );
+        let f = HfFolder::open_validated(dir.path()).unwrap();
+        // At load, and by the scan of the whole checkpoint that a conversion runs first.
+        for e in [
+            f.load(name).unwrap_err().to_string(),
+            f.check_finite().unwrap_err().to_string(),
+        ] {
+            assert!(
+                e.contains(name) && e.contains("3 of 512 values are not finite"),
+                "{dtype:?}: {e}"
+            );
+        }
+        f.load("model.layers.1.mlp.down_proj.weight").unwrap();
+    }
+    // f16 overflows to infinity at 65520: a large finite f32 weight stored as f16 is caught too.
+    let dir = folder_with(name, Dtype::F16, &[(3, 1e5)]);
+    let f = HfFolder::open_validated(dir.path()).unwrap();
+    assert!(f
+        .check_finite()
+        .unwrap_err()
+        .to_string()
+        .contains("1 of 512"));
+    let (dir, _) = tiny_dir("llama");
+    HfFolder::open_validated(dir.path())
+        .unwrap()
+        .check_finite()
+        .unwrap();
+}
+
+#[test]
+fn folder_files_lists_what_reading_the_folder_opens() {
+    let (dir, _) = tiny_dir("llama");
+    write_tokenizer(dir.path(), &["hello"], false);
+    std::fs::write(dir.path().join("extra.safetensors"), b"x").unwrap();
+    std::fs::write(dir.path().join("README.md"), b"x").unwrap();
+    let names: Vec<String> = athena::checkpoint::folder_files(dir.path())
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "config.json",
+            "extra.safetensors",
+            "model.safetensors",
+            "tokenizer.json"
+        ]
+    );
+}

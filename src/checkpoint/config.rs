@@ -87,6 +87,127 @@ impl ModelConfig {
         per_block * self.num_hidden_layers as u64
     }
 
+    /// Checks what every later stage relies on, whichever file the config came from: every size
+    /// positive, the heads splitting into the key/value groups, an even head size (RoPE rotates
+    /// pairs), finite positive norm epsilon, RoPE base and scaling factors that an f32 (the GGUF
+    /// type) holds, finite RoPE frequencies, and tensors whose sizes fit in memory. `key` names
+    /// a hyperparameter, given by its config.json key, the way the source spells it. The error
+    /// is one line naming the key.
+    pub fn check(&self, key: &dyn Fn(&str) -> String) -> Result<(), String> {
+        let sizes = [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ];
+        if let Some((k, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{} is 0; it must be positive", key(k)));
+        }
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
+            return Err(format!(
+                "{} ({}) is not a multiple of {} ({})",
+                key("num_attention_heads"),
+                self.num_attention_heads,
+                key("num_key_value_heads"),
+                self.num_key_value_heads
+            ));
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(format!(
+                "{} ({}) must be even (RoPE rotates pairs of values)",
+                key("head_dim"),
+                self.head_dim
+            ));
+        }
+        positive_f32(self.rms_norm_eps, &key("rms_norm_eps"))?;
+        positive_f32(self.rope_theta, &key("rope_theta"))?;
+        if let Some(s) = &self.rope_scaling {
+            positive_f32(s.factor, &key("rope_scaling.factor"))?;
+            if let Some(low) = s.low_freq_factor {
+                positive_f32(low, &key("rope_scaling.low_freq_factor"))?;
+            }
+            if let Some(high) = s.high_freq_factor {
+                positive_f32(high, &key("rope_scaling.high_freq_factor"))?;
+            }
+            if let (Some(low), Some(high)) = (s.low_freq_factor, s.high_freq_factor) {
+                if high <= low {
+                    return Err(format!(
+                        "{} ({high}) must be greater than {} ({low})",
+                        key("rope_scaling.high_freq_factor"),
+                        key("rope_scaling.low_freq_factor")
+                    ));
+                }
+            }
+            if s.original_max_position_embeddings == Some(0) {
+                return Err(format!(
+                    "{} is 0; it must be positive",
+                    key("rope_scaling.original_max_position_embeddings")
+                ));
+            }
+        }
+        // The largest RoPE frequency: the first pair's (1) or, for a base below 1, the last
+        // pair's; scaling divides by the factor (llama3 by at most the factor).
+        let dim = self.head_dim as f64;
+        let mut fastest = self.rope_theta.powf(-(dim - 2.0) / dim).max(1.0);
+        if let Some(s) = &self.rope_scaling {
+            fastest /= s.factor.min(1.0);
+        }
+        if !(fastest as f32).is_finite() {
+            return Err(format!(
+                "{} ({}) gives RoPE frequencies beyond the range of an f32",
+                key("rope_theta"),
+                self.rope_theta
+            ));
+        }
+        self.check_tensor_sizes(key)
+    }
+
+    /// Every tensor's f32 copy fits in one allocation, and the whole model's bytes in a u64.
+    fn check_tensor_sizes(&self, key: &dyn Fn(&str) -> String) -> Result<(), String> {
+        let (h, ff, vocab) = (
+            self.hidden_size as u128,
+            self.intermediate_size as u128,
+            self.vocab_size as u128,
+        );
+        let q = self.num_attention_heads as u128 * self.head_dim as u128;
+        let kv = self.num_key_value_heads as u128 * self.head_dim as u128;
+        let largest = isize::MAX as u128 / 4;
+        let q_name = format!("{} x {}", key("num_attention_heads"), key("head_dim"));
+        for (rows, what) in [
+            (vocab, key("vocab_size")),
+            (q, q_name),
+            (ff, key("intermediate_size")),
+        ] {
+            if rows.checked_mul(h).is_none_or(|n| n > largest) {
+                return Err(format!(
+                    "{what} x {} ({rows} x {h} weights) is too large for a tensor in memory",
+                    key("hidden_size")
+                ));
+            }
+        }
+        let biases = if self.attention_bias { q + 2 * kv } else { 0 };
+        let per_block = 2 * h + 2 * q * h + 2 * kv * h + 3 * ff * h + biases;
+        let heads = if self.tie_word_embeddings { 1 } else { 2 };
+        let total = per_block
+            .checked_mul(self.num_hidden_layers as u128)
+            .and_then(|blocks| blocks.checked_add(heads * vocab * h + h))
+            .filter(|&n| n <= u64::MAX as u128 / 4);
+        if total.is_none() {
+            return Err(format!(
+                "{} blocks of this size exceed 2^64 bytes",
+                key("num_hidden_layers")
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads an HF `config.json` (llama, mistral, qwen2).
     pub fn from_hf_json(path: &Path) -> Result<Self, CheckpointError> {
         let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io {
@@ -206,7 +327,7 @@ impl ModelConfig {
             Architecture::Llama => 2048,
             _ => 32768,
         };
-        Ok(ModelConfig {
+        let config = ModelConfig {
             architecture,
             hidden_size,
             intermediate_size: need("intermediate_size")?,
@@ -224,7 +345,21 @@ impl ModelConfig {
             attention_bias,
             bos_token_id: get_token("bos_token_id")?,
             eos_token_id: get_token("eos_token_id")?,
-        })
+        };
+        config.check(&|k| format!("'{k}'")).map_err(invalid)?;
+        Ok(config)
+    }
+}
+
+/// A hyperparameter stored as an f32 in GGUF: finite, above 0, and not 0 or infinite as an f32.
+fn positive_f32(x: f64, name: &str) -> Result<(), String> {
+    let single = x as f32;
+    if x.is_finite() && x > 0.0 && single.is_finite() && single > 0.0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} is {x:?}; it must be a positive number that an f32 holds"
+        ))
     }
 }
 
@@ -296,12 +431,29 @@ fn parse_rope_scaling(
         .and_then(Value::as_f64)
         .filter(|f| *f > 0.0)
         .ok_or_else(|| invalid("'rope_scaling.factor' must be a positive number".into()))?;
-    let low_freq_factor = obj.get("low_freq_factor").and_then(Value::as_f64);
-    let high_freq_factor = obj.get("high_freq_factor").and_then(Value::as_f64);
-    let original_max_position_embeddings = obj
-        .get("original_max_position_embeddings")
-        .and_then(Value::as_u64)
-        .map(|n| n as usize);
+    // Present but of the wrong type is an error, not a field left out.
+    let number = |k: &str| match obj.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| invalid(format!("'rope_scaling.{k}' must be a number"))),
+    };
+    let low_freq_factor = number("low_freq_factor")?;
+    let high_freq_factor = number("high_freq_factor")?;
+    let original_max_position_embeddings = match obj.get("original_max_position_embeddings") {
+        None | Some(Value::Null) => None,
+        Some(x) => Some(
+            x.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        "'rope_scaling.original_max_position_embeddings' must be a non-negative integer"
+                            .into(),
+                    )
+                })?,
+        ),
+    };
     if rope_type == "llama3"
         && (low_freq_factor.is_none()
             || high_freq_factor.is_none()

@@ -132,13 +132,36 @@ impl GgufSource {
                 shape,
             });
         }
-        for required in ["model.embed_tokens.weight", "model.norm.weight"] {
-            if !entries.iter().any(|e| e.hf_name == required) {
-                return Err(CheckpointError::MissingTensor {
-                    path: path.clone(),
-                    name: names::hf_to_gguf(required).unwrap_or_default(),
-                });
+        // Every tensor the config implies is here (the shapes of those present were checked
+        // above), so a model never fails on a missing tensor after its first blocks have run.
+        // And nothing else: a block beyond block_count or a bias the first block lacks would be
+        // carried along or dropped without a word.
+        let present: std::collections::HashSet<&str> =
+            entries.iter().map(|e| e.hf_name.as_str()).collect();
+        let mut expected = std::collections::HashSet::new();
+        for (hf_name, _) in super::each_expected_tensor(&config) {
+            if !present.contains(hf_name.as_str()) {
+                return Err(missing(&path, &hf_name));
             }
+            expected.insert(hf_name);
+        }
+        if let Some(extra) = entries.iter().find(|e| !expected.contains(&e.hf_name)) {
+            let name = match &extra.storage {
+                Storage::Plain(index) => file.tensors[*index].name.as_str(),
+                Storage::Athena(w) => w.as_str(),
+            };
+            return Err(bad(
+                &path,
+                name,
+                format!(
+                    "not part of the model the metadata describes ({} blocks{})",
+                    config.num_hidden_layers,
+                    match config.attention_bias {
+                        true => ", q/k/v biases",
+                        false => ", no q/k/v biases as blk.0 has none",
+                    }
+                ),
+            ));
         }
         Ok(GgufSource {
             path,
@@ -183,19 +206,11 @@ impl TensorSource for GgufSource {
     fn shape(&self, name: &str) -> Result<Vec<usize>, CheckpointError> {
         self.entry(name)
             .map(|e| e.shape.clone())
-            .ok_or_else(|| CheckpointError::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-            })
+            .ok_or_else(|| missing(&self.path, name))
     }
 
     fn load(&self, name: &str) -> Result<DenseTensor, CheckpointError> {
-        let entry = self
-            .entry(name)
-            .ok_or_else(|| CheckpointError::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-            })?;
+        let entry = self.entry(name).ok_or_else(|| missing(&self.path, name))?;
         let n = entry.shape.iter().product::<usize>();
         let (gguf_name, data) = match &entry.storage {
             Storage::Plain(index) => {
@@ -216,6 +231,14 @@ impl TensorSource for GgufSource {
                 (w.as_str(), decoded)
             }
         };
+        let non_finite = data.iter().filter(|x| !x.is_finite()).count();
+        if non_finite > 0 {
+            return Err(bad(
+                &self.path,
+                gguf_name,
+                format!("{non_finite} of {n} values are not finite (NaN or infinity)"),
+            ));
+        }
         let data = match (self.config.architecture, names::qk_role(name)) {
             (Architecture::Llama | Architecture::Mistral, Some(role)) => {
                 let n_head = match role {
@@ -378,9 +401,23 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
             "llama3-style RoPE frequency factors cannot be expressed as an HF config here",
         ));
     }
+    // The forward uses one head size for queries, keys and values, and rotates all of it.
+    for other in ["attention.value_length", "rope.dimension_count"] {
+        if let Some(n) = opt_usize(other)? {
+            if n != head_dim {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "key '{}' is {n}, but the head size is {head_dim} (only equal sizes are supported)",
+                        key(other)
+                    ),
+                ));
+            }
+        }
+    }
     let token_id = |k: &str| f.get(k).and_then(|v| v.as_u32());
 
-    Ok(ModelConfig {
+    let config = ModelConfig {
         architecture,
         hidden_size,
         intermediate_size: req_usize("feed_forward_length")?,
@@ -397,7 +434,33 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
         attention_bias: f.tensor("blk.0.attn_q.bias").is_some(),
         bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
         eos_token_id: token_id("tokenizer.ggml.eos_token_id"),
-    })
+    };
+    let vocab_from_tokens = f.get("tokenizer.ggml.tokens").is_some();
+    config
+        .check(&|hf_key| {
+            let gguf_key = match hf_key {
+                "hidden_size" => "embedding_length",
+                "intermediate_size" => "feed_forward_length",
+                "num_hidden_layers" => "block_count",
+                "num_attention_heads" => "attention.head_count",
+                "num_key_value_heads" => "attention.head_count_kv",
+                "head_dim" => "attention.key_length",
+                "max_position_embeddings" => "context_length",
+                "rms_norm_eps" => "attention.layer_norm_rms_epsilon",
+                "rope_theta" => "rope.freq_base",
+                "rope_scaling.factor" => "rope.scaling.factor",
+                "rope_scaling.original_max_position_embeddings" => {
+                    "rope.scaling.original_context_length"
+                }
+                "vocab_size" if vocab_from_tokens => {
+                    return "the number of 'tokenizer.ggml.tokens'".into()
+                }
+                other => other,
+            };
+            format!("key '{}'", key(gguf_key))
+        })
+        .map_err(|m| invalid(path, m))?;
+    Ok(config)
 }
 
 /// An f32 metadata value as the f64 with the same shortest decimal form (1e-5 stored as f32 gives
@@ -496,6 +559,15 @@ fn blocks_to_f32<B: CandleBlock>(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// A tensor the file lacks, named as the file would name it (the HF name where the GGUF one
+/// is unknown).
+fn missing(path: &Path, hf_name: &str) -> CheckpointError {
+    CheckpointError::MissingTensor {
+        path: path.to_path_buf(),
+        name: names::hf_to_gguf(hf_name).unwrap_or_else(|| hf_name.to_string()),
+    }
+}
+
 fn invalid(path: &Path, message: String) -> CheckpointError {
     CheckpointError::Invalid {
         path: path.to_path_buf(),
@@ -571,10 +643,23 @@ mod tests {
 
     /// A tiny llama GGUF: 2 heads of dim 4, 1 kv head, width 8, MLP 12, 1 layer, vocab 5, tied
     /// embeddings. q/k are stored permuted, as llama.cpp's converter writes them.
-    fn tiny_llama(dir: &Path, arch: &str) -> (PathBuf, Vec<f32>, Vec<f32>) {
+    pub(super) fn tiny_llama(dir: &Path, arch: &str) -> (PathBuf, Vec<f32>, Vec<f32>) {
+        tiny_llama_edited(dir, arch, |_, _| {})
+    }
+
+    /// Metadata and tensors (name, dims, data) of a tiny file, for edits.
+    pub(super) type Meta = Vec<(String, Value)>;
+    pub(super) type Tensors = Vec<(String, Vec<u64>, Vec<f32>)>;
+
+    /// As `tiny_llama`, with the metadata and tensors changed by `edit` before writing.
+    pub(super) fn tiny_llama_edited(
+        dir: &Path,
+        arch: &str,
+        edit: impl FnOnce(&mut Meta, &mut Tensors),
+    ) -> (PathBuf, Vec<f32>, Vec<f32>) {
         let path = dir.join(format!("tiny-{arch}.gguf"));
         let mut w = GgufWriter::new(&path);
-        let meta: Vec<(String, Value)> = vec![
+        let mut meta: Vec<(String, Value)> = vec![
             ("general.architecture".into(), Value::String(arch.into())),
             (format!("{arch}.block_count"), Value::U32(1)),
             (format!("{arch}.context_length"), Value::U32(64)),
@@ -598,9 +683,7 @@ mod tests {
             ),
             ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
         ];
-        for (k, v) in meta {
-            w.add_metadata(&k, v).unwrap();
-        }
+
         let q_hf: Vec<f32> = (0..64).map(|i| i as f32).collect();
         let k_hf: Vec<f32> = (0..32).map(|i| 100.0 + i as f32).collect();
         let (q_file, k_file) = if arch == "llama" {
@@ -628,8 +711,16 @@ mod tests {
             ("blk.0.ffn_up.weight", vec![8, 12], vec![0.2; 96]),
             ("blk.0.ffn_down.weight", vec![12, 8], vec![0.3; 96]),
         ];
+        let mut tensors: Tensors = tensors
+            .into_iter()
+            .map(|(n, d, x)| (n.to_string(), d, x))
+            .collect();
+        edit(&mut meta, &mut tensors);
+        for (k, v) in meta {
+            w.add_metadata(&k, v).unwrap();
+        }
         for (name, dims, _) in &tensors {
-            w.add_tensor(*name, dims, GgmlType::F32).unwrap();
+            w.add_tensor(name.as_str(), dims, GgmlType::F32).unwrap();
         }
         for (name, _, data) in &tensors {
             w.write_tensor_data(name, &le_f32(data)).unwrap();
@@ -678,9 +769,10 @@ mod tests {
         assert_eq!(k.data, k_hf);
         let e = src.load("model.embed_tokens.weight").unwrap();
         assert_eq!(e.data[8], 4.0, "row 1 of the embedding starts at element 8");
+        // A tensor the file lacks is named as the file would name it.
         let err = src.load("lm_head.weight").unwrap_err().to_string();
         assert!(
-            err.contains("lm_head.weight") && err.contains("tiny-llama.gguf"),
+            err.contains("'output.weight'") && err.contains("tiny-llama.gguf"),
             "{err}"
         );
     }
@@ -708,5 +800,146 @@ mod tests {
             err.contains("gemma") && err.contains("tiny-gemma.gguf"),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+mod checks {
+    use super::tests::{tiny_llama_edited, Meta, Tensors};
+    use super::*;
+    use crate::container::gguf::Value;
+
+    /// Opening the tiny file edited by `edit` fails with one line holding every `needles`.
+    fn refused(edit: impl FnOnce(&mut Meta, &mut Tensors), needles: &[&str]) {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, _) = tiny_llama_edited(dir.path(), "llama", edit);
+        let e = GgufSource::open(&path).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{e}");
+        for n in needles {
+            assert!(e.contains(n), "expected {n:?} in {e:?}");
+        }
+    }
+
+    fn set(meta: &mut Meta, key: &str, value: Value) {
+        match meta.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => meta.push((key.to_string(), value)),
+        }
+    }
+
+    #[test]
+    fn hyperparameters_are_checked_and_named_by_their_gguf_keys() {
+        let cases: [(&str, Value, &str); 8] = [
+            (
+                "llama.block_count",
+                Value::U32(0),
+                "'llama.block_count' is 0",
+            ),
+            (
+                "llama.context_length",
+                Value::U32(0),
+                "'llama.context_length' is 0",
+            ),
+            (
+                "llama.attention.layer_norm_rms_epsilon",
+                Value::F32(0.0),
+                "'llama.attention.layer_norm_rms_epsilon' is 0",
+            ),
+            (
+                "llama.attention.layer_norm_rms_epsilon",
+                Value::F32(f32::NAN),
+                "is NaN",
+            ),
+            (
+                "llama.rope.freq_base",
+                Value::F32(-1.0),
+                "'llama.rope.freq_base' is -1",
+            ),
+            (
+                "llama.rope.freq_base",
+                Value::F32(f32::INFINITY),
+                "'llama.rope.freq_base' is inf",
+            ),
+            (
+                "llama.attention.value_length",
+                Value::U32(6),
+                "'llama.attention.value_length' is 6, but the head size is 4",
+            ),
+            (
+                "llama.rope.dimension_count",
+                Value::U32(2),
+                "'llama.rope.dimension_count' is 2",
+            ),
+        ];
+        for (key, value, needle) in cases {
+            refused(|m, _| set(m, key, value), &["tiny-llama.gguf", needle]);
+        }
+        refused(
+            |m, _| {
+                set(m, "llama.rope.scaling.type", Value::String("linear".into()));
+                set(m, "llama.rope.scaling.factor", Value::F32(f32::NAN));
+            },
+            &["'llama.rope.scaling.factor' is NaN"],
+        );
+    }
+
+    #[test]
+    fn a_missing_tensor_is_named_by_its_gguf_name_at_open() {
+        refused(
+            |_, t| t.retain(|(n, _, _)| n != "blk.0.ffn_up.weight"),
+            &["'blk.0.ffn_up.weight'", "not found", "tiny-llama.gguf"],
+        );
+        // Two blocks in the metadata, one in the file: block 1 is missing, found at open.
+        refused(
+            |m, _| set(m, "llama.block_count", Value::U32(2)),
+            &["'blk.1.attn_norm.weight': not found"],
+        );
+        // A huge block count costs no memory: the first missing block ends the check.
+        refused(
+            |m, _| set(m, "llama.block_count", Value::U32(u32::MAX)),
+            &["'blk.1.attn_norm.weight': not found"],
+        );
+    }
+
+    #[test]
+    fn a_tensor_the_metadata_does_not_describe_is_refused() {
+        refused(
+            |_, t| {
+                let extra = t
+                    .iter()
+                    .find(|(n, _, _)| n == "blk.0.attn_norm.weight")
+                    .unwrap();
+                let extra = (
+                    "blk.3.attn_norm.weight".to_string(),
+                    extra.1.clone(),
+                    extra.2.clone(),
+                );
+                t.push(extra);
+            },
+            &["'blk.3.attn_norm.weight'", "1 blocks"],
+        );
+    }
+
+    #[test]
+    fn non_finite_weights_are_named_with_their_count_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _, _) = tiny_llama_edited(dir.path(), "llama", |_, t| {
+            let down = t
+                .iter_mut()
+                .find(|(n, _, _)| n == "blk.0.ffn_down.weight")
+                .unwrap();
+            down.2[3] = f32::NAN;
+            down.2[50] = f32::NEG_INFINITY;
+        });
+        let src = GgufSource::open(&path).unwrap();
+        let e = src
+            .load("model.layers.0.mlp.down_proj.weight")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'blk.0.ffn_down.weight'") && e.contains("2 of 96 values are not finite"),
+            "{e}"
+        );
+        src.load("model.layers.0.mlp.up_proj.weight").unwrap();
     }
 }

@@ -143,7 +143,7 @@ impl HfFolder {
 
     /// Checks every tensor the config implies: present, shape as expected, dtype supported.
     pub fn validate(&self) -> Result<(), CheckpointError> {
-        for (name, expected) in expected_tensors(&self.config) {
+        for (name, expected) in each_expected_tensor(&self.config) {
             let entry = self.entry(&name)?;
             if entry.shape != expected {
                 return Err(CheckpointError::BadTensor {
@@ -158,6 +158,42 @@ impl HfFolder {
             self.check_dtype(&name, entry)?;
         }
         Ok(())
+    }
+
+    /// Checks that no tensor holds a NaN or an infinity, naming the first one that does and how
+    /// many values are not finite. It reads every byte of the checkpoint (the bits, without
+    /// converting them), one chunk at a time, dropping the pages it has read. Measured on a 538 MB
+    /// f32 checkpoint (SmolLM2-135M's size) in the page cache: 0.12 to 0.26 s, next to minutes
+    /// of conversion; from disk it costs the read that the conversion would do anyway.
+    pub fn check_finite(&self) -> Result<(), CheckpointError> {
+        for (name, entry) in &self.tensors {
+            self.check_dtype(name, entry)?;
+            let shard = &self.shards[entry.shard];
+            let start = shard.data_start + entry.begin;
+            let bytes = &shard.mmap[start..shard.data_start + entry.end];
+            let mut bad = 0;
+            for (i, chunk) in bytes.chunks(CHUNK).enumerate() {
+                bad += count_non_finite(entry.dtype, chunk);
+                shard.release(start + i * CHUNK, chunk.len());
+            }
+            self.finite(name, entry, bad)?;
+        }
+        Ok(())
+    }
+
+    /// An error naming the tensor when `bad` of its values are NaN or infinite.
+    fn finite(&self, name: &str, entry: &Entry, bad: usize) -> Result<(), CheckpointError> {
+        if bad == 0 {
+            return Ok(());
+        }
+        Err(CheckpointError::BadTensor {
+            path: self.shards[entry.shard].path.clone(),
+            name: name.to_string(),
+            message: format!(
+                "{bad} of {} values are not finite (NaN or infinity)",
+                entry.shape.iter().product::<usize>()
+            ),
+        })
     }
 
     fn entry(&self, name: &str) -> Result<&Entry, CheckpointError> {
@@ -208,9 +244,10 @@ impl TensorSource for HfFolder {
         };
         // Converted and released chunk by chunk, so the mapped pages and the f32 copy of a large
         // tensor (an embedding) are not resident at the same time.
-        const CHUNK: usize = 4 << 20;
         let mut data: Vec<f32> = Vec::with_capacity(bytes.len() / elem);
+        let mut bad = 0;
         for (i, chunk) in bytes.chunks(CHUNK).enumerate() {
+            bad += count_non_finite(entry.dtype, chunk);
             match entry.dtype {
                 Dtype::F32 => data.extend(
                     chunk
@@ -230,10 +267,34 @@ impl TensorSource for HfFolder {
             }
             shard.release(start + i * CHUNK, chunk.len());
         }
+        self.finite(name, entry, bad)?;
         Ok(DenseTensor {
             shape: entry.shape.clone(),
             data,
         })
+    }
+}
+
+/// Bytes of a tensor converted (or scanned) at a time before their pages are released.
+const CHUNK: usize = 4 << 20;
+
+/// Values of `bytes` (little-endian F32, F16 or BF16; other types count 0) whose exponent bits
+/// are all ones: the NaNs and infinities. `bytes` holds whole values.
+fn count_non_finite(dtype: Dtype, bytes: &[u8]) -> usize {
+    match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .filter(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 == 0x7f80_0000)
+            .count(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .filter(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00)
+            .count(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .filter(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80)
+            .count(),
+        _ => 0,
     }
 }
 
@@ -314,22 +375,67 @@ fn read_index(path: &Path) -> Result<BTreeMap<String, String>, CheckpointError> 
         .collect()
 }
 
-/// Every tensor a llama-family decoder with this config needs, with its HF name and shape.
+/// The files of an HF folder that reading it may open, those that exist: config.json, the
+/// index and the shards it lists, every `*.safetensors`, the tokenizer's files
+/// (tokenizer.json, tokenizer_config.json, chat_template.jinja / .json) and
+/// generation_config.json. A writer must replace none of them.
+pub fn folder_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = [
+        "config.json",
+        INDEX_FILE,
+        SINGLE_FILE,
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "chat_template.json",
+        "generation_config.json",
+    ]
+    .iter()
+    .map(|name| dir.join(name))
+    .collect();
+    if let Ok(map) = read_index(&dir.join(INDEX_FILE)) {
+        files.extend(map.into_values().map(|shard| dir.join(shard)));
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        files.extend(
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "safetensors")),
+        );
+    }
+    files.retain(|p| p.exists());
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Every tensor a llama-family decoder with this config needs, with its HF name and shape, in
+/// file order (embedding, blocks, final norm, head). Its length grows with the config's layer
+/// count: a check against a file uses [`each_expected_tensor`].
 pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    each_expected_tensor(c).collect()
+}
+
+/// [`expected_tensors`] made one block at a time, so a check that stops at the first tensor a
+/// checkpoint lacks costs nothing for a config claiming a huge number of layers.
+pub fn each_expected_tensor(c: &ModelConfig) -> impl Iterator<Item = (String, Vec<usize>)> + '_ {
     let h = c.hidden_size;
     let q = c.num_attention_heads * c.head_dim;
     let kv = c.num_key_value_heads * c.head_dim;
     let ff = c.intermediate_size;
-    let mut out = vec![(
+    let embedding = (
         "model.embed_tokens.weight".to_string(),
         vec![c.vocab_size, h],
-    )];
-    for i in 0..c.num_hidden_layers {
+    );
+    let blocks = (0..c.num_hidden_layers).flat_map(move |i| {
         let p = format!("model.layers.{i}");
-        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
-        out.push((format!("{p}.self_attn.q_proj.weight"), vec![q, h]));
-        out.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
-        out.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
+        let mut out = vec![
+            (format!("{p}.input_layernorm.weight"), vec![h]),
+            (format!("{p}.self_attn.q_proj.weight"), vec![q, h]),
+            (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
+            (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
+        ];
         if c.attention_bias {
             out.push((format!("{p}.self_attn.q_proj.bias"), vec![q]));
             out.push((format!("{p}.self_attn.k_proj.bias"), vec![kv]));
@@ -340,10 +446,12 @@ pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         out.push((format!("{p}.mlp.gate_proj.weight"), vec![ff, h]));
         out.push((format!("{p}.mlp.up_proj.weight"), vec![ff, h]));
         out.push((format!("{p}.mlp.down_proj.weight"), vec![h, ff]));
-    }
-    out.push(("model.norm.weight".to_string(), vec![h]));
-    if !c.tie_word_embeddings {
-        out.push(("lm_head.weight".to_string(), vec![c.vocab_size, h]));
-    }
-    out
+        out
+    });
+    let head =
+        (!c.tie_word_embeddings).then(|| ("lm_head.weight".to_string(), vec![c.vocab_size, h]));
+    std::iter::once(embedding)
+        .chain(blocks)
+        .chain(std::iter::once(("model.norm.weight".to_string(), vec![h])))
+        .chain(head)
 }

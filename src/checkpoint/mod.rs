@@ -13,36 +13,64 @@ pub mod tokenizer;
 pub mod vocab;
 
 pub use config::{Architecture, ModelConfig, RopeScaling};
-pub use hf::{expected_tensors, HfFolder};
+pub use hf::{each_expected_tensor, expected_tensors, folder_files, HfFolder};
 pub use tokenizer::Tokenizer;
 
 use std::path::PathBuf;
 
-/// Errors from reading a checkpoint. Display is one line naming the file, tensor or key.
+/// Errors from reading a checkpoint. Display is one line naming the file, tensor or key; names
+/// and messages that carry text from the file have control characters escaped and are cut
+/// ([`printable`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
+    #[error("{}: {}", path.display(), one_line(&source.to_string()))]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
+    #[error("{}: {}", path.display(), one_line(message))]
     Invalid { path: PathBuf, message: String },
-    #[error("{path}: unsupported architecture '{found}' (supported: {supported})")]
+    #[error("{}: unsupported architecture '{}' (supported: {supported})", path.display(), printable(found))]
     UnsupportedArchitecture {
         path: PathBuf,
         found: String,
         supported: String,
     },
-    #[error("tensor '{name}': not found in {path}")]
+    #[error("tensor '{}': not found in {}", printable(name), path.display())]
     MissingTensor { path: PathBuf, name: String },
-    #[error("tensor '{name}' in {path}: {message}")]
+    #[error("tensor '{}' in {}: {}", printable(name), path.display(), one_line(message))]
     BadTensor {
         path: PathBuf,
         name: String,
         message: String,
     },
+}
+
+/// A name from a file made safe for a one-line message: control characters (a newline, a
+/// terminal escape) escaped, and anything past 200 characters cut to "...".
+pub fn printable(name: &str) -> String {
+    escape_and_cut(name, 200)
+}
+
+/// A message that may quote a file's text: as [`printable`], cut only past 1000 characters.
+fn one_line(message: &str) -> String {
+    escape_and_cut(message, 1000)
+}
+
+fn escape_and_cut(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(4 * max));
+    for (i, c) in s.chars().enumerate() {
+        if i == max {
+            out.push_str("...");
+            break;
+        }
+        match c.is_control() {
+            true => out.extend(c.escape_default()),
+            false => out.push(c),
+        }
+    }
+    out
 }
 
 /// A dense f32 tensor in row-major order (`shape[0]` outermost, as in PyTorch/safetensors).

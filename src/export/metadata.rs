@@ -60,6 +60,12 @@ pub fn hyperparameter_keys(
         u32::try_from(x)
             .map_err(|_| ExportError::Unsupported(format!("{what} {x} does not fit a u32")))
     };
+    // Config readers refuse it; a config built by hand must not give llama.cpp a context of 0.
+    if c.max_position_embeddings == 0 {
+        return Err(ExportError::Unsupported(
+            "max_position_embeddings is 0: the file's context_length must be positive".into(),
+        ));
+    }
     let mut m = Meta::default();
     m.set("general.architecture", arch);
     m.set("general.type", "model");
@@ -167,6 +173,14 @@ mod tests {
 
     fn get<'a>(keys: &'a [(String, Value)], k: &str) -> Option<&'a Value> {
         keys.iter().find(|(key, _)| key == k).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn a_context_length_of_0_is_refused() {
+        let mut c = config();
+        c.max_position_embeddings = 0;
+        let e = hyperparameter_keys(&c, "x", 1).unwrap_err().to_string();
+        assert!(e.contains("max_position_embeddings is 0"), "{e}");
     }
 
     #[test]

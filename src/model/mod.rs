@@ -106,6 +106,17 @@ impl<'a> Model<'a> {
                 config.num_attention_heads, config.num_key_value_heads
             )));
         }
+        // Every weight is there, in its shape, before any block runs: a checkpoint that lacks
+        // one fails here, named by the source (by the name its file uses), not after the
+        // blocks before it have run.
+        for (name, shape) in crate::checkpoint::each_expected_tensor(&config) {
+            let found = source.shape(&name)?;
+            if found != shape {
+                return Err(ModelError::Invalid(format!(
+                    "tensor '{name}' has shape {found:?}; the config implies {shape:?}"
+                )));
+            }
+        }
         let rope = Rope::new(&config);
         Ok(Model {
             source,

@@ -57,9 +57,14 @@ pub struct FinetuneOptions {
 /// side. The vocabulary term covers the embedding, the head and the KL divergence's
 /// [rows x vocabulary] pieces.
 pub fn estimated_peak_bytes(config: &ModelConfig, workers: usize) -> u64 {
-    let linear = 4 * config.linear_weights();
-    let vocabulary = 4 * (config.vocab_size * config.hidden_size) as u64;
-    (14 + 2 * workers.max(1) as u64) * linear + 4 * vocabulary
+    // Saturating: a config too large for any machine must come out as "too large", not wrap.
+    let linear = config.linear_weights().saturating_mul(4);
+    let vocabulary = (config.vocab_size as u64)
+        .saturating_mul(config.hidden_size as u64)
+        .saturating_mul(4);
+    (14 + 2 * (workers.max(1) as u64))
+        .saturating_mul(linear)
+        .saturating_add(vocabulary.saturating_mul(4))
 }
 
 /// One quantized block and its quantized layers.
