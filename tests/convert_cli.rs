@@ -787,3 +787,358 @@ fn rotation_per_layer_keeps_it_only_where_it_lowers_the_layer_loss() {
     assert_eq!(every, layers);
     assert!(0 < chosen && chosen < layers, "{chosen} of {layers}");
 }
+
+/// Runs athena-convert with exactly `args`: (exit status, stderr).
+fn run_convert(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_athena-convert"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Every file of a folder with its bytes, to show that a refused run changed nothing.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn out_never_replaces_a_file_the_run_reads() {
+    let t = Tiny::new("llama");
+    let tiny = t.path("tiny");
+    std::fs::write(t.path("eval.txt"), "ab ab 12 ab1 ".repeat(50)).unwrap();
+    let tok_dir = t.path("tok");
+    std::fs::create_dir(&tok_dir).unwrap();
+    common::write_bpe_tokenizer(&tok_dir);
+    std::fs::hard_link(tiny.join("model.safetensors"), t.path("hard.gguf")).unwrap();
+    std::os::unix::fs::symlink(tiny.join("tokenizer.json"), t.path("link.gguf")).unwrap();
+    let before = (snapshot(&tiny), snapshot(t.dir.path()), snapshot(&tok_dir));
+    let outs = [
+        tiny.join("model.safetensors"),
+        tiny.join("config.json"),
+        tiny.join("tokenizer.json"),
+        tiny.join("tokenizer_config.json"),
+        tiny.join(".").join("model.safetensors"),
+        t.path("calib.txt"),
+        t.path("eval.txt"),
+        tok_dir.join("tokenizer.json"),
+        t.path("hard.gguf"),
+        t.path("link.gguf"),
+    ];
+    let calib = t.path("calib.txt");
+    let modes: [&[&str]; 3] = [
+        &["--tokenizer-dir", tok_dir.to_str().unwrap()],
+        &["--bits", "3", "--calib", calib.to_str().unwrap()],
+        &["--vq", "2,16,8,16", "--calib", calib.to_str().unwrap()],
+    ];
+    let eval = t.path("eval.txt");
+    for out in &outs {
+        for mode in modes {
+            // --tokenizer-dir is read by the plain export only, --calib by quantization only.
+            let plain = mode[0] == "--tokenizer-dir";
+            let read = match () {
+                _ if out.starts_with(&tok_dir) => plain,
+                _ if *out == calib => !plain,
+                _ => true,
+            };
+            if !read {
+                continue;
+            }
+            for force in [false, true] {
+                let mut args: Vec<&std::ffi::OsStr> = vec![tiny.as_os_str(), out.as_os_str()];
+                args.extend(mode.iter().map(std::ffi::OsStr::new));
+                args.extend(["--eval-text".as_ref(), eval.as_os_str(), "-q".as_ref()]);
+                if force {
+                    args.push("--force".as_ref());
+                }
+                let (code, err) = run_convert(&args);
+                assert_eq!(code, 1, "{out:?} {mode:?} force={force}: {err}");
+                assert!(
+                    err.contains("an input of this conversion") && err.lines().count() == 1,
+                    "{out:?} {mode:?}: {err}"
+                );
+            }
+        }
+    }
+    assert!(before == (snapshot(&tiny), snapshot(t.dir.path()), snapshot(&tok_dir)));
+
+    // A GGUF MODEL is an input too.
+    assert_eq!(t.convert("f32.gguf", &["--type", "f32"]).0, 0);
+    let gguf = t.path("f32.gguf");
+    let (code, err) = run_convert(&[gguf.as_os_str(), gguf.as_os_str(), "-f".as_ref()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("an input of this conversion"), "{err}");
+}
+
+#[test]
+fn output_locations_that_cannot_work_fail_before_the_conversion() {
+    let t = Tiny::new("llama");
+    std::fs::create_dir(t.path("outdir")).unwrap();
+    let (outdir, nowhere) = (t.path("outdir"), t.path("no/such/dir/out.gguf"));
+    let cases: [(&str, &str); 4] = [
+        (outdir.to_str().unwrap(), "is a directory"),
+        ("/dev/null", "is not a regular file"),
+        ("/proc/athena-out.gguf", "cannot create a file in /proc"),
+        (nowhere.to_str().unwrap(), "does not exist"),
+    ];
+    let tiny = t.path("tiny");
+    let calib = t.path("calib.txt");
+    for (out, needle) in cases {
+        for mode in [&["--bits", "3"][..], &[]] {
+            let mut args: Vec<&std::ffi::OsStr> = vec![tiny.as_os_str(), out.as_ref()];
+            args.extend(mode.iter().map(std::ffi::OsStr::new));
+            args.extend(["--calib".as_ref(), calib.as_os_str(), "--force".as_ref()]);
+            let (code, err) = run_convert(&args);
+            assert_eq!(code, 1, "{out} {mode:?}: {err}");
+            // Not quiet, yet one line: the plan was never made.
+            assert!(
+                err.contains(needle) && err.trim().lines().count() == 1,
+                "{out} {mode:?}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn options_that_would_be_ignored_or_reinterpreted_are_usage_errors() {
+    let t = Tiny::new("llama");
+    let cases: [(&[&str], &str); 17] = [
+        (
+            &["--bits", "3", "--rotation-block", "100"],
+            "--rotation-block",
+        ),
+        (&["--bits", "3", "--rotation-block", "2"], "power of four"),
+        (
+            &["--bits", "3", "--rotation-block", "16384"],
+            "from 4 to 4096",
+        ),
+        (&["--bits", "3", "--tune-batch", "0"], "--tune-batch"),
+        (
+            &["--bits", "3", "--finetune-batch", "0"],
+            "--finetune-batch",
+        ),
+        (&["--bits", "3", "--kmeans-iters", "0"], "--kmeans-iters"),
+        (&["--bits", "3", "--tune-lr", "NaN"], "--tune-lr"),
+        (&["--bits", "3", "--tune-lr=-1e-3"], "--tune-lr"),
+        (&["--bits", "3", "--tune-lr", "0"], "--tune-lr"),
+        (&["--bits", "3", "--finetune-lr", "inf"], "--finetune-lr"),
+        (
+            &["--bits", "3", "--finetune-code-step", "0"],
+            "--finetune-code-step",
+        ),
+        (&["--eval-text", "x.txt", "--eval-ctx", "1"], "--eval-ctx"),
+        (
+            &["--eval-text", "x.txt", "--eval-chunks", "0"],
+            "--eval-chunks",
+        ),
+        (
+            &["--bits", "3", "--type", "q8_0"],
+            "--type is the plain export's weight type",
+        ),
+        (
+            &["--vq", "2,16,8,16", "-t", "f32"],
+            "--type is the plain export's weight type",
+        ),
+        (
+            &["--bits", "3", "--tokenizer-dir", "."],
+            "--tokenizer-dir is the plain export's",
+        ),
+        (&["--eval-ctx", "64"], "--eval-text"),
+    ];
+    for (args, needle) in cases {
+        let (code, err) = t.convert("bad.gguf", args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error:") && err.contains(needle),
+            "{args:?}: expected {needle:?} in {err:?}"
+        );
+        assert!(!t.path("bad.gguf").exists());
+    }
+}
+
+#[test]
+fn bad_input_files_are_named_before_the_model_is_read() {
+    let t = Tiny::new("llama");
+    std::fs::create_dir(t.path("adir")).unwrap();
+    let tiny = t.path("tiny");
+    let missing = t.path("missing.txt");
+    let adir = t.path("adir");
+    let out = t.path("bad.gguf");
+    let base = |extra: &[&std::ffi::OsStr]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![tiny.as_os_str(), out.as_os_str()];
+        args.extend_from_slice(extra);
+        run_convert(&args)
+    };
+    let cases: [(Vec<&std::ffi::OsStr>, String); 5] = [
+        (
+            vec![
+                "--bits".as_ref(),
+                "3".as_ref(),
+                "--calib".as_ref(),
+                missing.as_os_str(),
+            ],
+            format!("--calib {}: No such file", missing.display()),
+        ),
+        (
+            vec![
+                "--bits".as_ref(),
+                "3".as_ref(),
+                "--calib".as_ref(),
+                adir.as_os_str(),
+            ],
+            format!("--calib {}: is a directory", adir.display()),
+        ),
+        (
+            vec!["--eval-text".as_ref(), missing.as_os_str()],
+            format!("--eval-text {}: No such file", missing.display()),
+        ),
+        (
+            vec!["--eval-text".as_ref(), adir.as_os_str()],
+            format!("--eval-text {}: is a directory", adir.display()),
+        ),
+        (
+            vec!["--tokenizer-dir".as_ref(), adir.as_os_str()],
+            "tokenizer.json".to_string(),
+        ),
+    ];
+    for (args, needle) in cases {
+        let (code, err) = base(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains(&needle) && err.trim().lines().count() == 1,
+            "{args:?}: expected {needle:?} in {err:?}"
+        );
+        assert!(!out.exists());
+    }
+
+    // A GGUF MODEL can be re-encoded, not quantized: the message says how to get a folder.
+    assert_eq!(t.convert("f32.gguf", &["--type", "f32"]).0, 0);
+    let gguf = t.path("f32.gguf");
+    let calib = t.path("calib.txt");
+    for size in [["--bits", "3"], ["--vq", "2,16,8,16"]] {
+        let (code, err) = run_convert(&[
+            gguf.as_os_str(),
+            out.as_os_str(),
+            size[0].as_ref(),
+            size[1].as_ref(),
+            "--calib".as_ref(),
+            calib.as_os_str(),
+        ]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("needs a Hugging Face folder")
+                && err.contains(&format!("athena-materialize {} DIR", gguf.display())),
+            "{err}"
+        );
+    }
+}
+
+/// Replaces the tiny model's tensors (after `edit`) and config.
+fn rewrite_tiny(t: &Tiny, config: &serde_json::Value, edit: impl FnOnce(&mut common::Tensors)) {
+    let mut tensors = common::random_tensors(&common::tiny_config("llama"), 5);
+    edit(&mut tensors);
+    common::write_folder(&t.path("tiny"), config, &tensors);
+}
+
+#[test]
+fn non_finite_weights_stop_a_conversion_before_calibration() {
+    let t = Tiny::new("llama");
+    let name = "model.layers.1.mlp.down_proj.weight";
+    rewrite_tiny(&t, &common::tiny_config("llama"), |ts| {
+        let w = &mut ts.get_mut(name).unwrap().1;
+        w[0] = f32::NAN;
+        w[9] = f32::INFINITY;
+    });
+    for args in [
+        &["--bits", "3"][..],
+        &["--vq", "2,16,8,16"],
+        &["--type", "f16"],
+    ] {
+        // Not quiet: a quantizing run must stop before its first stage.
+        let (code, err) = t.convert_with_report("bad.gguf", args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains(name) && err.contains("2 of 512 values are not finite"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("calibration") && !err.contains("plan"),
+            "{err}"
+        );
+        assert!(!t.path("bad.gguf").exists());
+    }
+}
+
+#[test]
+fn bad_hyperparameters_are_named_before_any_work() {
+    let t = Tiny::new("llama");
+    let cases: [(&str, serde_json::Value, &str); 4] = [
+        (
+            "rms_norm_eps",
+            serde_json::json!(0.0),
+            "'rms_norm_eps' is 0.0",
+        ),
+        (
+            "rope_theta",
+            serde_json::json!(-1.0),
+            "'rope_theta' is -1.0",
+        ),
+        (
+            "max_position_embeddings",
+            serde_json::json!(0),
+            "'max_position_embeddings' is 0",
+        ),
+        (
+            "num_hidden_layers",
+            serde_json::json!(0),
+            "'num_hidden_layers'",
+        ),
+    ];
+    for (key, value, needle) in cases {
+        let mut config = common::tiny_config("llama");
+        config[key] = value;
+        rewrite_tiny(&t, &config, |_| {});
+        for args in [&["--bits", "3"][..], &[]] {
+            let (code, err) = t.convert("bad.gguf", args);
+            assert_eq!(code, 1, "{key} {args:?}: {err}");
+            assert!(
+                err.contains("config.json") && err.contains(needle) && err.lines().count() == 1,
+                "{key} {args:?}: {err}"
+            );
+            assert!(!t.path("bad.gguf").exists());
+        }
+    }
+}
+
+#[test]
+fn a_gguf_model_missing_a_tensor_is_refused_at_open_by_its_gguf_name() {
+    let t = Tiny::new("llama");
+    assert_eq!(t.convert("f32.gguf", &["--type", "f32"]).0, 0);
+    common::rewrite(&t.path("f32.gguf"), &t.path("holed.gguf"), |_, tensors| {
+        tensors.retain(|(name, ..)| name != "blk.1.attn_k.weight")
+    });
+    let (code, err) = run_convert(&[
+        t.path("holed.gguf").as_os_str(),
+        t.path("out.gguf").as_os_str(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("'blk.1.attn_k.weight': not found") && err.contains("holed.gguf"),
+        "{err}"
+    );
+    assert!(!t.path("out.gguf").exists());
+}

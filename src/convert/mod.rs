@@ -9,6 +9,7 @@ pub mod error;
 pub mod fisher;
 pub mod options;
 pub mod output;
+pub mod paths;
 pub mod plan;
 pub mod report;
 pub mod sensitivity;
@@ -46,6 +47,9 @@ pub fn convert(
     let started = Instant::now();
     opts.check()?;
     let source = HfFolder::open_validated(&opts.model)?;
+    // Before any block runs: a NaN or an infinity would otherwise surface as a failed
+    // Cholesky on whatever layer it reaches first.
+    source.check_finite()?;
     let tokenizer = Tokenizer::from_dir(&opts.model)?;
     let tokenizer_files = TokenizerFiles::read(&opts.model)?;
     let model = Model::new(&source, Device::Cpu)?;

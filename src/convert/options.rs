@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::error::ConvertError;
+use super::paths;
 use super::tuning::{FinetuneOptions, TuneOptions};
 use crate::export::PlainType;
 use crate::quantizer::plan::LevelLimits;
@@ -171,7 +172,55 @@ impl ConvertOptions {
         if self.quantizer.method.is_scalar() && size.vq.is_some_and(|v| v[0] != 1) {
             return fail("the scalar baselines (gptq, rtn) need d = 1 in --vq");
         }
-        Ok(())
+        if !valid_rotation_block(self.quantizer.rotation_block) {
+            return fail(&format!(
+                "--rotation-block must be 0 (off) or a power of four from 4 to {} (got {})",
+                rotation::MAX_BLOCK,
+                self.quantizer.rotation_block
+            ));
+        }
+        if self.quantizer.kmeans_iters == 0 {
+            return fail("--kmeans-iters must be at least 1");
+        }
+        let (tune, finetune) = (&self.tune, &self.finetune);
+        for (value, option) in [
+            (tune.learning_rate, "--tune-lr"),
+            (finetune.learning_rate, "--finetune-lr"),
+            (finetune.code_step, "--finetune-code-step"),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return fail(&format!("{option} must be a positive number (got {value})"));
+            }
+        }
+        if tune.batch == 0 || finetune.batch == 0 {
+            return fail("--tune-batch and --finetune-batch must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&finetune.code_fraction) {
+            return fail("--finetune-codes must be a fraction from 0 to 1");
+        }
+        self.check_paths()
+    }
+
+    /// The files: MODEL a Hugging Face folder, the calibration text a readable file, OUT
+    /// writable and none of the files the conversion reads.
+    fn check_paths(&self) -> Result<(), ConvertError> {
+        let model = &self.model;
+        if model.is_file() {
+            return Err(ConvertError::Options(format!(
+                "{}: Athena quantization (--bits/--vq) needs a Hugging Face folder (config.json, \
+                 *.safetensors, tokenizer.json), not a file; for a GGUF file, \
+                 `athena-materialize {} DIR` writes one",
+                model.display(),
+                model.display()
+            )));
+        }
+        self.calibration
+            .check_text()
+            .map_err(ConvertError::Options)?;
+        paths::check_location(&self.out).map_err(ConvertError::Options)?;
+        let mut inputs = crate::checkpoint::folder_files(model);
+        inputs.push(self.calibration.text.clone());
+        paths::check_not_an_input(&self.out, &inputs).map_err(ConvertError::Options)
     }
 
     /// BoA's attention-aware Hessians for v_proj apply (the Athena method only).
@@ -183,6 +232,31 @@ impl ConvertOptions {
     pub fn qk_row_hessians(&self) -> bool {
         self.quantizer.qk_row_hessians && self.quantizer.method == Method::Athena
     }
+}
+
+impl CalibrationOptions {
+    /// Checks that the calibration text is a readable file (the default one: that it was
+    /// fetched). The error is one line naming it.
+    pub fn check_text(&self) -> Result<(), String> {
+        paths::check_readable_file(&self.text, "--calib").map_err(|e| {
+            match self.text == super::default_calibration_text() {
+                true => format!(
+                    "{e} (the default calibration text: tools/fetch-models.sh fetches it, or \
+                     give --calib FILE)"
+                ),
+                false => e,
+            }
+        })
+    }
+}
+
+/// A column-rotation block the format and the quantizer take as given: 0 (off) or a power of
+/// four up to [`rotation::MAX_BLOCK`] (other values used to be rounded down silently).
+pub fn valid_rotation_block(block: usize) -> bool {
+    block == 0
+        || ((4..=rotation::MAX_BLOCK).contains(&block)
+            && block.is_power_of_two()
+            && block.trailing_zeros().is_multiple_of(2))
 }
 
 impl Method {

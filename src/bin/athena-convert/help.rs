@@ -11,9 +11,14 @@ and mistral, tied embeddings without output.weight), the full llama.cpp metadata
 template).
 
 MODEL is a Hugging Face folder (config.json, *.safetensors, tokenizer.json, and optionally
-tokenizer_config.json / chat_template.jinja). For convenience MODEL may also be a .gguf file:
-its tensors are dequantized to f32 and re-encoded, and its tokenizer is rebuilt from its own
-vocabulary (the way athena-materialize writes tokenizer.json).
+tokenizer_config.json / chat_template.jinja). For convenience the plain export also takes a
+.gguf MODEL: its tensors are dequantized to f32 and re-encoded, and its tokenizer is rebuilt
+from its own vocabulary (the way athena-materialize writes tokenizer.json). Athena quantization
+(--bits/--vq) needs a folder: `athena-materialize MODEL.gguf DIR` writes one.
+
+The inputs are checked before any work: hyperparameters (sizes, norm epsilon, RoPE base),
+every tensor present in its shape, no NaN or infinite weight, the texts readable, OUT a
+writable file path that is none of the files the run reads (also with --force).
 
 The output is written to a temporary file beside OUT and renamed into place only when complete;
 on any error nothing is left behind.";
@@ -49,5 +54,7 @@ The plan (per-layer configuration and bpw) is printed before quantizing; at the 
 per layer the configuration, bpw and relative layer loss tr(dW H dW^T) / tr(W H W^T), then the
 totals, time and peak memory. Check the result with athena-verify.
 
-Exit status: 0 on success, 1 when the conversion fails (the message names the file or tensor),
-2 for command-line usage errors, 130 when interrupted (Ctrl-C or SIGTERM; the temp file is removed).";
+Exit status: 0 on success, 1 when an input is invalid or the conversion fails (one line naming
+the file, tensor or option), 2 for command-line usage errors (an option out of its range, or one
+the chosen mode would ignore), 130 when interrupted (Ctrl-C or SIGTERM; the temp file is
+removed).";

@@ -3,6 +3,7 @@
 //! a conversion shows while it runs (`progress`).
 
 mod args;
+mod checks;
 mod help;
 mod progress;
 
@@ -41,6 +42,7 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cli.check_usage();
     // Ctrl-C / SIGTERM do not unwind, so the writer's own cleanup would not run.
     let _ = ctrlc::set_handler(|| {
         athena::container::temp_files::remove_all();
@@ -108,11 +110,8 @@ fn file_stem(p: &Path) -> String {
 }
 
 fn run(cli: &Cli) -> Result<(), String> {
-    check_output(cli).map_err(|e| e.to_string())?;
-    if let Some(text) = &cli.eval.eval_text {
-        // Fail before the conversion, not after it.
-        std::fs::metadata(text).map_err(|e| format!("--eval-text {}: {e}", text.display()))?;
-    }
+    // Everything about the files that can fail does so here, not after the conversion.
+    checks::before_work(cli)?;
     if cli.quantizes() {
         run_athena(cli)?;
     } else {
@@ -137,39 +136,11 @@ fn run(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
-fn check_output(cli: &Cli) -> Result<(), ExportError> {
-    if cli.out.exists() && !cli.force {
-        return Err(ExportError::Invalid {
-            path: cli.out.clone(),
-            message: "already exists (use --force to replace it)".into(),
-        });
-    }
-    let parent = match cli.out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !parent.is_dir() {
-        return Err(ExportError::Invalid {
-            path: cli.out.clone(),
-            message: format!("directory {} does not exist", parent.display()),
-        });
-    }
-    if let (Ok(a), Ok(b)) = (cli.model.canonicalize(), cli.out.canonicalize()) {
-        if a == b {
-            return Err(ExportError::Invalid {
-                path: cli.out.clone(),
-                message: "is the input file".into(),
-            });
-        }
-    }
-    Ok(())
-}
-
 fn run_plain(cli: &Cli) -> Result<(), ExportError> {
     let started = Instant::now();
     let input = open_input(cli)?;
     let opts = PlainOptions {
-        ty: cli.ty.into(),
+        ty: cli.plain_type(),
         name: cli.name.clone().unwrap_or(input.name),
     };
     let bar = athena::progress::bar(

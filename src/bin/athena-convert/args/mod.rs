@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 
 use athena::convert::ConvertOptions;
 use athena::export::PlainType;
@@ -12,6 +12,7 @@ use athena::export::PlainType;
 mod quantize;
 mod tuning;
 
+use quantize::at_least;
 pub use quantize::{AblationArgs, CalibrationArgs, QuantizerArgs, SizeArgs};
 pub use tuning::{FinetuneArgs, TuneArgs};
 
@@ -28,15 +29,10 @@ pub struct Cli {
     #[arg(value_name = "OUT.gguf")]
     pub out: PathBuf,
 
-    /// Type of the weight matrices (norms and biases stay f32).
-    #[arg(
-        long = "type",
-        short = 't',
-        value_name = "TYPE",
-        value_enum,
-        default_value = "f16"
-    )]
-    pub ty: TypeArg,
+    /// Type of the weight matrices in a plain export (norms and biases stay f32) [default:
+    /// f16]. Not with --bits/--vq: an Athena file's embedding type is --embed-type.
+    #[arg(long = "type", short = 't', value_name = "TYPE", value_enum)]
+    pub ty: Option<TypeArg>,
 
     /// Value of general.name [default: the model folder's name, or the input GGUF's general.name].
     #[arg(long)]
@@ -85,11 +81,12 @@ pub struct EvalArgs {
     /// chunks of --eval-ctx tokens, second half of each scored).
     #[arg(long, value_name = "FILE")]
     pub eval_text: Option<PathBuf>,
-    /// Context length of each perplexity chunk, in tokens.
-    #[arg(long, value_name = "N", default_value_t = 512, requires = "eval_text")]
+    /// Context length of each perplexity chunk, in tokens (at least 4).
+    #[arg(long, value_name = "N", default_value_t = 512, requires = "eval_text",
+          value_parser = at_least(4))]
     pub eval_ctx: usize,
     /// Score only the first N chunks of --eval-text (default: all that fit; ANCHORS.md uses 32).
-    #[arg(long, value_name = "N", requires = "eval_text")]
+    #[arg(long, value_name = "N", requires = "eval_text", value_parser = at_least(1))]
     pub eval_chunks: Option<usize>,
 }
 
@@ -97,6 +94,32 @@ impl Cli {
     /// Whether Athena quantization was asked for (else a plain export).
     pub fn quantizes(&self) -> bool {
         self.size.bits.is_some() || self.size.vq.is_some()
+    }
+
+    /// Exits with a usage error (status 2) for options that the chosen mode would ignore.
+    pub fn check_usage(&self) {
+        let conflict = |message: &str| -> ! {
+            Cli::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, message)
+                .exit()
+        };
+        if self.quantizes() && self.ty.is_some() {
+            conflict(
+                "--type is the plain export's weight type; with --bits/--vq the linear layers \
+                 are quantized and --embed-type sets the embedding's type",
+            );
+        }
+        if self.quantizes() && self.tokenizer_dir.is_some() {
+            conflict(
+                "--tokenizer-dir is the plain export's; Athena quantization (--bits/--vq) reads \
+                 the tokenizer from MODEL",
+            );
+        }
+    }
+
+    /// The plain export's weight type.
+    pub fn plain_type(&self) -> PlainType {
+        self.ty.unwrap_or(TypeArg::F16).into()
     }
 
     /// The library's options, with the defaults that depend on the budget, the method and this

@@ -87,7 +87,8 @@ pub struct QuantizerArgs {
 
     /// Lloyd iterations of k-means per codebook (20: 0.5 perplexity better than 10 at --bits 3 for
     /// 19% more time; see docs/benchmarks.md).
-    #[arg(long, value_name = "N", default_value_t = athena::quantizer::DEFAULT_KMEANS_ITERS)]
+    #[arg(long, value_name = "N", default_value_t = athena::quantizer::DEFAULT_KMEANS_ITERS,
+          value_parser = at_least(1))]
     pub kmeans_iters: usize,
 
     /// Hessian damping lambda: lambda x the mean of the Hessian's diagonal is added to its
@@ -106,9 +107,9 @@ pub struct QuantizerArgs {
     /// (geometric mean), perplexity 17.86 -> 17.63; at --bits 2.25 (with block-wise tuning) 4%
     /// lower layer loss but perplexity 30.72 and 31.69 (two runs) against 29.80 and 30.45
     /// unrotated, so it is off below 3 bits. 0 turns it off (with --no-row-scales too, a
-    /// version 1 file). [default: 4096 for --method athena from --bits 3 up or with --vq,
-    /// else 0]
-    #[arg(long, value_name = "B")]
+    /// version 1 file). B is 0 or a power of four from 4 to 4096. [default: 4096 for --method
+    /// athena from --bits 3 up or with --vq, else 0]
+    #[arg(long, value_name = "B", value_parser = parse_rotation_block)]
     pub rotation_block: Option<usize>,
 
     /// With the column rotation on: quantize each layer both rotated and unrotated and keep
@@ -239,7 +240,7 @@ impl QuantizerArgs {
 }
 
 impl CalibrationArgs {
-    pub(super) fn options(&self) -> CalibrationOptions {
+    pub fn options(&self) -> CalibrationOptions {
         CalibrationOptions {
             text: self
                 .calib
@@ -338,6 +339,29 @@ pub(super) fn parse_fraction(s: &str) -> Result<f64, String> {
         Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
         _ => Err(format!("'{s}' is not a fraction from 0 to 1")),
     }
+}
+
+fn parse_rotation_block(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(b) if convert::options::valid_rotation_block(b) => Ok(b),
+        _ => Err(format!(
+            "'{s}' is not 0 or a power of four from 4 to {}",
+            athena::quantizer::rotation::MAX_BLOCK
+        )),
+    }
+}
+
+/// A positive, finite number (learning rates, step lengths).
+pub(super) fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("'{s}' is not a positive number")),
+    }
+}
+
+/// A count of at least `min`.
+pub(super) fn at_least(min: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(min..)
 }
 
 fn parse_max_centroids(s: &str) -> Result<usize, String> {

@@ -6,7 +6,7 @@ use std::path::Path;
 use athena::checkpoint::ModelConfig;
 use athena::convert::{self, defaults, FinetuneOptions, Method, TuneOptions};
 
-use super::quantize::parse_fraction;
+use super::quantize::{at_least, parse_fraction, parse_positive};
 
 /// Tuning each block's codebooks after it is quantized.
 #[derive(Debug, clap::Args)]
@@ -23,11 +23,11 @@ pub struct TuneArgs {
     /// Adam learning rate of the block-wise tuning (in weight units; of 1e-4, 1e-3 and 3e-3,
     /// 1e-3 measured best). Codebooks of rotated layers (block B) tune at this rate / sqrt(B),
     /// so a step moves one input channel's weights as far as it does without the rotation.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = parse_positive)]
     pub tune_lr: f64,
 
     /// Calibration sequences per Adam step of the block-wise tuning.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least(1))]
     pub tune_batch: usize,
 
     /// Block-wise tuning also tunes the block's two RMSNorm weights (measured no better than
@@ -57,11 +57,11 @@ pub struct FinetuneArgs {
 
     /// Adam learning rate of the end-to-end tuning (in weight units; only 1e-3 was measured on
     /// the real model). Codebooks of rotated layers (block B) tune at this rate / sqrt(B).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = parse_positive)]
     pub finetune_lr: f64,
 
     /// Calibration sequences per Adam step of the end-to-end tuning.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least(1))]
     pub finetune_batch: usize,
 
     /// End-to-end tuning also changes codes (PV-tuning's discrete step): after every Adam step
@@ -74,7 +74,7 @@ pub struct FinetuneArgs {
     /// Step length of the discrete step, in weight units: a vector moves to a neighbouring
     /// centroid only where Adam's quadratic model of the loss for a step this long predicts a
     /// decrease (longer: more moves).
-    #[arg(long, value_name = "STEP", default_value_t = 1e-2)]
+    #[arg(long, value_name = "STEP", default_value_t = 1e-2, value_parser = parse_positive)]
     pub finetune_code_step: f64,
 
     /// Calibration tokens the end-to-end tuning runs on, from the start of the --calib text
