@@ -1125,20 +1125,51 @@ fn bad_hyperparameters_are_named_before_any_work() {
 }
 
 #[test]
-fn a_gguf_model_missing_a_tensor_is_refused_at_open_by_its_gguf_name() {
+fn a_gguf_model_is_checked_at_open_and_its_tensors_named_by_their_gguf_names() {
+    use athena::container::gguf::Value as MetaValue;
     let t = Tiny::new("llama");
     assert_eq!(t.convert("f32.gguf", &["--type", "f32"]).0, 0);
-    common::rewrite(&t.path("f32.gguf"), &t.path("holed.gguf"), |_, tensors| {
-        tensors.retain(|(name, ..)| name != "blk.1.attn_k.weight")
-    });
-    let (code, err) = run_convert(&[
-        t.path("holed.gguf").as_os_str(),
-        t.path("out.gguf").as_os_str(),
-    ]);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("'blk.1.attn_k.weight': not found") && err.contains("holed.gguf"),
-        "{err}"
-    );
-    assert!(!t.path("out.gguf").exists());
+    let nan = f32::NAN.to_le_bytes();
+    type Edit = Box<dyn FnOnce(&mut Vec<(String, MetaValue)>, &mut common::GgufTensors)>;
+    let cases: [(Edit, &str); 4] = [
+        (
+            Box::new(|_, tensors| tensors.retain(|(name, ..)| name != "blk.1.attn_k.weight")),
+            "'blk.1.attn_k.weight': not found",
+        ),
+        (
+            Box::new(|meta, _| common::set_meta(meta, "llama.block_count", MetaValue::U32(0))),
+            "'llama.block_count' is 0",
+        ),
+        (
+            Box::new(|meta, _| common::set_meta(meta, "llama.context_length", MetaValue::U32(0))),
+            "'llama.context_length' is 0",
+        ),
+        (
+            Box::new(move |_, tensors| {
+                let (.., data) = tensors
+                    .iter_mut()
+                    .find(|(name, ..)| name == "blk.1.ffn_up.weight")
+                    .unwrap();
+                data[8..12].copy_from_slice(&nan);
+            }),
+            "'blk.1.ffn_up.weight' in ",
+        ),
+    ];
+    for (edit, needle) in cases {
+        common::rewrite(&t.path("f32.gguf"), &t.path("edited.gguf"), edit);
+        let (code, err) = run_convert(&[
+            t.path("edited.gguf").as_os_str(),
+            t.path("out.gguf").as_os_str(),
+            "--force".as_ref(),
+        ]);
+        assert_eq!(code, 1, "{needle}: {err}");
+        assert!(
+            err.contains(needle) && err.contains("edited.gguf") && err.lines().count() == 1,
+            "{needle}: {err}"
+        );
+        if needle.contains("ffn_up") {
+            assert!(err.contains(": 1 of 512 values are not finite"), "{err}");
+        }
+        assert!(!t.path("out.gguf").exists());
+    }
 }
