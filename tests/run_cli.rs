@@ -151,6 +151,14 @@ fn bad_input_gets_a_one_line_error() {
         );
     };
     one_line(&run(&["-p", "x"], &t.path("missing.gguf")), "missing.gguf");
+    one_line(
+        &run(&["-p", "x"], t.dir.path()),
+        "is a directory, not a GGUF file",
+    );
+    one_line(
+        &run(&["-p", "x"], Path::new("/dev/null")),
+        "not a regular file",
+    );
     one_line(&run(&["-p", "x"], &t.path("text.txt")), "text.txt");
     one_line(&run(&[], &file), "no prompt");
     one_line(&run(&["-p", "x", "--temp=-1"], &file), "--temp");
