@@ -3,7 +3,8 @@
 //! The pipeline, one module per stage: `checkpoint` (weights in) -> `model` (forward pass) ->
 //! `calibration` (Hessians) -> `quantizer` (the algorithm) -> `container` (GGUF and the Athena
 //! encoding) -> `verify`; `export` writes llama.cpp metadata and plain tensors, `convert` drives
-//! the whole conversion, `eval` measures perplexity and `progress` draws the tools' progress bars.
+//! the whole conversion, `eval` measures perplexity, `progress` draws the tools' progress bars and
+//! `signals` gives every binary the same SIGINT/SIGTERM/SIGBUS handling.
 
 pub mod calibration;
 pub mod checkpoint;
@@ -14,4 +15,5 @@ pub mod export;
 pub mod model;
 pub mod progress;
 pub mod quantizer;
+pub mod signals;
 pub mod verify;

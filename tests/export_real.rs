@@ -98,7 +98,7 @@ fn check(dir: Option<PathBuf>, gguf: PathBuf, allowed_extra: &[(&str, Value)]) {
 
     let arch = original.get_str("general.architecture").unwrap();
     let mut compared = 0;
-    for (key, value) in &original.metadata {
+    for (key, value) in original.metadata() {
         let is_tok = key.starts_with("tokenizer.");
         let is_hparam = key.starts_with(&format!("{arch}."));
         if !(is_tok || is_hparam || key == "general.architecture" || key == "general.file_type") {

@@ -69,11 +69,7 @@ fn byte_level_vocabularies_round_trip() {
         println!("{name}: pre '{}' by {:?}", pre.name, pre.method);
         assert_eq!(pre.method, method, "{name}");
         let ours = |key: &str| k.keys.iter().find(|(k, _)| k == key).map(|(_, v)| v);
-        for (key, value) in f
-            .metadata
-            .iter()
-            .filter(|(k, _)| k.starts_with("tokenizer."))
-        {
+        for (key, value) in f.metadata().filter(|(k, _)| k.starts_with("tokenizer.")) {
             assert_eq!(ours(key), Some(value), "{name}: {key}");
         }
         for (key, value) in &k.keys {
@@ -103,11 +99,7 @@ fn sentencepiece_vocabulary_round_trip() {
     let k = tokenizer_keys(&files, &config(Architecture::Llama, n)).unwrap();
     assert!(k.pre.is_none());
     let ours = |key: &str| k.keys.iter().find(|(k, _)| k == key).map(|(_, v)| v);
-    for (key, value) in f
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.starts_with("tokenizer."))
-    {
+    for (key, value) in f.metadata().filter(|(k, _)| k.starts_with("tokenizer.")) {
         if key == "tokenizer.ggml.scores" {
             assert_eq!(
                 ours(key).and_then(|v| v.as_array()).map(|a| a.len()),

@@ -434,7 +434,7 @@ fn names_with_control_characters_stay_on_one_line() {
     r.str(long.as_bytes()).u32(77).pad(32);
     let s = err(r.done()).to_string();
     assert!(
-        s.len() < 300 && s.ends_with("...': unknown value type id 77"),
+        s.len() < 300 && s.ends_with("... (1000 bytes in all)': unknown value type id 77"),
         "{s}"
     );
 }

@@ -36,8 +36,8 @@ fn real_files_open_and_rewrite_identically() {
         let opened = start.elapsed();
         let out = tmp.path().join("rewrite.gguf");
         let mut w = GgufWriter::new(&out);
-        for (k, v) in &f.metadata {
-            w.add_metadata(k.clone(), v.clone()).unwrap();
+        for (k, v) in f.metadata() {
+            w.add_metadata(k, v.clone()).unwrap();
         }
         for t in &f.tensors {
             w.add_tensor(t.name.clone(), &t.dims, t.ggml_type).unwrap();
@@ -60,7 +60,7 @@ fn real_files_open_and_rewrite_identically() {
             "{}: v{} {} keys {} tensors, opened in {:?}, rewrite {}",
             path.display(),
             f.version,
-            f.metadata.len(),
+            f.metadata_len(),
             f.tensors.len(),
             opened,
             if same { "identical" } else { "DIFFERS" }

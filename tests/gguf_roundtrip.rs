@@ -8,8 +8,8 @@ use gguf_support::*;
 /// Rewrites `f` through the writer (same metadata, tensors and data) to `path`.
 fn rewrite(f: &GgufFile, path: &std::path::Path) {
     let mut w = GgufWriter::new(path);
-    for (k, v) in &f.metadata {
-        w.add_metadata(k.clone(), v.clone()).unwrap();
+    for (k, v) in f.metadata() {
+        w.add_metadata(k, v.clone()).unwrap();
     }
     for t in &f.tensors {
         w.add_tensor(t.name.clone(), &t.dims, t.ggml_type).unwrap();
@@ -29,7 +29,7 @@ fn round_trip_every_value_type_and_tensor_type() {
     assert_eq!(f.version, 3);
     assert_eq!(f.alignment, 32);
     assert_eq!(f.data_offset % 32, 0);
-    assert_eq!(f.metadata, all_value_types());
+    assert_eq!(f.metadata_vec(), all_value_types());
     assert!(
         f.get("general.alignment").is_none(),
         "default alignment is not written"

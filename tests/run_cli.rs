@@ -151,6 +151,14 @@ fn bad_input_gets_a_one_line_error() {
         );
     };
     one_line(&run(&["-p", "x"], &t.path("missing.gguf")), "missing.gguf");
+    one_line(
+        &run(&["-p", "x"], t.dir.path()),
+        "is a directory, not a GGUF file",
+    );
+    one_line(
+        &run(&["-p", "x"], Path::new("/dev/null")),
+        "not a regular file",
+    );
     one_line(&run(&["-p", "x"], &t.path("text.txt")), "text.txt");
     one_line(&run(&[], &file), "no prompt");
     one_line(&run(&["-p", "x", "--temp=-1"], &file), "--temp");
@@ -184,4 +192,178 @@ fn bad_input_gets_a_one_line_error() {
         t.3.truncate(t.1.iter().product::<u64>() as usize / 32 * 18);
     });
     one_line(&run(&["-p", "x"], &q4), "blk.0.ffn_down.weight");
+}
+
+/// A FIFO at `path` (the text a binary blocks on while its model is mapped).
+#[cfg(unix)]
+fn fifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// Opens the FIFO for writing once `child` has opened it for reading (the child is then past
+/// its signal setup and has its model mapped). Fails, instead of hanging, if the child exits.
+#[cfg(unix)]
+fn writer_once_read(path: &Path, child: &mut std::process::Child) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    let start = std::time::Instant::now();
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => return f,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("the child exited ({status}) before reading: {err}");
+        }
+        assert!(start.elapsed().as_secs() < 120, "the child never read");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[cfg(unix)]
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+/// SIGTERM and SIGINT end athena-eval, athena-verify and athena-run with 143 and 130, and a
+/// model file truncated while it is mapped gives "<file>: file changed while being read" and
+/// exit status 1 instead of a crash (issue 33). Each binary is caught while it blocks on input
+/// (a FIFO as --text, or stdin for --chat) with its model mapped, so nothing depends on timing.
+#[cfg(unix)]
+#[test]
+fn signals_and_a_model_truncated_while_mapped() {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+    let t = Tiny::new("llama");
+    let text = std::fs::read(t.path("text.txt")).unwrap();
+    let eval = |model: &Path, fifo: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_athena-eval"))
+            .arg(model)
+            .arg("--text")
+            .arg(fifo)
+            .args(["--ctx", "16", "--chunks", "2"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let verify = |model: &Path, fifo: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_athena-verify"))
+            .arg(model)
+            .arg("--text")
+            .arg(fifo)
+            .args(["--ctx", "16", "--chunks", "2"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    type Spawn<'a> = &'a dyn Fn(&Path, &Path) -> std::process::Child;
+    let tools: [(&str, Spawn); 2] = [("athena-eval", &eval), ("athena-verify", &verify)];
+    for (k, (tool, spawn)) in tools.into_iter().enumerate() {
+        // Interrupted while waiting for the text.
+        for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+            let pipe = t.path(&format!("text-{k}-{sig}.fifo"));
+            fifo(&pipe);
+            let mut child = spawn(&t.path("f32.gguf"), &pipe);
+            let _writer = writer_once_read(&pipe, &mut child);
+            signal(&child, sig);
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(code),
+                "{tool} after signal {sig}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // The model truncated after it was mapped, before the forward reads it.
+        let model = t.path(&format!("truncated-{k}.gguf"));
+        std::fs::copy(t.path("f32.gguf"), &model).unwrap();
+        let pipe = t.path(&format!("text-{k}.fifo"));
+        fifo(&pipe);
+        let mut child = spawn(&model, &pipe);
+        let mut writer = writer_once_read(&pipe, &mut child);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&model)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        // The child may die before it has read everything: a broken pipe is fine.
+        let _ = writer.write_all(&text);
+        drop(writer);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{tool}: {stderr}");
+        assert!(
+            stderr.ends_with(&format!(
+                "{tool}: {}: file changed while being read\n",
+                model.display()
+            )),
+            "{tool}: {stderr:?}"
+        );
+    }
+
+    // athena-run --chat waiting for a turn on stdin.
+    let chat = t.path("chat.gguf");
+    common::rewrite(&t.path("f32.gguf"), &chat, |meta, _| {
+        meta.push((
+            "tokenizer.chat_template".into(),
+            Value::String("{% for m in messages %}{{ m.content }}{% endfor %}".into()),
+        ));
+    });
+    let start_chat = |model: &Path| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_athena-run"))
+            .arg(model)
+            .args(["--chat", "-n", "4", "--temp", "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The line it prints before it reads stdin: the model is loaded and mapped.
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("reading turns from stdin") {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "no prompt line");
+        }
+        (child, stderr)
+    };
+    for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let (mut child, _stderr) = start_chat(&chat);
+        signal(&child, sig);
+        assert_eq!(child.wait().unwrap().code(), Some(code), "athena-run {sig}");
+    }
+    let model = t.path("chat-truncated.gguf");
+    std::fs::copy(&chat, &model).unwrap();
+    let (mut child, mut stderr) = start_chat(&model);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&model)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"ab 12\n").unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    use std::io::Read;
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(1), "{rest}");
+    assert!(
+        rest.ends_with(&format!(
+            "athena-run: {}: file changed while being read\n",
+            model.display()
+        )),
+        "{rest:?}"
+    );
 }

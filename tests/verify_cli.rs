@@ -240,3 +240,225 @@ fn each_corruption_gets_its_specific_error() {
         expect_invalid(dir.path(), name, needle);
     }
 }
+
+/// The regression fixtures of issue 33 (fixtures/verify-regressions/, README there): standard
+/// types with NaN or infinity, the spec rules on `athena.tensors` order and orphan checksum
+/// keys, and names from the file that must be printed escaped.
+fn regressions_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/verify-regressions")
+}
+
+/// A plain GGUF file of one tensor (checksummed, so only the values are wrong).
+fn one_tensor(path: &Path, name: &str, dims: &[u64], ty: GgmlType, data: &[u8]) {
+    let mut w = ModelFileWriter::create(path).unwrap();
+    w.add_metadata("general.architecture", "llama".to_string());
+    w.add_tensor(name, dims, ty, data).unwrap();
+    w.finish().unwrap();
+}
+
+fn halves(v: &[u16]) -> Vec<u8> {
+    v.iter().flat_map(|h| h.to_le_bytes()).collect()
+}
+
+/// Writes the fixtures (run with `cargo test --test verify_cli -- --ignored` after a change
+/// to their recipe; the committed bytes are what the tests read).
+#[test]
+#[ignore]
+fn regenerate_regression_fixtures() {
+    let dir = regressions_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    // Two Q8_0 blocks (scale 1.0, quants 1..32), the second's scale +infinity.
+    let mut q8 = Vec::new();
+    for scale in [0x3c00u16, 0x7c00] {
+        q8.extend(scale.to_le_bytes());
+        q8.extend(1..=32u8);
+    }
+    one_tensor(
+        &dir.join("q8_0-inf-scale.gguf"),
+        "blk.0.ffn_down.weight",
+        &[32, 2],
+        GgmlType::Q8_0,
+        &q8,
+    );
+    // f16 NaN (0x7e00) and -infinity (0xfc00) among finite values.
+    one_tensor(
+        &dir.join("f16-nan.gguf"),
+        "output_norm.weight",
+        &[6],
+        GgmlType::F16,
+        &halves(&[0x3c00, 0x7e00, 0x4000, 0xfc00, 0, 0x8000]),
+    );
+    // bf16 +infinity (0x7f80).
+    one_tensor(
+        &dir.join("bf16-inf.gguf"),
+        "token_embd.weight",
+        &[2, 2],
+        GgmlType::BF16,
+        &halves(&[0x3f80, 0x3f80, 0x3f80, 0x7f80]),
+    );
+    let f32s: Vec<u8> = [0.5f32, 1.0, f32::NAN]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    one_tensor(
+        &dir.join("f32-nan.gguf"),
+        "blk.0.attn_norm.weight",
+        &[3],
+        GgmlType::F32,
+        &f32s,
+    );
+
+    // Two Athena weights, listed in the opposite of their file order.
+    let tmp = tempfile::tempdir().unwrap();
+    let two = tmp.path().join("two.gguf");
+    let mut w = ModelFileWriter::create(&two).unwrap();
+    w.add_metadata("general.architecture", "llama".to_string());
+    for (k, name) in ["spec_example", "d2_n4_f16_nondiv"].iter().enumerate() {
+        let v = common::load(&common::vectors_root().join(name));
+        w.add_weight(&EncodedWeight::from_parts(
+            &format!("blk.{k}.ffn_up.weight"),
+            v.params,
+            v.parts(),
+        ))
+        .unwrap();
+    }
+    w.finish().unwrap();
+    common::rewrite(
+        &two,
+        &dir.join("athena-tensors-out-of-order.gguf"),
+        |m, _| {
+            let Value::Array(athena::container::gguf::Array::String(names)) =
+                &mut m.iter_mut().find(|x| x.0 == "athena.tensors").unwrap().1
+            else {
+                panic!()
+            };
+            names.reverse();
+        },
+    );
+    // A checksum key for a tensor the file does not have.
+    common::rewrite(&two, &dir.join("sha256-orphan.gguf"), |m, _| {
+        m.push((
+            "athena.sha256.blk.9.ffn_up.weight".into(),
+            Value::String("0".repeat(64)),
+        ))
+    });
+    // ... whose name is 100 000 bytes of terminal escapes and newlines.
+    common::rewrite(&two, &dir.join("long-orphan-key.gguf"), |m, _| {
+        m.push((
+            format!("athena.sha256.{}", "\u{1b}[2J\n".repeat(20_000)),
+            Value::String("0".repeat(64)),
+        ))
+    });
+    // A valid file whose tensor and key names hold a terminal escape, a newline and a
+    // right-to-left override.
+    one_tensor(
+        &dir.join("escaped-names.gguf"),
+        "evil\u{1b}[31m\nname\u{202e}",
+        &[2],
+        GgmlType::F32,
+        &f32s[..8],
+    );
+    // ... and the same tensor with a wrong checksum, so that an error names it.
+    common::rewrite(
+        &dir.join("escaped-names.gguf"),
+        &dir.join("escaped-names-bad-checksum.gguf"),
+        |m, _| {
+            let key = "athena.sha256.evil\u{1b}[31m\nname\u{202e}";
+            common::set_meta(m, key, Value::String("f".repeat(64)));
+        },
+    );
+}
+
+#[test]
+fn regression_fixtures_get_their_specific_error() {
+    let dir = regressions_dir();
+    let cases = [
+        (
+            "q8_0-inf-scale.gguf",
+            "tensor 'blk.0.ffn_down.weight': 1 non-finite block scale (NaN or infinity; the first in block 1)",
+        ),
+        (
+            "f16-nan.gguf",
+            "tensor 'output_norm.weight': 2 non-finite values (NaN or infinity; the first at element 1)",
+        ),
+        (
+            "bf16-inf.gguf",
+            "tensor 'token_embd.weight': 1 non-finite value (NaN or infinity; the first at element 3)",
+        ),
+        (
+            "f32-nan.gguf",
+            "tensor 'blk.0.attn_norm.weight': 1 non-finite value (NaN or infinity; the first at element 2)",
+        ),
+        (
+            "athena-tensors-out-of-order.gguf",
+            "key 'athena.tensors': entry 0 is 'blk.1.ffn_up.weight', but the file's index tensor \
+             number 0 is 'blk.0.ffn_up.weight.athena_idx'",
+        ),
+        (
+            "sha256-orphan.gguf",
+            "key 'athena.sha256.blk.9.ffn_up.weight': names no tensor of the file",
+        ),
+        (
+            "escaped-names-bad-checksum.gguf",
+            "tensor 'evil\\u{1b}[31m\\nname\\u{202e}': sha256 mismatch",
+        ),
+    ];
+    for (file, needle) in cases {
+        expect_invalid(&dir, file, needle);
+    }
+    // With --no-checksums the values are still checked.
+    let (code, _, stderr) = run(&dir, &["q8_0-inf-scale.gguf", "--no-checksums"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("non-finite block scale"), "{stderr}");
+
+    // A 100 000-byte key of escapes: one short line, nothing raw.
+    let (code, _, stderr) = run(&dir, &["long-orphan-key.gguf"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.len() < 700 && !stderr.contains('\u{1b}'), "{stderr}");
+    assert!(
+        stderr.contains("\\u{1b}[2J\\n") && stderr.contains("bytes in all)': names no tensor"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn names_from_the_file_are_printed_escaped() {
+    let dir = regressions_dir();
+    let (code, stdout, stderr) = run(&dir, &["escaped-names.gguf"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stdout.contains('\u{202e}'),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("evil\\u{1b}[31m\\nname\\u{202e}  F32"),
+        "{stdout}"
+    );
+    // The JSON report escapes by itself and keeps the name whole.
+    let (code, stdout, _) = run(&dir, &["escaped-names.gguf", "--json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["tensors"][0]["name"], "evil\u{1b}[31m\nname\u{202e}");
+}
+
+#[test]
+fn a_directory_or_a_special_file_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("model.gguf")).unwrap();
+    let (code, _, stderr) = run(dir.path(), &["model.gguf"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "athena-verify: invalid: opening 'model.gguf': is a directory"
+    );
+    let (code, _, stderr) = run(dir.path(), &["/dev/null"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    let (code, _, stderr) = run(dir.path(), &["missing.gguf"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("opening 'missing.gguf': No such file"),
+        "{stderr}"
+    );
+}

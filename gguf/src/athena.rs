@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use athena_decode::{CodebookType, DecodeError, Encoded, Params, Parts};
 
+use crate::error::{esc, esc_controls};
 use crate::{Array, GgmlType, GgufFile, TensorInfo, Value};
 
 /// The newest encoding version this code writes and reads (spec section 9): 1, 2 for rotated
@@ -24,25 +25,29 @@ pub const LRB: &str = ".athena_lrb";
 pub const ROT: &str = ".athena_rot";
 pub const RS: &str = ".athena_rs";
 
+/// The prefix of the checksum keys.
+pub const SHA256_PREFIX: &str = "athena.sha256.";
+
 /// The metadata key holding the checksum of a tensor's data.
 pub fn sha256_key(tensor: &str) -> String {
-    format!("athena.sha256.{tensor}")
+    format!("{SHA256_PREFIX}{tensor}")
 }
 
 fn weight_key(weight: &str, field: &str) -> String {
     format!("athena.{weight}.{field}")
 }
 
-/// Errors of the Athena layer of a file. Display is one line naming the weight or key.
+/// Errors of the Athena layer of a file. Display is one line naming the weight or key; names
+/// from the file are escaped and cut by [`crate::escape_name`] (the fields hold them raw).
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum AthenaError {
-    #[error("key '{key}': {problem}")]
+    #[error("key '{}': {}", esc(key), esc_controls(problem))]
     Key { key: String, problem: String },
-    #[error("weight '{weight}': {problem}")]
+    #[error("weight '{}': {}", esc(weight), esc_controls(problem))]
     Weight { weight: String, problem: String },
-    #[error("weight '{weight}': {error}")]
+    #[error("weight '{}': {error}", esc(weight))]
     Decode { weight: String, error: DecodeError },
-    #[error("tensor '{tensor}': {problem}")]
+    #[error("tensor '{}': {}", esc(tensor), esc_controls(problem))]
     Checksum { tensor: String, problem: String },
 }
 
@@ -294,7 +299,7 @@ pub fn stored_weights(file: &GgufFile) -> Result<Vec<StoredWeight<'_>>, AthenaEr
         if !seen.insert(name.as_str()) {
             return Err(key_err(
                 TENSORS_KEY,
-                format!("weight '{name}' is listed twice"),
+                format!("weight '{}' is listed twice", esc(name)),
             ));
         }
         let weight = stored_weight(file, name)?;
@@ -311,7 +316,37 @@ pub fn stored_weights(file: &GgufFile) -> Result<Vec<StoredWeight<'_>>, AthenaEr
             problem: "Athena component tensor of no weight listed in athena.tensors".into(),
         });
     }
+    // Section 6: the list follows the file order of the weights' index tensors. Every
+    // `.athena_idx` tensor belongs to a listed weight (checked above), so the two sequences have
+    // the same length.
+    let idx_in_file = file.tensors.iter().filter(|t| t.name.ends_with(IDX));
+    for (k, (listed, t)) in names.iter().zip(idx_in_file).enumerate() {
+        if t.name.strip_suffix(IDX) != Some(listed.as_str()) {
+            return Err(key_err(
+                TENSORS_KEY,
+                format!(
+                    "entry {k} is '{}', but the file's index tensor number {k} is '{}': the list \
+                     must follow the file order of the .athena_idx tensors",
+                    esc(listed),
+                    esc(&t.name)
+                ),
+            ));
+        }
+    }
     Ok(weights)
+}
+
+/// Every `athena.sha256.<tensor>` key names a tensor of the file (spec section 8, rule 8): a
+/// checksum of nothing is a sign of a file edited by hand or cut short.
+pub fn check_checksum_keys(file: &GgufFile) -> Result<(), AthenaError> {
+    for key in file.keys() {
+        if let Some(tensor) = key.strip_prefix(SHA256_PREFIX) {
+            if file.tensor(tensor).is_none() {
+                return Err(key_err(key, "names no tensor of the file"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `athena.<W>.rotation`: absent means 0; present only in files of version 2 or later.
@@ -362,7 +397,10 @@ pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<
     if name.starts_with("sha256.") {
         return Err(key_err(
             TENSORS_KEY,
-            format!("weight name '{name}' collides with the checksum keys"),
+            format!(
+                "weight name '{}' collides with the checksum keys",
+                esc(name)
+            ),
         ));
     }
     if file.tensor(name).is_some() {
@@ -375,7 +413,10 @@ pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<
         Value::String(s) => CodebookType::from_name(s).ok_or_else(|| {
             key_err(
                 &cb_key,
-                format!("unknown codebook type '{s}' (expected \"i8\" or \"f16\")"),
+                format!(
+                    "unknown codebook type '{}' (expected \"i8\" or \"f16\")",
+                    esc(s)
+                ),
             )
         })?,
         other => {
@@ -416,10 +457,11 @@ pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<
         let tname = format!("{name}{suffix}");
         let t = file
             .tensor(&tname)
-            .ok_or_else(|| werr(format!("component tensor '{tname}' is missing")))?;
+            .ok_or_else(|| werr(format!("component tensor '{}' is missing", esc(&tname))))?;
         if t.ggml_type != *ty || &t.dims != dims {
             return Err(werr(format!(
-                "component '{tname}' is {} {:?}, the spec requires {} {:?}",
+                "component '{}' is {} {:?}, the spec requires {} {:?}",
+                esc(&tname),
                 t.ggml_type.name(),
                 t.dims,
                 ty.name(),
@@ -432,7 +474,8 @@ pub fn stored_weight<'f>(file: &'f GgufFile, name: &str) -> Result<StoredWeight<
         let tname = format!("{name}{suffix}");
         if !expected.iter().any(|e| e.0 == suffix) && file.tensor(&tname).is_some() {
             return Err(werr(format!(
-                "component tensor '{tname}' must be absent for these parameters"
+                "component tensor '{}' must be absent for these parameters",
+                esc(&tname)
             )));
         }
     }
@@ -480,16 +523,18 @@ pub fn verify_checksum(file: &GgufFile, t: &TensorInfo) -> Result<(), AthenaErro
         Some(Value::String(s)) => s,
         Some(other) => {
             return Err(err(format!(
-                "key '{key}' is {}, expected string",
+                "key '{}' is {}, expected string",
+                esc(&key),
                 other.type_description()
             )))
         }
-        None => return Err(err(format!("no checksum key '{key}'"))),
+        None => return Err(err(format!("no checksum key '{}'", esc(&key)))),
     };
     let got = sha256_hex(file.tensor_data(t));
     if &got != want {
         return Err(err(format!(
-            "sha256 mismatch: data has {got}, key says {want}"
+            "sha256 mismatch: data has {got}, key says {}",
+            esc(want)
         )));
     }
     Ok(())

@@ -157,37 +157,53 @@ pub enum GgufError {
     MissingTensorData { name: String },
 }
 
-/// Makes a name from a file safe for a one-line message: control characters are escaped and very long
-/// names are cut.
-pub(crate) fn esc(s: &str) -> String {
-    const MAX: usize = 200;
-    let mut out = String::new();
+/// Longest part of a name from a file that a message shows, in characters.
+pub const MAX_SHOWN_NAME: usize = 200;
+
+/// Makes a name taken from a file (a key, a tensor or weight name, a string value) safe to print
+/// in a one-line message: control characters (newlines, terminal escape sequences) and the
+/// invisible characters that reorder or hide text (bidirectional overrides, zero-width
+/// characters) are written as Rust escapes, and a name longer than [`MAX_SHOWN_NAME`] characters
+/// is cut, saying how long it was. The one helper every layer uses: the GGUF reader's errors,
+/// the Athena and checksum checks, the runtime's and athena-verify's messages and table.
+pub fn escape_name(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(4 * MAX_SHOWN_NAME));
     for (i, c) in s.chars().enumerate() {
-        if i == MAX {
-            out.push_str("...");
+        if i == MAX_SHOWN_NAME {
+            out.push_str(&format!("... ({} bytes in all)", s.len()));
             break;
         }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+        push_escaped(&mut out, c);
     }
     out
 }
 
-/// Escapes control characters only (for messages already built from [`esc`]aped names).
+/// Characters that would make a name read differently from its bytes on a terminal.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    if c.is_control() {
+        out.extend(c.escape_default());
+    } else if needs_escape(c) {
+        out.extend(c.escape_unicode());
+    } else {
+        out.push(c);
+    }
+}
+
+pub(crate) use escape_name as esc;
+
+/// Escapes without cutting (for messages already built from [`escape_name`]d names).
 pub(crate) fn esc_controls(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let e: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            e
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        push_escaped(&mut out, c);
+    }
+    out
 }
 
 impl GgufError {
@@ -197,5 +213,24 @@ impl GgufError {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped_and_cut() {
+        assert_eq!(escape_name("blk.0.attn_q.weight"), "blk.0.attn_q.weight");
+        assert_eq!(escape_name("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+        // A right-to-left override would make the rest of the line read backwards.
+        assert_eq!(escape_name("x\u{202e}y"), "x\\u{202e}y");
+        assert_eq!(escape_name("naïve"), "naïve");
+        let long = "n".repeat(100_000);
+        let shown = escape_name(&long);
+        assert!(shown.starts_with(&"n".repeat(MAX_SHOWN_NAME)));
+        assert!(shown.ends_with("... (100000 bytes in all)"), "{shown}");
+        assert!(shown.len() < 300);
     }
 }

@@ -7,17 +7,20 @@
 //! `format-spec/gguf-container.md`; the rules follow llama.cpp's gguf reader (see that document).
 //!
 //! One concern per file: [`types`] (the ggml type table), [`value`] (metadata values), [`reader`],
-//! [`writer`], [`error`], [`temp_files`] (outputs a signal handler deletes) and [`athena`].
+//! [`writer`], [`error`] (and [`escape_name`], the one way a name from a file is printed), [`finite`]
+//! (NaN and infinity in standard tensor types), [`temp_files`] (outputs a signal handler deletes)
+//! and [`athena`].
 
 pub mod athena;
 pub mod error;
+pub mod finite;
 pub mod reader;
 pub mod temp_files;
 pub mod types;
 pub mod value;
 pub mod writer;
 
-pub use error::GgufError;
+pub use error::{escape_name, GgufError};
 pub use reader::{
     GgufFile, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, MAX_DIMS,
     MAX_NAME_LEN,

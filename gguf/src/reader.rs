@@ -4,10 +4,16 @@
 //! out; after that, [`GgufFile::tensor_data`] is a plain slice of the mapped file. Every length and offset
 //! read from the file is checked with overflow-safe arithmetic against the file size before it is used, so a
 //! hostile file yields a [`GgufError`] and never a panic or an allocation larger than the file warrants.
+//!
+//! Metadata is validated completely on open but kept where it lies: a key is an offset into the file
+//! (16 bytes) plus its place in a sorted index (4 bytes), and a value is decoded from the file the first
+//! time it is asked for. So reading a header of millions of small keys costs about as much memory as the
+//! header itself (the mapped pages), not ten times that.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::Mutex;
 
 use memmap2::Mmap;
 
@@ -69,17 +75,40 @@ impl Backing {
     }
 }
 
+/// Where one validated key/value pair lies in the file; its value is decoded when first asked for.
+#[derive(Debug, Clone, Copy)]
+struct KeyEntry {
+    /// Absolute offset of the key's bytes (after its u64 length).
+    key_at: u64,
+    key_len: u32,
+    ty: ValueType,
+}
+
+impl KeyEntry {
+    /// Absolute offset of the value (after the key and its u32 type id).
+    fn value_at(&self) -> u64 {
+        self.key_at
+            .saturating_add(self.key_len as u64)
+            .saturating_add(4)
+    }
+}
+
 /// A validated GGUF file.
 pub struct GgufFile {
     backing: Backing,
-    key_index: HashMap<String, usize>,
-    tensor_index: HashMap<String, usize>,
+    /// Key/value pairs in file order.
+    keys: Vec<KeyEntry>,
+    /// Indices into `keys`, sorted by key name.
+    key_order: Vec<u32>,
+    /// The values decoded so far, by key index. Boxed, and never removed or replaced, so a value
+    /// handed out by [`GgufFile::get`] stays where it is as long as the file.
+    values: Mutex<HashMap<u32, Box<Value>>>,
+    /// Indices into `tensors`, sorted by tensor name.
+    tensor_order: Vec<u32>,
     pub version: u32,
     pub alignment: u64,
     /// Absolute byte offset of the data section (the end of the tensor infos padded to the alignment).
     pub data_offset: u64,
-    /// Key/value pairs in file order.
-    pub metadata: Vec<(String, Value)>,
     /// Tensor infos in file order (which is also data order).
     pub tensors: Vec<TensorInfo>,
 }
@@ -91,7 +120,7 @@ impl std::fmt::Debug for GgufFile {
             .field("version", &self.version)
             .field("alignment", &self.alignment)
             .field("data_offset", &self.data_offset)
-            .field("metadata", &self.metadata.len())
+            .field("metadata", &self.keys.len())
             .field("tensors", &self.tensors.len())
             .finish()
     }
@@ -102,6 +131,20 @@ impl GgufFile {
     ///
     /// As with any memory map, the file must not be modified while the returned value is alive.
     pub fn open(path: &Path) -> Result<Self, GgufError> {
+        // Checked before opening: opening a FIFO would block, and mapping a directory fails with
+        // the puzzling "No such device".
+        let kind = std::fs::metadata(path).map_err(|e| GgufError::io("opening", path, e))?;
+        if kind.is_dir() {
+            let e = std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory");
+            return Err(GgufError::io("opening", path, e));
+        }
+        if !kind.is_file() {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a GGUF file is memory-mapped)",
+            );
+            return Err(GgufError::io("opening", path, e));
+        }
         let file = File::open(path).map_err(|e| GgufError::io("opening", path, e))?;
         let len = file
             .metadata()
@@ -125,26 +168,15 @@ impl GgufFile {
 
     fn from_backing(backing: Backing) -> Result<Self, GgufError> {
         let parsed = parse(backing.bytes())?;
-        let key_index = parsed
-            .metadata
-            .iter()
-            .enumerate()
-            .map(|(i, (k, _))| (k.clone(), i))
-            .collect();
-        let tensor_index = parsed
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
         Ok(GgufFile {
             backing,
-            key_index,
-            tensor_index,
+            keys: parsed.keys,
+            key_order: parsed.key_order,
+            values: Mutex::new(HashMap::new()),
+            tensor_order: parsed.tensor_order,
             version: parsed.version,
             alignment: parsed.alignment,
             data_offset: parsed.data_offset,
-            metadata: parsed.metadata,
             tensors: parsed.tensors,
         })
     }
@@ -159,24 +191,98 @@ impl GgufFile {
         self.backing.bytes()
     }
 
+    /// Number of key/value pairs.
+    pub fn metadata_len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The keys in file order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.keys.iter().map(|e| self.key_str(e))
+    }
+
+    /// The key/value pairs in file order (each value decoded on first use, then kept).
+    pub fn metadata(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
+        (0..self.keys.len()).filter_map(|i| Some((self.key_str(&self.keys[i]), self.value(i)?)))
+    }
+
+    /// An owned copy of the key/value pairs in file order (to edit and write elsewhere).
+    pub fn metadata_vec(&self) -> Vec<(String, Value)> {
+        self.keys
+            .iter()
+            .filter_map(|e| Some((self.key_str(e).to_string(), decode_value(self.bytes(), e)?)))
+            .collect()
+    }
+
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        // The fields are public; fall back to a scan if the caller edited `metadata`.
-        match self.key_index.get(key).and_then(|&i| self.metadata.get(i)) {
-            Some((k, v)) if k == key => Some(v),
-            _ => self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-        }
+        self.value(self.find_key(key)?)
+    }
+
+    fn key_bytes(&self, e: &KeyEntry) -> &[u8] {
+        let start = usize::try_from(e.key_at).unwrap_or(usize::MAX);
+        let end = start.saturating_add(e.key_len as usize);
+        self.bytes().get(start..end).unwrap_or(&[])
+    }
+
+    /// The key's name; validated UTF-8 on open (empty only if the mapped file changed since).
+    fn key_str(&self, e: &KeyEntry) -> &str {
+        std::str::from_utf8(self.key_bytes(e)).unwrap_or("")
+    }
+
+    fn find_key(&self, key: &str) -> Option<usize> {
+        let found = self
+            .key_order
+            .binary_search_by(|&i| {
+                self.keys
+                    .get(i as usize)
+                    .map_or(&[][..], |e| self.key_bytes(e))
+                    .cmp(key.as_bytes())
+            })
+            .ok()?;
+        Some(self.key_order[found] as usize)
+    }
+
+    /// The value of key `i`, decoded on first use. `None` only if the mapped file changed since
+    /// it was validated.
+    fn value(&self, i: usize) -> Option<&Value> {
+        let entry = self.keys.get(i)?;
+        let index = u32::try_from(i).ok()?;
+        let mut cache = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        let value: *const Value = match cache.get(&index) {
+            Some(boxed) => &**boxed,
+            None => {
+                let boxed = Box::new(decode_value(self.bytes(), entry)?);
+                let value: *const Value = &*boxed;
+                cache.insert(index, boxed);
+                value
+            }
+        };
+        drop(cache);
+        // SAFETY: `value` points into a Box owned by `self.values`. Boxes are only ever added to
+        // that map (never removed, replaced or mutated) until `self` is dropped, and a Box's
+        // contents stay put when the map moves the Box itself; so the value lives, unchanged, for
+        // as long as the `&self` borrow the returned reference is tied to.
+        Some(unsafe { &*value })
     }
 
     /// The tensor named `name`, if present.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        match self
-            .tensor_index
-            .get(name)
-            .and_then(|&i| self.tensors.get(i))
-        {
+        let found = self
+            .tensor_order
+            .binary_search_by(|&i| {
+                self.tensors
+                    .get(i as usize)
+                    .map_or("", |t| t.name.as_str())
+                    .cmp(name)
+            })
+            .ok()
+            .and_then(|k| self.tensors.get(self.tensor_order[k] as usize));
+        match found {
             Some(t) if t.name == name => Some(t),
-            _ => self.tensors.iter().find(|t| t.name == name),
+            // The field is public: fall back to a scan if the caller edited `tensors`.
+            Some(_) => self.tensors.iter().find(|t| t.name == name),
+            None => None,
         }
     }
 
@@ -261,8 +367,30 @@ struct Parsed {
     version: u32,
     alignment: u64,
     data_offset: u64,
-    metadata: Vec<(String, Value)>,
+    keys: Vec<KeyEntry>,
+    key_order: Vec<u32>,
     tensors: Vec<TensorInfo>,
+    tensor_order: Vec<u32>,
+}
+
+/// Decodes the (validated) value of `e`; `None` only if the bytes changed since validation.
+fn decode_value(buf: &[u8], e: &KeyEntry) -> Option<Value> {
+    let pos = usize::try_from(e.value_at())
+        .ok()
+        .filter(|&p| p <= buf.len())?;
+    let mut cur = Cursor { buf, pos };
+    read_value(&mut cur, e.ty, "").ok()
+}
+
+/// `0..n` sorted by `name(i)`, or the first name that occurs twice.
+fn sorted_order<'a>(n: usize, name: impl Fn(u32) -> &'a [u8]) -> Result<Vec<u32>, &'a [u8]> {
+    // The callers cap the key and tensor counts at u32::MAX.
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_unstable_by(|&a, &b| name(a).cmp(name(b)));
+    match order.windows(2).find(|w| name(w[0]) == name(w[1])) {
+        Some(w) => Err(name(w[1])),
+        None => Ok(order),
+    }
 }
 
 /// Rounds `x` up to a multiple of `align` (a power of two); `None` on overflow.
@@ -317,13 +445,14 @@ impl<'a> Cursor<'a> {
     }
 
     /// A GGUF string: u64 length, then that many UTF-8 bytes.
-    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, GgufError> {
+    fn str(&mut self, what: &dyn Fn() -> String) -> Result<&'a str, GgufError> {
         let len = self.u64(&|| format!("{} length", what()))?;
         let bytes = self.take(len, what)?;
-        match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s.to_string()),
-            Err(_) => Err(GgufError::InvalidUtf8 { what: what() }),
-        }
+        std::str::from_utf8(bytes).map_err(|_| GgufError::InvalidUtf8 { what: what() })
+    }
+
+    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String, GgufError> {
+        Ok(self.str(what)?.to_string())
     }
 }
 
@@ -351,7 +480,8 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
     let n_tensors = cur.u64(&|| "header field 'n_tensors'".into())?;
     let n_kv = cur.u64(&|| "header field 'n_kv'".into())?;
 
-    let max_kv = cur.remaining() / MIN_KV_BYTES;
+    // Indices are u32: a file would need 55 GB of keys to reach the limit.
+    let max_kv = (cur.remaining() / MIN_KV_BYTES).min(u32::MAX as u64);
     if n_kv > max_kv {
         return Err(GgufError::ImplausibleCount {
             what: "header field 'n_kv'".into(),
@@ -359,7 +489,7 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
             max: max_kv,
         });
     }
-    let max_tensors = cur.remaining() / MIN_TENSOR_INFO_BYTES;
+    let max_tensors = (cur.remaining() / MIN_TENSOR_INFO_BYTES).min(u32::MAX as u64);
     if n_tensors > max_tensors {
         return Err(GgufError::ImplausibleCount {
             what: "header field 'n_tensors'".into(),
@@ -368,33 +498,50 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
         });
     }
 
-    // Both counts are now bounded by the file size, so they fit in usize.
-    let mut metadata: Vec<(String, Value)> = Vec::with_capacity((n_kv as usize).min(MAX_PREALLOC));
-    let mut key_index: HashMap<String, usize> = HashMap::new();
+    // Both counts are now bounded by the file size, so they fit in usize; the entries (16 bytes for
+    // at least 13 of file) cost at most 1.3 times the file.
+    let mut keys: Vec<KeyEntry> = Vec::with_capacity(n_kv as usize);
     for i in 0..n_kv {
-        let key = cur.string(&|| format!("key #{i} name"))?;
-        if key_index.contains_key(&key) {
-            return Err(GgufError::DuplicateKey { key });
-        }
-        let type_id = cur.u32(&|| format!("key '{}' value type", esc(&key)))?;
+        let key = cur.str(&|| format!("key #{i} name"))?;
+        let key_len = u32::try_from(key.len()).map_err(|_| GgufError::ImplausibleCount {
+            what: format!("key #{i} name length"),
+            count: key.len() as u64,
+            max: u32::MAX as u64,
+        })?;
+        let key_at = (cur.pos - key.len()) as u64;
+        let type_id = cur.u32(&|| format!("key '{}' value type", esc(key)))?;
         let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
-            key: key.clone(),
+            key: key.to_string(),
             type_id,
         })?;
-        let value = read_value(&mut cur, ty, &key)?;
-        key_index.insert(key.clone(), metadata.len());
-        metadata.push((key, value));
+        skip_value(&mut cur, ty, key)?;
+        keys.push(KeyEntry {
+            key_at,
+            key_len,
+            ty,
+        });
     }
+    let key_name = |i: u32| {
+        let e = &keys[i as usize];
+        &buf[e.key_at as usize..e.key_at as usize + e.key_len as usize]
+    };
+    let key_order = sorted_order(keys.len(), key_name).map_err(|key| GgufError::DuplicateKey {
+        key: String::from_utf8_lossy(key).into_owned(),
+    })?;
 
-    let alignment = match key_index.get(ALIGNMENT_KEY).map(|&i| &metadata[i].1) {
+    let alignment_key = key_order
+        .binary_search_by(|&i| key_name(i).cmp(ALIGNMENT_KEY.as_bytes()))
+        .ok()
+        .and_then(|k| decode_value(buf, &keys[key_order[k] as usize]));
+    let alignment = match alignment_key {
         None => DEFAULT_ALIGNMENT,
         Some(Value::U32(a)) => {
-            if *a == 0 || !a.is_power_of_two() {
+            if a == 0 || !a.is_power_of_two() {
                 return Err(GgufError::BadAlignment {
-                    alignment: *a as u64,
+                    alignment: a as u64,
                 });
             }
-            *a as u64
+            a as u64
         }
         Some(v) => {
             return Err(GgufError::WrongType {
@@ -414,15 +561,13 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
         });
     }
     let mut tensors: Vec<TensorInfo> = Vec::with_capacity((n_tensors as usize).min(MAX_PREALLOC));
-    let mut tensor_index: HashMap<String, usize> = HashMap::new();
     for i in 0..n_tensors {
-        let t = read_tensor_info(&mut cur, i)?;
-        if tensor_index.contains_key(&t.name) {
-            return Err(GgufError::DuplicateTensor { name: t.name });
-        }
-        tensor_index.insert(t.name.clone(), tensors.len());
-        tensors.push(t);
+        tensors.push(read_tensor_info(&mut cur, i)?);
     }
+    let tensor_order = sorted_order(tensors.len(), |i| tensors[i as usize].name.as_bytes())
+        .map_err(|name| GgufError::DuplicateTensor {
+            name: String::from_utf8_lossy(name).into_owned(),
+        })?;
 
     let data_offset = align_up(cur.pos as u64, alignment).ok_or_else(|| GgufError::Truncated {
         what: "data section start".into(),
@@ -477,8 +622,10 @@ fn parse(buf: &[u8]) -> Result<Parsed, GgufError> {
         version,
         alignment,
         data_offset,
-        metadata,
+        keys,
+        key_order,
         tensors,
+        tensor_order,
     })
 }
 
@@ -572,6 +719,43 @@ fn read_value(cur: &mut Cursor<'_>, ty: ValueType, key: &str) -> Result<Value, G
     })
 }
 
+/// Checks one value exactly as [`read_value`] decodes it and moves past it, without building it.
+fn skip_value(cur: &mut Cursor<'_>, ty: ValueType, key: &str) -> Result<(), GgufError> {
+    let what = || format!("key '{}' value", esc(key));
+    match ty {
+        ValueType::Bool => {
+            to_bool(cur.array::<1>(&what)?[0], key)?;
+        }
+        ValueType::String => {
+            cur.str(&what)?;
+        }
+        ValueType::Array => {
+            let (ty, count) = array_header(cur, key)?;
+            let what = || format!("key '{}' array data", esc(key));
+            match ty.fixed_size() {
+                // count * size <= remaining (checked by array_header), no overflow.
+                Some(size) => {
+                    let bytes = cur.take(count * size, &what)?;
+                    if ty == ValueType::Bool {
+                        for &b in bytes {
+                            to_bool(b, key)?;
+                        }
+                    }
+                }
+                None => {
+                    for j in 0..count {
+                        cur.str(&|| format!("key '{}' array element {j}", esc(key)))?;
+                    }
+                }
+            }
+        }
+        fixed => {
+            cur.take(fixed.fixed_size().unwrap_or(0), &what)?;
+        }
+    }
+    Ok(())
+}
+
 fn to_bool(byte: u8, key: &str) -> Result<bool, GgufError> {
     match byte {
         0 => Ok(false),
@@ -583,7 +767,8 @@ fn to_bool(byte: u8, key: &str) -> Result<bool, GgufError> {
     }
 }
 
-fn read_array(cur: &mut Cursor<'_>, key: &str) -> Result<Array, GgufError> {
+/// An array's element type and length, the length checked against the bytes left.
+fn array_header(cur: &mut Cursor<'_>, key: &str) -> Result<(ValueType, u64), GgufError> {
     let type_id = cur.u32(&|| format!("key '{}' array element type", esc(key)))?;
     let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
         key: key.to_string(),
@@ -604,6 +789,11 @@ fn read_array(cur: &mut Cursor<'_>, key: &str) -> Result<Array, GgufError> {
             max,
         });
     }
+    Ok((ty, count))
+}
+
+fn read_array(cur: &mut Cursor<'_>, key: &str) -> Result<Array, GgufError> {
+    let (ty, count) = array_header(cur, key)?;
     let what = || format!("key '{}' array data", esc(key));
     if let Some(size) = ty.fixed_size() {
         // count * size <= remaining, no overflow.

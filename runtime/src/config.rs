@@ -1,6 +1,6 @@
 //! Model hyperparameters from a GGUF file's llama.cpp metadata (`<arch>.*` keys).
 
-use athena_gguf::{GgufFile, Value};
+use athena_gguf::{escape_name, GgufFile, Value};
 
 use crate::RuntimeError;
 
@@ -108,10 +108,14 @@ impl Config {
             Some(Value::String(s)) if s == "none" => 1.0,
             Some(Value::String(s)) if s == "linear" => float("rope.scaling.factor", Some(1.0))?,
             Some(other) => {
+                let found = match other {
+                    Value::String(s) => format!("'{}'", escape_name(s)),
+                    v => v.type_description(),
+                };
                 return Err(bad(
                     "rope.scaling.type",
-                    format!("{other:?} is not supported by the runtime (none, linear)"),
-                ))
+                    format!("{found} is not supported by the runtime (none, linear)"),
+                ));
             }
         };
         if f.tensor("rope_freqs.weight").is_some() {
@@ -135,5 +139,108 @@ impl Config {
             rope_scale,
             rope_neox: arch == Arch::Qwen2,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use athena_gguf::GgufWriter;
+
+    /// A llama config with `edit` applied to its keys, read back through the GGUF reader.
+    fn config_with(edit: impl FnOnce(&mut Vec<(String, Value)>)) -> Result<Config, RuntimeError> {
+        let mut keys: Vec<(String, Value)> = vec![
+            ("general.architecture".into(), "llama".into()),
+            ("llama.embedding_length".into(), Value::U32(64)),
+            ("llama.attention.head_count".into(), Value::U32(4)),
+            ("llama.attention.head_count_kv".into(), Value::U32(2)),
+            ("llama.block_count".into(), Value::U32(2)),
+            ("llama.feed_forward_length".into(), Value::U32(128)),
+            ("llama.context_length".into(), Value::U32(256)),
+            (
+                "llama.attention.layer_norm_rms_epsilon".into(),
+                Value::F32(1e-5),
+            ),
+            ("llama.rope.freq_base".into(), Value::F32(10000.0)),
+        ];
+        edit(&mut keys);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.gguf");
+        let mut w = GgufWriter::new(&path);
+        for (k, v) in keys {
+            w.add_metadata(k, v).unwrap();
+        }
+        w.finish().unwrap();
+        Config::from_gguf(&GgufFile::open(&path).unwrap())
+    }
+
+    fn set(keys: &mut [(String, Value)], key: &str, value: Value) {
+        keys.iter_mut().find(|(k, _)| k == key).unwrap().1 = value;
+    }
+
+    fn refused(edit: impl FnOnce(&mut Vec<(String, Value)>), want: &str) {
+        let e = config_with(edit).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains(want), "{want:?} in {e:?}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn a_sane_config_is_read() {
+        let c = config_with(|_| {}).unwrap();
+        assert_eq!((c.layers, c.heads, c.kv_heads, c.head_dim), (2, 4, 2, 16));
+        assert_eq!((c.eps, c.rope_base), (1e-5, 10000.0));
+    }
+
+    #[test]
+    fn non_finite_and_out_of_range_hyperparameters_are_refused() {
+        let eps = "llama.attention.layer_norm_rms_epsilon";
+        let base = "llama.rope.freq_base";
+        for bad in [0.0, -1e-5, f32::NAN, f32::INFINITY] {
+            refused(|k| set(k, eps, Value::F32(bad)), eps);
+            refused(|k| set(k, base, Value::F32(bad)), base);
+        }
+        refused(
+            |k| set(k, "llama.block_count", Value::U32(0)),
+            "llama.block_count': 0 is out of range",
+        );
+        refused(
+            |k| set(k, "llama.attention.head_count", Value::U32(0)),
+            "llama.attention.head_count': 0 is out of range",
+        );
+        refused(
+            |k| set(k, "llama.attention.head_count_kv", Value::U32(0)),
+            "llama.attention.head_count_kv': 0 is out of range",
+        );
+        refused(
+            |k| set(k, "llama.attention.head_count_kv", Value::U32(3)),
+            "4 heads do not split into 3 key/value groups",
+        );
+        refused(
+            |k| set(k, "llama.attention.head_count", Value::U32(6)),
+            "the width 64 is not a multiple of 6 heads",
+        );
+        refused(
+            |k| set(k, "llama.context_length", Value::U32(0)),
+            "llama.context_length': 0 is out of range",
+        );
+        refused(
+            |k| {
+                k.push(("llama.rope.scaling.type".into(), "linear".into()));
+                k.push(("llama.rope.scaling.factor".into(), Value::F32(f32::NAN)));
+            },
+            "llama.rope.scaling.factor",
+        );
+    }
+
+    #[test]
+    fn names_from_the_file_are_escaped() {
+        refused(
+            |k| set(k, "general.architecture", "ll\u{1b}[2Jama\n".into()),
+            "architecture 'll\\u{1b}[2Jama\\n'",
+        );
+        refused(
+            |k| k.push(("llama.rope.scaling.type".into(), "yarn\n".into())),
+            "'yarn\\n' is not supported",
+        );
     }
 }

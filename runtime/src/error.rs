@@ -1,7 +1,7 @@
 //! The runtime's errors. Display is one line naming the key, tensor or limit at fault.
 
 use athena_gguf::athena::AthenaError;
-use athena_gguf::GgufError;
+use athena_gguf::{escape_name, GgufError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -9,13 +9,13 @@ pub enum RuntimeError {
     Gguf(#[from] GgufError),
     #[error(transparent)]
     Athena(#[from] AthenaError),
-    #[error("key '{key}': {problem}")]
+    #[error("key '{}': {problem}", escape_name(key))]
     Metadata { key: String, problem: String },
-    #[error("architecture '{0}' is not supported by the runtime (supported: {archs})", archs = crate::config::SUPPORTED_ARCHS)]
+    #[error("architecture '{}' is not supported by the runtime (supported: {archs})", escape_name(.0), archs = crate::config::SUPPORTED_ARCHS)]
     Architecture(String),
-    #[error("tensor '{0}' is missing")]
+    #[error("tensor '{}' is missing", escape_name(.0))]
     MissingTensor(String),
-    #[error("tensor '{name}': {problem}")]
+    #[error("tensor '{}': {problem}", escape_name(name))]
     Tensor { name: String, problem: String },
     #[error("{tokens} tokens do not fit in the context of {ctx} (raise --ctx, or --truncate the prompt)")]
     ContextFull { tokens: usize, ctx: usize },

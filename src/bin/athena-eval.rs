@@ -2,11 +2,14 @@
 //! llama.cpp's llama-perplexity so the numbers can be compared directly.
 
 use athena::eval::file::{
-    parse_device, perplexity_with_bar, running_line, summary_line, Engine, EvalText,
+    parse_chunks, parse_ctx, parse_device, perplexity_with_bar, running_line, summary_line, Engine,
+    EvalText,
 };
+use athena::signals;
 use athena_runtime::KvType;
 use clap::Parser;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 /// Measure the perplexity of a GGUF file or a Hugging Face model folder on a text file.
@@ -18,7 +21,11 @@ use std::time::Instant;
 /// A GGUF file runs through athena-runtime, one chunk at a time from the compressed weights (the
 /// forward athena-run uses). The reference engine (HF folders, or --engine reference) runs one
 /// decoder block at a time over all chunks: memory is one block plus chunks x ctx x hidden_size x
-/// 4 bytes of activations.
+/// 4 bytes of activations. With --chunks, only as much of the text is read and tokenized as the
+/// chunks need.
+///
+/// Exit status: 0 success, 1 invalid input (model, text, or a perplexity that is NaN or
+/// infinite), 2 usage, 130 and 143 when interrupted by SIGINT and SIGTERM.
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -30,14 +37,14 @@ struct Args {
     /// HF model folder (config.json, model.safetensors or shards + index, tokenizer.json), or a
     /// GGUF file (Athena or plain; tokenizer rebuilt from its vocabulary).
     model: PathBuf,
-    /// UTF-8 text to evaluate (read whole).
+    /// UTF-8 text to evaluate (read whole, or as far as --chunks needs).
     #[arg(long, value_name = "FILE")]
     text: PathBuf,
-    /// Context length of each chunk, in tokens.
-    #[arg(long, default_value_t = 512)]
+    /// Context length of each chunk, in tokens (at least 4).
+    #[arg(long, default_value_t = 512, value_parser = parse_ctx)]
     ctx: usize,
     /// Evaluate only the first N chunks (default: all that fit).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_chunks)]
     chunks: Option<usize>,
     /// Which forward computes the logits: "runtime" (athena-runtime, the compressed weights as
     /// a deployment runs them; GGUF files only), "reference" (the reference decoder and the
@@ -86,9 +93,14 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("athena-eval: {e}");
-        std::process::exit(1);
+fn main() -> ExitCode {
+    let args = Args::parse();
+    signals::install("athena-eval", &[&args.model]);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("athena-eval: {e}");
+            ExitCode::from(1)
+        }
     }
 }

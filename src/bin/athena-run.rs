@@ -5,12 +5,12 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use athena::checkpoint::Tokenizer;
 use athena::container::gguf::GgufFile;
 use athena::eval::file::{open_gguf, tokenizer_of_gguf};
+use athena::signals;
 use athena_runtime::chat::{ChatTemplate, Message};
 use athena_runtime::{KvType, Model, Sampler, SamplerOptions, Session};
 use clap::{Parser, ValueEnum};
@@ -24,7 +24,7 @@ use clap::{Parser, ValueEnum};
     version,
     about,
     long_about,
-    after_long_help = "Examples:\n  athena-run smollm2-3bit.gguf -p 'The capital of France is' -n 32 --temp 0\n  athena-run smollm2-3bit.gguf --chat -p 'Write a haiku about rivers.'\n  athena-run smollm2-3bit.gguf --chat            (interactive, on a terminal)\n  athena-run smollm2-3bit.gguf --bench-pp 512 --bench-tg 128 --json\n\nExit status: 0 success, 1 invalid input (file, prompt), 2 usage, 130 interrupted."
+    after_long_help = "Examples:\n  athena-run smollm2-3bit.gguf -p 'The capital of France is' -n 32 --temp 0\n  athena-run smollm2-3bit.gguf --chat -p 'Write a haiku about rivers.'\n  athena-run smollm2-3bit.gguf --chat            (interactive, on a terminal)\n  athena-run smollm2-3bit.gguf --bench-pp 512 --bench-tg 128 --json\n\nExit status: 0 success, 1 invalid input (file, prompt), 2 usage, 130 and 143 when interrupted by SIGINT and SIGTERM (during generation the first one stops it and the statistics are printed). A file truncated while it is being read is an error (\"file changed while being read\"), not a crash."
 )]
 struct Args {
     /// The GGUF file (Athena, or plain F32/F16/BF16/Q8_0; llama or qwen2 architecture).
@@ -93,8 +93,6 @@ enum Kv {
     Q8,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
 /// Prompt and generation counts and times, for the closing statistics.
 #[derive(Default)]
 struct Stats {
@@ -129,14 +127,12 @@ fn check_args(a: &Args) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let _ = ctrlc::set_handler(|| {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    });
+    signals::install("athena-run", &[&args.file]);
     match run(&args) {
-        Ok(()) if INTERRUPTED.load(Ordering::SeqCst) => ExitCode::from(130),
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => match signals::interrupted() {
+            Some(sig) => ExitCode::from(signals::exit_status(sig)),
+            None => ExitCode::SUCCESS,
+        },
         Err(e) => {
             eprintln!("athena-run: {e}");
             ExitCode::from(1)
@@ -214,6 +210,15 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Turns [`signals::defer_interrupts`] off again when a generation ends, however it ends.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        signals::defer_interrupts(false);
+    }
+}
+
 struct Generator<'a, 'm> {
     args: &'a Args,
     tokenizer: &'a Tokenizer,
@@ -246,7 +251,11 @@ impl Generator<'_, '_> {
         let mut out: Vec<u32> = Vec::new();
         let mut printed = 0;
         let mut stdout = std::io::stdout();
-        while out.len() < self.args.n_predict && !INTERRUPTED.load(Ordering::SeqCst) {
+        // The first SIGINT/SIGTERM ends the generation at the next token (the text so far and
+        // the statistics are printed); a second one ends the process.
+        signals::defer_interrupts(true);
+        let _restore = Restore;
+        while out.len() < self.args.n_predict && signals::interrupted().is_none() {
             let next = self.sampler.sample(&logits, self.session.tokens());
             if self.stops.contains(&next) {
                 break;
@@ -353,7 +362,7 @@ fn chat(gen: &mut Generator, file: &GgufFile) -> Result<(), String> {
             role: "assistant".into(),
             content: reply,
         });
-        if !interactive || INTERRUPTED.load(Ordering::SeqCst) {
+        if !interactive || signals::interrupted().is_some() {
             break;
         }
     }

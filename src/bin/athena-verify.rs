@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use athena::eval::file::{perplexity_with_bar, summary_line, Engine, EvalText};
-use athena::progress;
+use athena::eval::file::{
+    parse_chunks, parse_ctx, perplexity_with_bar, summary_line, Engine, EvalText,
+};
 use athena::verify::reference::{self, Comparison};
 use athena::verify::{self, report, Options};
+use athena::{progress, signals};
 
 /// Check a GGUF file (plain or with Athena vector-codebook tensors) against format-spec/.
 ///
@@ -19,7 +21,8 @@ use athena::verify::{self, report, Options};
 /// per weight.
 ///
 /// Exit status: 0 when the file is valid, 1 when it is not (one line names the problem), 2 for
-/// usage errors.
+/// usage errors, 130 and 143 when interrupted by SIGINT and SIGTERM. A file truncated while it
+/// is being read is an error ("file changed while being read"), not a crash.
 ///
 /// Examples:
 ///   athena-verify model.gguf
@@ -43,11 +46,11 @@ struct Args {
     /// method, the same code as athena-eval).
     #[arg(long, value_name = "FILE")]
     text: Option<PathBuf>,
-    /// Context length of each perplexity chunk, in tokens.
-    #[arg(long, default_value_t = 512, requires = "text")]
+    /// Context length of each perplexity chunk, in tokens (at least 4).
+    #[arg(long, default_value_t = 512, requires = "text", value_parser = parse_ctx)]
     ctx: usize,
     /// Score only the first N chunks of --text (default: all that fit).
-    #[arg(long, value_name = "N", requires = "text")]
+    #[arg(long, value_name = "N", requires = "text", value_parser = parse_chunks)]
     chunks: Option<usize>,
     /// After the checks, compare every tensor with the model the file was converted from (an HF
     /// folder or a GGUF file): relative error ||W - W_ref|| / ||W_ref|| and largest absolute
@@ -70,6 +73,9 @@ fn compare_with_bar(args: &Args, reference: &Path) -> Result<Comparison, String>
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let mut mapped = vec![args.file.as_path()];
+    mapped.extend(args.reference.as_deref());
+    signals::install("athena-verify", &mapped);
     let options = Options {
         checksums: !args.no_checksums,
     };

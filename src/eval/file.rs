@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use super::{make_chunks, perplexity, perplexity_runtime, PerplexityProgress, PerplexityReport};
+use super::{
+    make_chunks, perplexity, perplexity_runtime, PerplexityError, PerplexityProgress,
+    PerplexityReport,
+};
 use crate::checkpoint::gguf_source::GgufSource;
 use crate::checkpoint::vocab::GgufVocab;
 use crate::checkpoint::{HfFolder, TensorSource, Tokenizer};
@@ -24,12 +27,151 @@ pub struct EvalText {
     pub chunks: Option<usize>,
 }
 
+/// Parses a --chunks value for clap: a whole number, at least 1.
+pub fn parse_chunks(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least 1 chunk is needed".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Parses a --ctx value for clap: a whole number of tokens, at least 4.
+pub fn parse_ctx(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n < 4 => Err("a context needs at least 4 tokens".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl EvalText {
+    /// The options alone, checked before any model is loaded.
+    pub fn check(&self) -> Result<(), PerplexityError> {
+        if self.ctx < 4 {
+            return Err(PerplexityError::BadContext(self.ctx));
+        }
+        if self.chunks == Some(0) {
+            return Err(PerplexityError::NoChunks);
+        }
+        Ok(())
+    }
+
+    /// Tokens the chunks need when their number is given (`None`: all of the text). At least two
+    /// contexts, llama-perplexity's minimum.
+    fn tokens_needed(&self) -> Option<usize> {
+        self.chunks.map(|n| n.max(2).saturating_mul(self.ctx))
+    }
+}
+
 /// The text's side of a run, for the report line.
 #[derive(Debug, Clone)]
 pub struct TextInfo {
+    /// Tokens read: the whole text's, or (`whole` false) the first ones, enough for the chunks.
     pub tokens: usize,
+    pub whole: bool,
     pub chunks: usize,
     pub add_bos: bool,
+}
+
+/// The tokens of a text file: all of them, or the first `needed` when that many exist.
+#[derive(Debug, Clone)]
+pub struct TextTokens {
+    pub tokens: Vec<u32>,
+    /// Whether the whole text was read (else the text goes on past the tokens returned).
+    pub whole: bool,
+}
+
+/// Tokens past the ones needed that a prefix of the text must yield before its first `needed`
+/// tokens are taken as the whole text's (see [`text_tokens`]).
+const PREFIX_MARGIN: usize = 256;
+
+/// Tokenizes the text at `path` (with BOS when the model adds one), reading no more of it than
+/// the first `needed` tokens take: memory follows the chunks evaluated, not the size of the text.
+///
+/// Without `needed`, or when the text is shorter, the whole text is tokenized at once, as
+/// llama-perplexity does. Otherwise a prefix is read and tokenized on its own, grown until it
+/// yields `needed` + [`PREFIX_MARGIN`] tokens, and its first `needed` tokens are returned. They
+/// are the whole text's first `needed` tokens: a tokenizer sees the same text up to the cut, and
+/// the cut is made where none merges across, after a newline that a printable ASCII character
+/// follows (every pre-tokenizer splits there: the byte-level BPE regexes of GPT-2, llama 3 and
+/// qwen2 end a pre-token at such a newline, and SentencePiece vocabularies have no token that
+/// spans one). At most the last few tokens before a cut could differ from the whole text's; the
+/// margin keeps them out of the tokens returned, also where a text has no newline to cut at
+/// (one long line of digits).
+pub fn text_tokens(
+    tokenizer: &Tokenizer,
+    path: &Path,
+    needed: Option<usize>,
+) -> Result<TextTokens, String> {
+    use std::io::Read;
+    let in_text = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    if path.is_dir() {
+        return Err(in_text(&"is a directory, not a text file"));
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| in_text(&e))?;
+    let mut buf: Vec<u8> = Vec::new();
+    // About 4 bytes of English per token to start with; corrected by what a prefix yields.
+    let mut want = needed.map_or(usize::MAX, |n| {
+        n.saturating_add(PREFIX_MARGIN)
+            .saturating_mul(4)
+            .saturating_add(4096)
+    });
+    loop {
+        let missing = want.saturating_sub(buf.len()) as u64;
+        let got = (&mut file)
+            .take(missing)
+            .read_to_end(&mut buf)
+            .map_err(|e| in_text(&e))?;
+        let whole = (got as u64) < missing;
+        let end = if whole { buf.len() } else { prefix_end(&buf) };
+        let text = match std::str::from_utf8(&buf[..end]) {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(in_text(&format_args!(
+                    "not valid UTF-8 (at byte {})",
+                    e.valid_up_to()
+                )))
+            }
+        };
+        let mut tokens = tokenizer.encode(text, true).map_err(|e| in_text(&e))?;
+        let Some(needed) = needed.filter(|_| !whole) else {
+            return Ok(TextTokens {
+                tokens,
+                whole: true,
+            });
+        };
+        if tokens.len() >= needed.saturating_add(PREFIX_MARGIN) {
+            tokens.truncate(needed);
+            return Ok(TextTokens {
+                tokens,
+                whole: false,
+            });
+        }
+        // Read on: at least twice as much, or as much as this prefix's bytes per token say.
+        let per_token = end.max(1) as f64 / tokens.len().max(1) as f64;
+        let estimate = (needed.saturating_add(PREFIX_MARGIN) as f64 * per_token * 1.25) as usize;
+        want = want.saturating_mul(2).max(estimate.saturating_add(4096));
+    }
+}
+
+/// Where a prefix of a longer text in `buf` ends: after the last newline that a printable ASCII
+/// character follows, in the second half of `buf` (a point no tokenizer merges across); else at
+/// the last whole UTF-8 character.
+fn prefix_end(buf: &[u8]) -> usize {
+    let half = buf.len() / 2;
+    if let Some(p) = (half.max(1)..buf.len())
+        .rev()
+        .find(|&p| buf[p - 1] == b'\n' && buf[p].is_ascii_graphic())
+    {
+        return p;
+    }
+    match std::str::from_utf8(buf) {
+        // A character cut at the end of the buffer: stop before it (an invalid byte earlier is
+        // reported by the caller).
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        _ => buf.len(),
+    }
 }
 
 /// "cpu", or "cuda" / "cuda:N" (the latter needs the `cuda` build feature).
@@ -136,6 +278,8 @@ pub fn perplexity_of_model(
     on_text: &mut dyn FnMut(&TextInfo),
     progress: &mut dyn FnMut(PerplexityProgress),
 ) -> Result<PerplexityReport, String> {
+    text.check()
+        .map_err(|e| format!("{}: {e}", text.path.display()))?;
     let is_file = model_path.is_file();
     let engine = match engine {
         Engine::Auto if is_file => Engine::Runtime(athena_runtime::KvType::F16),
@@ -150,22 +294,26 @@ pub fn perplexity_of_model(
         resolved => resolved,
     };
     let chunks_of = |tokenizer: &Tokenizer, on_text: &mut dyn FnMut(&TextInfo)| {
-        let raw = std::fs::read_to_string(&text.path)
-            .map_err(|e| format!("{}: {e}", text.path.display()))?;
-        let tokens = tokenizer.encode(&raw, true).map_err(|e| e.to_string())?;
+        let read = text_tokens(tokenizer, &text.path, text.tokens_needed())?;
         let bos = if tokenizer.add_bos_token {
             tokenizer.bos_token_id
         } else {
             None
         };
-        let chunks = make_chunks(&tokens, text.ctx, text.chunks, bos)
+        let chunks = make_chunks(&read.tokens, text.ctx, text.chunks, bos)
             .map_err(|e| format!("{}: {e}", text.path.display()))?;
         on_text(&TextInfo {
-            tokens: tokens.len(),
+            tokens: read.tokens.len(),
+            whole: read.whole,
             chunks: chunks.len(),
             add_bos: bos.is_some(),
         });
         Ok::<_, String>(chunks)
+    };
+    // A NaN or infinite perplexity is the model file's fault: name it.
+    let model_err = |e: PerplexityError| match e {
+        PerplexityError::NonFinite { .. } => format!("{}: {e}", model_path.display()),
+        e => e.to_string(),
     };
     match engine {
         Engine::Runtime(kv) => {
@@ -174,13 +322,13 @@ pub fn perplexity_of_model(
             let model = athena_runtime::Model::load(&file)
                 .map_err(|e| format!("{}: {e}", model_path.display()))?;
             let chunks = chunks_of(&tokenizer, on_text)?;
-            perplexity_runtime(&model, &chunks, kv, progress).map_err(|e| e.to_string())
+            perplexity_runtime(&model, &chunks, kv, progress).map_err(model_err)
         }
         Engine::Reference(device) => {
             let (source, tokenizer) = open_model(model_path)?;
             let chunks = chunks_of(&tokenizer, on_text)?;
             let model = Model::new(source.as_ref(), device).map_err(|e| e.to_string())?;
-            perplexity(&model, &chunks, progress).map_err(|e| e.to_string())
+            perplexity(&model, &chunks, progress).map_err(model_err)
         }
         Engine::Auto => unreachable!("Auto is resolved above"),
     }
@@ -214,8 +362,9 @@ pub fn perplexity_with_bar(
             if !quiet {
                 bar.suspend(|| {
                     eprintln!(
-                        "{}: {} tokens, {} chunks of {} (add_bos: {}), tokenized in {:.1}s",
+                        "{}: {}{} tokens, {} chunks of {} (add_bos: {}), tokenized in {:.1}s",
                         text.path.display(),
+                        if info.whole { "" } else { "the first " },
                         info.tokens,
                         info.chunks,
                         text.ctx,

@@ -21,6 +21,20 @@ pub enum PerplexityError {
     },
     #[error("context size {0} is too small (at least 4 tokens)")]
     BadContext(usize),
+    #[error("0 chunks asked for (at least 1 is needed)")]
+    NoChunks,
+    /// The running perplexity became NaN or infinite: the model's logits are not finite (NaN or
+    /// infinite weights, or activations that overflow).
+    #[error(
+        "perplexity is {ppl} after chunk {chunk} of {chunks}: the model's logits are not finite \
+         (NaN or infinite weights, or overflowing activations)"
+    )]
+    NonFinite {
+        ppl: f64,
+        /// 1-based, as llama.cpp numbers chunks.
+        chunk: usize,
+        chunks: usize,
+    },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -37,6 +51,9 @@ pub fn make_chunks(
 ) -> Result<Vec<Vec<u32>>, PerplexityError> {
     if n_ctx < 4 {
         return Err(PerplexityError::BadContext(n_ctx));
+    }
+    if max_chunks == Some(0) {
+        return Err(PerplexityError::NoChunks);
     }
     if tokens.len() < 2 * n_ctx {
         return Err(PerplexityError::TooFewTokens {
@@ -132,7 +149,10 @@ pub fn perplexity(
     chunks: &[Vec<u32>],
     progress: &mut dyn FnMut(PerplexityProgress),
 ) -> Result<PerplexityReport, PerplexityError> {
-    let n_ctx = chunks.first().map_or(0, Vec::len);
+    if chunks.is_empty() {
+        return Err(PerplexityError::NoChunks);
+    }
+    let n_ctx = chunks[0].len();
     if n_ctx < 4 || chunks.iter().any(|c| c.len() != n_ctx) {
         return Err(PerplexityError::BadContext(n_ctx));
     }
@@ -176,7 +196,8 @@ pub fn perplexity(
 
 /// Scores every chunk (all of length n_ctx): `logits_of(index, tokens)` gives the logits
 /// (row-major) and their width of positions n_ctx/2 .. n_ctx-2 at least, which predict the
-/// tokens after them.
+/// tokens after them. Stops at the first chunk that makes the perplexity NaN or infinite: such a
+/// figure is an error, never a result.
 fn score_chunks(
     chunks: &[Vec<u32>],
     progress: &mut dyn FnMut(PerplexityProgress),
@@ -191,6 +212,13 @@ fn score_chunks(
         let (logits, vocab) = logits_of(index, tokens)?;
         for (i, row) in logits.chunks_exact(vocab).take(scored).enumerate() {
             stats.add(token_nll(row, tokens[first + i + 1]));
+        }
+        if !stats.ppl().is_finite() {
+            return Err(PerplexityError::NonFinite {
+                ppl: stats.ppl(),
+                chunk: index + 1,
+                chunks: chunks.len(),
+            });
         }
         running.push(stats.ppl());
         progress(PerplexityProgress::Chunk {
@@ -216,7 +244,10 @@ pub fn perplexity_runtime(
     kv: athena_runtime::KvType,
     progress: &mut dyn FnMut(PerplexityProgress),
 ) -> Result<PerplexityReport, PerplexityError> {
-    let n_ctx = chunks.first().map_or(0, Vec::len);
+    if chunks.is_empty() {
+        return Err(PerplexityError::NoChunks);
+    }
+    let n_ctx = chunks[0].len();
     if n_ctx < 4 || chunks.iter().any(|c| c.len() != n_ctx) {
         return Err(PerplexityError::BadContext(n_ctx));
     }

@@ -1,6 +1,7 @@
 //! Validating a file against the spec: the GGUF structure (the reader checks it on open), every
-//! Athena weight (format-spec/athena-encoding.md section 8, rules 1-8) and the checksums, and a
-//! per-tensor report of encodings and bits per weight.
+//! Athena weight (format-spec/athena-encoding.md section 8, rules 1-8), NaN and infinity in the
+//! standard tensor types (elements of F32/F16/BF16, block scales of Q8_0 and the other quantized
+//! types) and the checksums, and a per-tensor report of encodings and bits per weight.
 
 pub mod reference;
 pub mod report;
@@ -10,12 +11,13 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::container::athena::{self, AthenaError};
-use crate::container::gguf::{GgufError, GgufFile};
+use crate::container::gguf::finite::{self, NonFinite};
+use crate::container::gguf::{escape_name, GgufError, GgufFile};
 
 /// Why a file is not valid. Display is one line naming the file and the tensor or key.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", gguf_message(path, source))]
     Gguf {
         path: PathBuf,
         #[source]
@@ -27,6 +29,21 @@ pub enum VerifyError {
         #[source]
         source: AthenaError,
     },
+    /// A standard-type tensor holds NaN or infinity.
+    #[error("{}: tensor '{}': {found}", path.display(), escape_name(tensor))]
+    NonFinite {
+        path: PathBuf,
+        tensor: String,
+        found: NonFinite,
+    },
+}
+
+/// An I/O error names the path already ("opening 'x.gguf': is a directory").
+fn gguf_message(path: &Path, e: &GgufError) -> String {
+    match e {
+        GgufError::Io { .. } => e.to_string(),
+        _ => format!("{}: {e}", path.display()),
+    }
 }
 
 /// One tensor of the report: a plain GGUF tensor or a whole Athena weight.
@@ -108,10 +125,27 @@ pub fn verify(file: &GgufFile, path: &Path, options: Options) -> Result<Report, 
             })
         })?;
     }
-    let has_checksums = file
-        .metadata
+    let component_of_weight = |name: &str| {
+        weights
+            .iter()
+            .any(|w| w.components.iter().any(|c| c.name == name))
+    };
+    // The standard-type tensors' values (the Athena components were checked by rule 7 above).
+    for t in file
+        .tensors
         .iter()
-        .any(|(k, _)| k.starts_with("athena.sha256."));
+        .filter(|t| !component_of_weight(&t.name))
+    {
+        if let Some(found) = finite::non_finite(t, file.tensor_data(t)) {
+            return Err(VerifyError::NonFinite {
+                path: path.to_path_buf(),
+                tensor: t.name.clone(),
+                found,
+            });
+        }
+    }
+    athena::check_checksum_keys(file).map_err(athena_err)?;
+    let has_checksums = file.keys().any(|k| k.starts_with(athena::SHA256_PREFIX));
     let mut checksums_verified = 0;
     if options.checksums && (has_checksums || !weights.is_empty()) {
         for t in &file.tensors {
@@ -120,11 +154,6 @@ pub fn verify(file: &GgufFile, path: &Path, options: Options) -> Result<Report, 
         }
     }
 
-    let component_of_weight = |name: &str| {
-        weights
-            .iter()
-            .any(|w| w.components.iter().any(|c| c.name == name))
-    };
     let mut tensors = Vec::new();
     let mut parameters = 0u64;
     let (mut linear_bits, mut linear_weights) = (0u64, 0u64);

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::container::gguf::escape_name;
 use crate::eval::file::open_source;
 
 /// One tensor's reconstruction error.
@@ -58,8 +59,9 @@ pub fn compare(
         .collect();
     if let Some(missing) = names.iter().find(|n| !have.contains(*n)) {
         return Err(format!(
-            "{}: tensor '{missing}' of the reference {} is missing",
+            "{}: tensor '{}' of the reference {} is missing",
             file.display(),
+            escape_name(missing),
             reference.display()
         ));
     }
@@ -70,8 +72,9 @@ pub fn compare(
         let got = ours.load(name).map_err(|e| e.to_string())?;
         if got.shape != want.shape {
             return Err(format!(
-                "{}: tensor '{name}' has shape {:?}, the reference {} has {:?}",
+                "{}: tensor '{}' has shape {:?}, the reference {} has {:?}",
                 file.display(),
+                escape_name(name),
                 got.shape,
                 reference.display(),
                 want.shape

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use super::Report;
+use crate::container::gguf::escape_name;
 
 fn shape(s: &[u64]) -> String {
     s.iter()
@@ -22,8 +23,10 @@ pub fn render_table(report: &Report) -> String {
             } else {
                 format!("{} {}", t.encoding, t.params)
             };
+            // Names come from the file: escaped and cut like every message's (the JSON report
+            // escapes by itself and keeps them whole).
             [
-                t.name.clone(),
+                escape_name(&t.name),
                 encoding,
                 shape(&t.shape),
                 t.bytes.to_string(),
@@ -100,7 +103,9 @@ pub fn render_comparison(c: &super::reference::Comparison) -> String {
         let _ = writeln!(
             out,
             "{label:<22}{}  relative {:.6}  max abs {:.6}",
-            t.name, t.relative_error, t.max_abs_error
+            escape_name(&t.name),
+            t.relative_error,
+            t.max_abs_error
         );
     }
     out

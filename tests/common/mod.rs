@@ -326,7 +326,7 @@ pub fn rewrite(
     edit: impl FnOnce(&mut Vec<(String, MetaValue)>, &mut GgufTensors),
 ) {
     let file = GgufFile::open(src).unwrap();
-    let mut metadata = file.metadata.clone();
+    let mut metadata = file.metadata_vec();
     let mut tensors: GgufTensors = file
         .tensors
         .iter()
