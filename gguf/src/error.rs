@@ -167,9 +167,15 @@ pub const MAX_SHOWN_NAME: usize = 200;
 /// is cut, saying how long it was. The one helper every layer uses: the GGUF reader's errors,
 /// the Athena and checksum checks, the runtime's and athena-verify's messages and table.
 pub fn escape_name(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(4 * MAX_SHOWN_NAME));
+    escape_cut(s, MAX_SHOWN_NAME)
+}
+
+/// [`escape_name`] with another limit: for messages that may quote a file's text (cut past
+/// `max` characters).
+pub fn escape_cut(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(4 * max));
     for (i, c) in s.chars().enumerate() {
-        if i == MAX_SHOWN_NAME {
+        if i == max {
             out.push_str(&format!("... ({} bytes in all)", s.len()));
             break;
         }

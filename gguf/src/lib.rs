@@ -20,7 +20,7 @@ pub mod types;
 pub mod value;
 pub mod writer;
 
-pub use error::{escape_name, GgufError};
+pub use error::{escape_cut, escape_name, GgufError};
 pub use reader::{
     GgufFile, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION, MAX_DIMS,
     MAX_NAME_LEN,

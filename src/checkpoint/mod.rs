@@ -47,30 +47,15 @@ pub enum CheckpointError {
     },
 }
 
-/// A name from a file made safe for a one-line message: control characters (a newline, a
-/// terminal escape) escaped, and anything past 200 characters cut to "...".
+/// A name from a file made safe for a one-line message: the container's one escaping rule
+/// (control, bidirectional and zero-width characters escaped; cut past 200 characters).
 pub fn printable(name: &str) -> String {
-    escape_and_cut(name, 200)
+    athena_gguf::escape_name(name)
 }
 
 /// A message that may quote a file's text: as [`printable`], cut only past 1000 characters.
 fn one_line(message: &str) -> String {
-    escape_and_cut(message, 1000)
-}
-
-fn escape_and_cut(s: &str, max: usize) -> String {
-    let mut out = String::with_capacity(s.len().min(4 * max));
-    for (i, c) in s.chars().enumerate() {
-        if i == max {
-            out.push_str("...");
-            break;
-        }
-        match c.is_control() {
-            true => out.extend(c.escape_default()),
-            false => out.push(c),
-        }
-    }
-    out
+    athena_gguf::escape_cut(message, 1000)
 }
 
 /// A dense f32 tensor in row-major order (`shape[0]` outermost, as in PyTorch/safetensors).

@@ -40,15 +40,17 @@ fn run_athena(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
+/// Run on SIGINT or SIGTERM before the process exits (130 or 143).
+fn remove_temp_files() {
+    athena::container::temp_files::remove_all();
+    eprintln!("\nathena-convert: interrupted; no output file was written");
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.check_usage();
-    // Ctrl-C / SIGTERM do not unwind, so the writer's own cleanup would not run.
-    let _ = ctrlc::set_handler(|| {
-        athena::container::temp_files::remove_all();
-        eprintln!("\nathena-convert: interrupted; no output file was written");
-        std::process::exit(130);
-    });
+    // SIGINT / SIGTERM do not unwind, so the writer's own cleanup would not run.
+    athena::signals::install_with_cleanup("athena-convert", &[&cli.model], remove_temp_files);
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
