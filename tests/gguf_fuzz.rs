@@ -9,8 +9,8 @@
 //! with and without checksums) and the runtime's model loader: no panic, every error one line. A
 //! panicking input is saved to `fixtures/gguf-regressions/` (first one per run) and then replayed
 //! forever by `regression_fixtures_do_not_panic`. Set `ATHENA_FUZZ_CASES` to run more cases (the
-//! run the issue-33 note reports: `ATHENA_FUZZ_CASES=2000000 cargo test --release --test
-//! gguf_fuzz`).
+//! long run of 88aa858, recorded in fixtures/gguf-regressions/README.md:
+//! `ATHENA_FUZZ_CASES=70000000 cargo test --release --test gguf_fuzz -- --test-threads=1`).
 
 mod common;
 mod gguf_support;
