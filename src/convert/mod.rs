@@ -51,19 +51,9 @@ pub fn convert(
     // Cholesky on whatever layer it reaches first.
     source.check_finite()?;
     let tokenizer = Tokenizer::from_dir(&opts.model)?;
-    let tokenizer_files = TokenizerFiles::read(&opts.model)?;
     let model = Model::new(&source, Device::Cpu)?;
     let config = source.config().clone();
-    let name = opts
-        .model
-        .file_name()
-        .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
-    let meta = export::metadata::model_metadata(
-        &config,
-        &tokenizer_files,
-        &name,
-        opts.size.embed_type.file_type(),
-    )?;
+    let meta = llama_cpp_metadata(opts, &config)?;
 
     progress(Progress::Stage("tokenizing calibration text"));
     let sets = calibration_sets(opts, &tokenizer)?;
@@ -78,7 +68,7 @@ pub fn convert(
     progress(Progress::Plan(&plan));
 
     let calibration_tokens = sets.hessians.len() * opts.calibration.seq_len;
-    let mut out = OutputFile::create(opts, meta.keys, calibration_tokens)?;
+    let mut out = OutputFile::create(opts, meta, calibration_tokens)?;
     let planned: std::collections::BTreeMap<String, VqConfig> = plan
         .iter()
         .map(|p| (p.name.clone(), p.config.clone()))
@@ -119,6 +109,26 @@ pub fn convert(
         file_bpw: written.file_bpw,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// llama.cpp's metadata keys for the model (hyperparameters, tokenizer, general.name from the
+/// folder's name).
+fn llama_cpp_metadata(
+    opts: &ConvertOptions,
+    config: &crate::checkpoint::ModelConfig,
+) -> Result<Vec<(String, crate::container::gguf::Value)>, ConvertError> {
+    let tokenizer_files = TokenizerFiles::read(&opts.model)?;
+    let name = opts
+        .model
+        .file_name()
+        .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+    let meta = export::metadata::model_metadata(
+        config,
+        &tokenizer_files,
+        &name,
+        opts.size.embed_type.file_type(),
+    )?;
+    Ok(meta.keys)
 }
 
 /// One tokenization for both sets: the calibration sequences open the text, the end-to-end
