@@ -116,8 +116,14 @@ fn a_conversion_logged_to_a_file_prints_a_line_per_block() {
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("block ")).collect();
     assert_eq!(lines.len(), 2, "{err}");
-    assert!(lines[0].starts_with("block 1/2: elapsed ") && lines[0].ends_with("eta ?"));
-    assert!(lines[1].starts_with("block 2/2: elapsed ") && lines[1].contains(", eta "));
+    // After each block: time so far, the estimate for the rest and the block's mean relative
+    // layer loss (the report's table has each layer's).
+    assert!(lines[0].starts_with("block 1/2: elapsed ") && lines[0].contains(", eta "));
+    assert!(lines[1].starts_with("block 2/2: elapsed ") && lines[1].contains(", eta 0s, "));
+    for line in lines {
+        let loss: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(loss > 0.0 && loss < 1.0, "{line}");
+    }
 }
 
 #[test]

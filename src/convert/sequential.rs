@@ -73,10 +73,14 @@ pub fn block_norm_names(layer: usize) -> [String; 2] {
 pub const FINAL_NORM_NAME: &str = "model.norm.weight";
 
 /// What the sequential pass is doing in a block, for progress reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Step {
     Quantize(LinearKind),
     Tune,
+    /// The block is quantized (and tuned): the mean relative layer loss of its layers.
+    Done {
+        relative_loss: f64,
+    },
     /// End-to-end tuning after the last block: Adam step `step` of `steps`.
     Finetune {
         step: usize,
@@ -183,6 +187,9 @@ pub fn quantize_model(
         for d in &mut done {
             d.settle_relative_loss();
         }
+        let relative_loss =
+            done.iter().map(|d| d.q.relative_loss).sum::<f64>() / done.len().max(1) as f64;
+        progress(layer, Step::Done { relative_loss });
         if finetuning {
             pending.push((block, done));
         } else {

@@ -61,8 +61,14 @@ impl ConversionProgress {
             } => {
                 bar.set_message(format!("block {}/{layers}: {}", layer + 1, kind.suffix()));
                 bar.set_position((layer * 7 + kind as usize) as u64);
-                if self.log_lines && kind as usize == 0 {
-                    self.log_block(layer, layers);
+            }
+            Progress::Block {
+                layer,
+                layers,
+                step: Step::Done { relative_loss },
+            } => {
+                if self.log_lines {
+                    self.log_block(layer, layers, relative_loss);
                 }
             }
             Progress::Block {
@@ -90,16 +96,13 @@ impl ConversionProgress {
         }
     }
 
-    /// One line as block `layer` starts, as llama.cpp's tools print to a log.
-    fn log_block(&self, layer: usize, layers: usize) {
+    /// One line as block `layer` is done, as llama.cpp's tools print to a log.
+    fn log_block(&self, layer: usize, layers: usize, relative_loss: f64) {
         let elapsed = self.started.elapsed().as_secs_f64();
-        let eta = match layer {
-            0 => "?".to_string(),
-            _ => format!("{:.0}s", elapsed / layer as f64 * (layers - layer) as f64),
-        };
+        let done = layer + 1;
+        let eta = elapsed / done as f64 * (layers - done) as f64;
         eprintln!(
-            "block {}/{layers}: elapsed {elapsed:.0}s, eta {eta}",
-            layer + 1
+            "block {done}/{layers}: elapsed {elapsed:.0}s, eta {eta:.0}s, mean layer loss {relative_loss:.3e}"
         );
     }
 
