@@ -165,15 +165,7 @@ fn seeds() -> &'static [Vec<u8>] {
 }
 
 fn config() -> Config {
-    let cases = std::env::var("ATHENA_FUZZ_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3000);
-    Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    }
+    fuzz_support::config(3000)
 }
 
 proptest! {

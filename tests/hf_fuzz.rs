@@ -553,15 +553,7 @@ fn join_safetensors(header: &Value, data: &[u8], length: Option<u64>) -> Vec<u8>
 // ---- The targets ----
 
 fn config() -> Config {
-    let cases = std::env::var("ATHENA_FUZZ_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
-    Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    }
+    fuzz_support::config(600)
 }
 
 proptest! {

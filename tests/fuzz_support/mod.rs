@@ -4,6 +4,7 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
+use proptest::test_runner::Config;
 
 #[derive(Debug, Clone)]
 pub enum Mutation {
@@ -100,4 +101,18 @@ pub fn apply(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
         }
     }
     b
+}
+
+/// Proptest's configuration for a fuzz target: `ATHENA_FUZZ_CASES` cases (for long runs), else
+/// `default_cases`; no persistence file (a panicking input is saved as a fixture instead).
+pub fn config(default_cases: u32) -> Config {
+    let cases = std::env::var("ATHENA_FUZZ_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_cases);
+    Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    }
 }
