@@ -20,7 +20,7 @@ pub struct OutputFile {
     /// Norm weights written when the sequential pass hands them over (tuning may change them).
     deferred: BTreeMap<String, TensorPlan>,
     /// Every parameter of the model (for the file's bits per parameter).
-    pub parameters: u64,
+    parameters: u64,
     linear_bits: u64,
     linear_weights: u64,
 }
