@@ -570,6 +570,23 @@ const SPECS: &[Spec] = &[
         "i8",
         Ze,
     ),
+    // A slice of a token embedding table stored as an Athena weight (spec section 1.1): the
+    // shape of a planned configuration (d = 4, n = 1024, all columns in one tile, i8, B = 64,
+    // row scales), with R = 300 not dividing the 640 rows. A lookup decodes one row.
+    v(
+        "d4_n1024_i8_rot64_rs_embedding",
+        640,
+        64,
+        4,
+        1024,
+        300,
+        64,
+        0,
+        "i8",
+        Re,
+    )
+    .rot(64)
+    .rs(),
 ];
 
 /// All the stored contents of one vector.
