@@ -22,7 +22,7 @@ pub struct LayerInfo {
 }
 
 /// The plan for one layer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LayerPlan {
     pub name: String,
     pub config: VqConfig,
@@ -226,36 +226,22 @@ pub fn plan_with(
     limits: LevelLimits,
     make: impl Fn(&LayerInfo, usize, usize) -> VqConfig,
 ) -> Result<Vec<LayerPlan>, PlanError> {
-    // Candidates per layer: every allowed level that is valid on the layer's shape (d divides
-    // the columns, the tile fits), cut to the convex frontier.
-    let mut menus = Vec::with_capacity(layers.len());
-    for l in layers {
-        let mut menu = Vec::new();
-        for &(d, n) in LEVELS.iter().filter(|&&(d, n)| limits.allow(d, n)) {
-            let cfg = make(l, d, n);
-            let unscaled = cfg.row_scales.then(|| VqConfig {
-                row_scales: false,
-                ..cfg.clone()
-            });
-            for cfg in std::iter::once(cfg).chain(unscaled) {
-                if cfg.validate(l.rows, l.cols).is_ok() {
-                    let bpw = config_bpw(&cfg, l.rows, l.cols);
-                    let loss = predicted_loss(l.sensitivity, &cfg);
-                    menu.push((cfg, bpw, loss));
-                }
-            }
-        }
-        if menu.is_empty() {
-            return Err(PlanError::Layer {
-                name: l.name.clone(),
-                rows: l.rows,
-                cols: l.cols,
-                problem: "no configuration of the menu fits this shape".into(),
-            });
-        }
-        menu.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)));
-        menus.push(convex_frontier(menu));
-    }
+    Ok(plan_priced(layers, budget, limits, make)?.0)
+}
+
+/// As [`plan_with`], also returning the plan's price: the smallest predicted loss reduction
+/// per added bit (over the layer's weights) of any upgrade the greedy made, the exchange rate
+/// at which [`plan_at_price`] plans further layers consistently with this plan.
+pub fn plan_priced(
+    layers: &[LayerInfo],
+    budget: f64,
+    limits: LevelLimits,
+    make: impl Fn(&LayerInfo, usize, usize) -> VqConfig,
+) -> Result<(Vec<LayerPlan>, f64), PlanError> {
+    let menus = layers
+        .iter()
+        .map(|l| menu(l, limits, &make))
+        .collect::<Result<Vec<_>, _>>()?;
     let weights: Vec<f64> = layers.iter().map(|l| (l.rows * l.cols) as f64).collect();
     let total_weights: f64 = weights.iter().sum();
     // Start every layer at its cheapest candidate.
@@ -265,6 +251,7 @@ pub fn plan_with(
     if min > budget {
         return Err(PlanError::BudgetTooSmall { budget, min });
     }
+    let mut price = f64::INFINITY;
     loop {
         // The upgrade with the best loss reduction per added bit that still fits.
         let mut best: Option<(usize, f64)> = None;
@@ -281,11 +268,12 @@ pub fn plan_with(
                 }
             }
         }
-        let Some((l, _)) = best else { break };
+        let Some((l, gain)) = best else { break };
         used += (menus[l][choice[l] + 1].1 - menus[l][choice[l]].1) * weights[l];
         choice[l] += 1;
+        price = price.min(gain);
     }
-    Ok(layers
+    let plans = layers
         .iter()
         .zip(&menus)
         .zip(&choice)
@@ -294,7 +282,75 @@ pub fn plan_with(
             config: menu[c].0.clone(),
             bpw: menu[c].1,
         })
-        .collect())
+        .collect();
+    Ok((plans, price))
+}
+
+/// Plans each layer on its own at `price` (from [`plan_priced`]): every upgrade whose predicted
+/// loss reduction per added bit is at least the price, as the greedy would have bought it had
+/// the layer been part of that plan with the bits to pay for it.
+pub fn plan_at_price(
+    layers: &[LayerInfo],
+    price: f64,
+    limits: LevelLimits,
+    make: impl Fn(&LayerInfo, usize, usize) -> VqConfig,
+) -> Result<Vec<LayerPlan>, PlanError> {
+    layers
+        .iter()
+        .map(|l| {
+            let menu = menu(l, limits, &make)?;
+            let weights = (l.rows * l.cols) as f64;
+            let mut c = 0;
+            while let Some(next) = menu.get(c + 1) {
+                let added = (next.1 - menu[c].1) * weights;
+                if (menu[c].2 - next.2) / added.max(f64::MIN_POSITIVE) < price {
+                    break;
+                }
+                c += 1;
+            }
+            Ok(LayerPlan {
+                name: l.name.clone(),
+                config: menu[c].0.clone(),
+                bpw: menu[c].1,
+            })
+        })
+        .collect()
+}
+
+/// A layer's candidates: every allowed level that is valid on its shape (d divides the
+/// columns or the last group is partial, the tile fits), with and without row scales, as
+/// (configuration, bpw, predicted loss) cut to the convex frontier.
+#[allow(clippy::type_complexity)]
+fn menu(
+    l: &LayerInfo,
+    limits: LevelLimits,
+    make: &impl Fn(&LayerInfo, usize, usize) -> VqConfig,
+) -> Result<Vec<(VqConfig, f64, f64)>, PlanError> {
+    let mut menu = Vec::new();
+    for &(d, n) in LEVELS.iter().filter(|&&(d, n)| limits.allow(d, n)) {
+        let cfg = make(l, d, n);
+        let unscaled = cfg.row_scales.then(|| VqConfig {
+            row_scales: false,
+            ..cfg.clone()
+        });
+        for cfg in std::iter::once(cfg).chain(unscaled) {
+            if cfg.validate(l.rows, l.cols).is_ok() {
+                let bpw = config_bpw(&cfg, l.rows, l.cols);
+                let loss = predicted_loss(l.sensitivity, &cfg);
+                menu.push((cfg, bpw, loss));
+            }
+        }
+    }
+    if menu.is_empty() {
+        return Err(PlanError::Layer {
+            name: l.name.clone(),
+            rows: l.rows,
+            cols: l.cols,
+            problem: "no configuration of the menu fits this shape".into(),
+        });
+    }
+    menu.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)));
+    Ok(convex_frontier(menu))
 }
 
 /// Weighted average bpw of a plan.
@@ -361,6 +417,47 @@ mod tests {
             assert!(avg <= budget + 1e-12, "budget {budget}: {avg}");
             assert!(avg > budget - 0.6, "budget {budget}: only {avg} used");
         }
+    }
+
+    /// A layer planned at the price of a plan gets the level it gets when it joins that plan
+    /// with exactly the bits that level costs: the same exchange rate of loss for bits.
+    #[test]
+    fn a_layer_at_the_plans_price_gets_what_the_joint_plan_gives_it() {
+        let layers = layers();
+        let head = LayerInfo {
+            name: "head".into(),
+            rows: 4096,
+            cols: 576,
+            sensitivity: 8.0,
+        };
+        let make = |l: &LayerInfo, d, n| menu_config(d, n, l.rows, l.cols, CodebookKind::Int8, 0);
+        for budget in [2.5, 3.0, 4.0] {
+            let (linear, price) = plan_priced(&layers, budget, dims(4), make).unwrap();
+            assert!(price.is_finite() && price > 0.0);
+            assert_eq!(linear, plan_with(&layers, budget, dims(4), make).unwrap());
+            let at_price = plan_at_price(std::slice::from_ref(&head), price, dims(4), make)
+                .unwrap()
+                .remove(0);
+            let mut all = layers.clone();
+            all.push(head.clone());
+            let spent: f64 = linear
+                .iter()
+                .zip(&layers)
+                .map(|(p, l)| p.bpw * (l.rows * l.cols) as f64)
+                .sum::<f64>()
+                + at_price.bpw * (head.rows * head.cols) as f64;
+            let total: f64 = all.iter().map(|l| (l.rows * l.cols) as f64).sum();
+            let joint = plan_with(&all, spent / total, dims(4), make).unwrap();
+            assert_eq!(
+                joint.last().unwrap().config,
+                at_price.config,
+                "budget {budget}"
+            );
+        }
+        // A dearer price buys fewer bits.
+        let cheap = plan_at_price(std::slice::from_ref(&head), 1e-9, dims(4), make).unwrap();
+        let dear = plan_at_price(std::slice::from_ref(&head), 1e9, dims(4), make).unwrap();
+        assert!(cheap[0].bpw > dear[0].bpw, "{cheap:?} {dear:?}");
     }
 
     #[test]
