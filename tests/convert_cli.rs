@@ -94,8 +94,8 @@ fn bits_budget_gives_a_valid_file_within_budget() {
         let report = verify_json(&t.path("q.gguf"));
         let s = &report["summary"];
         assert_eq!(
-            s["athena_weights"], 14,
-            "{arch}: two blocks of seven linear layers"
+            s["athena_weights"], 16,
+            "{arch}: two blocks of seven linear layers, the output head and the embedding"
         );
         let bpw = s["linear_bpw"].as_f64().unwrap();
         assert!(bpw <= 3.5 && bpw > 2.0, "{arch}: linear bpw {bpw}");
@@ -124,6 +124,118 @@ fn a_conversion_logged_to_a_file_prints_a_line_per_block() {
         let loss: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(loss > 0.0 && loss < 1.0, "{line}");
     }
+}
+
+/// The encoding of each tensor of a file as athena-verify reports it.
+fn encodings(path: &Path) -> std::collections::BTreeMap<String, String> {
+    verify_json(path)["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let s = |k: &str| t[k].as_str().unwrap().to_string();
+            (s("name"), s("encoding"))
+        })
+        .collect()
+}
+
+#[test]
+fn embeddings_are_athena_weights_by_default_and_plain_on_request() {
+    let t = Tiny::new("llama");
+    let (code, err) = t.convert("athena.gguf", &["--bits", "4"]);
+    assert_eq!(code, 0, "{err}");
+    // (16 columns: too narrow for Q8_0 blocks of 32, so q8_0 would fall back to f16.)
+    let (code, err) = t.convert("plain.gguf", &["--bits", "4", "--embeddings", "bf16"]);
+    assert_eq!(code, 0, "{err}");
+    let athena = encodings(&t.path("athena.gguf"));
+    let plain = encodings(&t.path("plain.gguf"));
+    for name in ["token_embd.weight", "output.weight"] {
+        assert_eq!(athena[name], "athena", "{name}");
+        assert_eq!(plain[name], "BF16", "{name}");
+    }
+    // The planned budget covers the embedding and head too.
+    let bpw = verify_json(&t.path("athena.gguf"))["summary"]["linear_bpw"]
+        .as_f64()
+        .unwrap();
+    assert!(bpw <= 4.0 && bpw > 3.0, "{bpw}");
+    // Their decoded values are close to the checkpoint's (4 bits: well under the weights'
+    // own spread).
+    let hf = HfFolder::open(t.path("tiny")).unwrap();
+    let src = GgufSource::open(t.path("athena.gguf")).unwrap();
+    for name in ["model.embed_tokens.weight", "lm_head.weight"] {
+        let (a, b) = (hf.load(name).unwrap(), src.load(name).unwrap());
+        assert_eq!(a.shape, b.shape, "{name}");
+        let err: f64 = a
+            .data
+            .iter()
+            .zip(&b.data)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum();
+        let energy: f64 = a.data.iter().map(|&x| (x as f64).powi(2)).sum();
+        assert!(
+            err / energy < 0.1,
+            "{name}: relative error {}",
+            err / energy
+        );
+    }
+}
+
+#[test]
+fn a_tied_embedding_is_one_athena_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tied");
+    std::fs::create_dir(&model).unwrap();
+    let mut cfg = common::tiny_config("llama");
+    cfg["tie_word_embeddings"] = serde_json::Value::Bool(true);
+    common::write_folder(&model, &cfg, &common::random_tensors(&cfg, 5));
+    common::write_bpe_tokenizer(&model);
+    let text: String = (0..400).map(|k| ["ab ", "a b ", "12 "][k % 3]).collect();
+    std::fs::write(dir.path().join("calib.txt"), text).unwrap();
+    let out = dir.path().join("q.gguf");
+    let o = Command::new(env!("CARGO_BIN_EXE_athena-convert"))
+        .arg(&model)
+        .arg(&out)
+        .args([
+            "--quiet",
+            "--bits",
+            "4",
+            "--seq-len",
+            "16",
+            "--calib-tokens",
+            "64",
+            "--calib",
+        ])
+        .arg(dir.path().join("calib.txt"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let enc = encodings(&out);
+    assert_eq!(enc["token_embd.weight"], "athena");
+    assert!(!enc.contains_key("output.weight"), "{enc:?}");
+    assert_eq!(verify_json(&out)["summary"]["athena_weights"], 15);
+}
+
+/// --file-bits budgets every tensor byte over every parameter; a budget the plain tensors alone
+/// exceed is refused before any work.
+#[test]
+fn file_bits_budget_the_whole_file() {
+    let t = Tiny::new("qwen2");
+    let (code, err) = t.convert("q.gguf", &["--file-bits", "6"]);
+    assert_eq!(code, 0, "{err}");
+    let s = &verify_json(&t.path("q.gguf"))["summary"];
+    let tensor_bpw = s["tensor_bpw"].as_f64().unwrap();
+    assert!(tensor_bpw <= 6.0 && tensor_bpw > 5.0, "{s}");
+    assert!(s["file_bpw"].as_f64().unwrap() > tensor_bpw);
+    let (code, err) = t.convert("small.gguf", &["--file-bits", "4", "--embeddings", "f32"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--file-bits 4: the plain tensors alone take")
+            && err.contains("--embeddings athena"),
+        "{err}"
+    );
+    assert!(!t.path("small.gguf").exists());
+    let (code, err) = t.convert("both.gguf", &["--file-bits", "4", "--bits", "3"]);
+    assert_eq!(code, 2, "{err}");
 }
 
 #[test]

@@ -17,10 +17,16 @@ struct Tiny {
 impl Tiny {
     /// A tiny random model of `arch`, its f32 export and an Athena --bits 3 file of it.
     fn new(arch: &str) -> Self {
+        Self::with_embeddings(arch, false)
+    }
+
+    /// As `new`, with the output head tied to the embedding table when `tied`.
+    fn with_embeddings(arch: &str, tied: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let model = dir.path().join("tiny");
         std::fs::create_dir(&model).unwrap();
-        let cfg = common::tiny_config(arch);
+        let mut cfg = common::tiny_config(arch);
+        cfg["tie_word_embeddings"] = serde_json::Value::Bool(tied);
         common::write_folder(&model, &cfg, &common::random_tensors(&cfg, 7));
         common::write_bpe_tokenizer(&model);
         let text: String = (0..600)
@@ -44,6 +50,7 @@ impl Tiny {
         convert("f32.gguf", &["--type", "f32"]);
         convert("q8.gguf", &["--type", "q8_0"]);
         convert("athena.gguf", &["--bits", "3"]);
+        convert("athena-q8.gguf", &["--bits", "3", "--embeddings", "q8_0"]);
         t
     }
 
@@ -88,15 +95,18 @@ fn stderr(o: &Output) -> String {
 }
 
 /// The runtime and the reference path (reference decoder + candle model) agree on every file
-/// type, for both RoPE layouts (llama's permuted rows, qwen2's halves) and qwen2's biases.
+/// type, for both RoPE layouts (llama's permuted rows, qwen2's halves) and qwen2's biases, with
+/// Athena or Q8_0 embeddings, tied (one Athena weight for lookups and logits) or not.
 #[test]
 fn runtime_perplexity_equals_the_reference_path() {
-    for arch in ["llama", "qwen2"] {
-        let t = Tiny::new(arch);
-        for file in ["f32.gguf", "q8.gguf", "athena.gguf"] {
+    for (arch, tied) in [("llama", false), ("llama", true), ("qwen2", false)] {
+        let t = Tiny::with_embeddings(arch, tied);
+        for file in ["f32.gguf", "q8.gguf", "athena.gguf", "athena-q8.gguf"] {
             let (rt, reference) = (t.ppl(file, "runtime"), t.ppl(file, "reference"));
             let rel = (rt - reference).abs() / reference;
-            println!("{arch} {file}: runtime {rt:.4} reference {reference:.4} ({rel:.2e})");
+            println!(
+                "{arch} tied={tied} {file}: runtime {rt:.4} reference {reference:.4} ({rel:.2e})"
+            );
             assert!(
                 rel < 1e-3,
                 "{arch} {file}: runtime {rt} vs reference {reference}"

@@ -4,7 +4,10 @@
 # perplexity (wiki.utf8, ctx 512, CHUNKS chunks), conversion time and peak memory. The f32
 # folder's perplexity is measured in the same run as the reference.
 #
-# Usage: [SET=budget|ablation|all|qwen] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
+# Usage: [SET=budget|ablation|all|qwen|embeddings|qwen-embeddings] [CHUNKS=32] tools/bench-quality.sh [OUT_DIR]
+# (SET=embeddings: --bits 3 and 4 with the embedding and head quantized and as Q8_0, and the
+# --file-bits 3 / 3.5 / 4.5 whole-file budgets, ~8-10 minutes a row on SmolLM2;
+# SET=qwen-embeddings the same rows on Qwen2.5-Coder-0.5B, about an hour a row)
 # (run tools/fetch-models.sh first; on 2 cores SET=budget took about 2.5 hours at c7c76d6
 # (2026-12-05), plus about 9 minutes each for the --bits 5 and 5.5 rows added in dfa5f61; the
 # --bits 2, 2.25 and 2.5 rows about half an hour each with block-wise tuning; since 8494ef4
@@ -70,10 +73,23 @@ QWEN_RUNS=(
   "athena --bits 3, d <= 3|--bits 3 --max-dim 3"
   "athena --bits 4|--bits 4"
 )
+# The whole file at the budget: embeddings as Athena weights (the default since 2026-12-07) or
+# Q8_0, and budgets over every tensor byte, to compare with llama.cpp's files by size.
+EMBEDDING_RUNS=(
+  "athena --bits 3, Q8_0 embeddings|--bits 3 --embeddings q8_0"
+  "athena --bits 3|--bits 3"
+  "athena --bits 4, Q8_0 embeddings|--bits 4 --embeddings q8_0"
+  "athena --bits 4|--bits 4"
+  "athena --file-bits 3|--file-bits 3"
+  "athena --file-bits 3.5|--file-bits 3.5"
+  "athena --file-bits 4.5|--file-bits 4.5"
+)
 case "${SET:-all}" in
   budget) RUNS=("${BUDGET_RUNS[@]}") ;;
   qwen) RUNS=("${QWEN_RUNS[@]}"); MODEL="$CACHE/models/Qwen2.5-Coder-0.5B-Instruct" ;;
   ablation) RUNS=("${ABLATION_RUNS[@]}") ;;
+  embeddings) RUNS=("${EMBEDDING_RUNS[@]}") ;;
+  qwen-embeddings) RUNS=("${EMBEDDING_RUNS[@]}"); MODEL="$CACHE/models/Qwen2.5-Coder-0.5B-Instruct" ;;
   all)
     # The ablation set repeats two budget conversions (--bits 3 and --bits 3 --rotation-block 0)
     # as its own references: run each set of arguments once.
@@ -84,21 +100,24 @@ case "${SET:-all}" in
       ((dup)) || RUNS+=("$run")
     done
     ;;
-  *) echo "SET must be budget, ablation, all or qwen" >&2; exit 2 ;;
+  *) echo "SET must be budget, ablation, all, qwen, embeddings or qwen-embeddings" >&2; exit 2 ;;
 esac
 
 field() { python3 -c "import json,sys; v=json.load(sys.stdin)$1; print(round(v, 4))"; }
 
 echo "$(basename "$MODEL"), ppl on $(basename "$TEXT") (ctx 512, $CHUNKS chunks), $(date -u +%F), $(git -C "$REPO" rev-parse --short HEAD)"
 echo
-printf '| run | linear bpw | file bpw | size MB | ppl | convert time | peak MB |\n|---|---|---|---|---|---|---|\n'
+# Athena bpw: what --bits budgets (the Athena weights: linear layers, with the head and
+# embedding when quantized); tensor bpw: what --file-bits budgets (every tensor byte over every
+# parameter); file bpw: the whole file, metadata included.
+printf '| run | Athena bpw | tensor bpw | file bpw | size MB | ppl | convert time | peak MB |\n|---|---|---|---|---|---|---|---|\n'
 for run in "${RUNS[@]}"; do
   name="${run%%|*}"; args="${run#*|}"
   file="$OUT/$(echo "$name" | tr -c 'a-zA-Z0-9.' '_').gguf"
   log="$file.log"
   # shellcheck disable=SC2086
   if ! /usr/bin/time -v "$BIN/athena-convert" "$MODEL" "$file" $args --force --quiet > "$log" 2>&1; then
-    printf '| %s | failed: %s |||||||\n' "$name" "$(grep -m1 'athena-convert' "$log" || tail -n1 "$log")"
+    printf '| %s | failed: %s ||||||||\n' "$name" "$(grep -m1 'athena-convert' "$log" || tail -n1 "$log")"
     continue
   fi
   secs=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$log")
@@ -106,8 +125,9 @@ for run in "${RUNS[@]}"; do
   json=$("$BIN/athena-verify" "$file" --json --text "$TEXT" --chunks "$CHUNKS")
   lin=$(echo "$json" | field '["summary"]["linear_bpw"]')
   fil=$(echo "$json" | field '["summary"]["file_bpw"]')
+  ten=$(echo "$json" | field '["summary"]["tensor_bpw"]')
   [[ "$(echo "$json" | field '["summary"]["athena_weights"]')" == 0 ]] && lin="(plain $args)"
   ppl=$(echo "$json" | field '["perplexity"]["ppl"]')
-  size=$(( $(stat -c %s "$file") / 1000000 ))
-  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$lin" "$fil" "$size" "$ppl" "$secs" "$peak"
+  size=$(python3 -c "print(round($(stat -c %s "$file") / 1e6, 1))")
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$lin" "$ten" "$fil" "$size" "$ppl" "$secs" "$peak"
 done

@@ -299,6 +299,17 @@ fn expected_shape(c: &ModelConfig, hf_name: &str) -> Option<Vec<usize>> {
 /// size is the number of `tokenizer.ggml.tokens` (else `<arch>.vocab_size`, else the embedding's
 /// rows); embeddings are tied when there is no `output.weight`; q/k/v biases when
 /// `blk.0.attn_q.bias` exists.
+/// Whether `athena.tensors` lists `name` (an Athena weight has no tensor of its own name).
+fn is_athena_weight(f: &GgufFile, name: &str) -> bool {
+    f.get("athena.tensors")
+        .and_then(|v| {
+            v.as_array()
+                .and_then(|a| a.as_strings())
+                .map(|s| s.iter().any(|n| n == name))
+        })
+        .unwrap_or(false)
+}
+
 pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, CheckpointError> {
     let arch_name = f
         .get_str("general.architecture")
@@ -374,14 +385,18 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
         })?
     } else if let Some(v) = opt_usize("vocab_size")? {
         v
-    } else {
-        let t = f
-            .tensor("token_embd.weight")
-            .ok_or_else(|| CheckpointError::MissingTensor {
-                path: path.to_path_buf(),
-                name: "token_embd.weight".to_string(),
-            })?;
+    } else if let Some(t) = f.tensor("token_embd.weight") {
         t.dims.get(1).copied().unwrap_or(0) as usize
+    } else if is_athena_weight(f, "token_embd.weight") {
+        athena::stored_weight(f, "token_embd.weight")
+            .map_err(|e| invalid(path, e.to_string()))?
+            .params
+            .rows as usize
+    } else {
+        return Err(CheckpointError::MissingTensor {
+            path: path.to_path_buf(),
+            name: "token_embd.weight".to_string(),
+        });
     };
 
     let rope_scaling = match f.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
@@ -430,7 +445,8 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
         rms_norm_eps,
         rope_theta: opt_f64("rope.freq_base")?.unwrap_or(10000.0),
         rope_scaling,
-        tie_word_embeddings: f.tensor("output.weight").is_none(),
+        tie_word_embeddings: f.tensor("output.weight").is_none()
+            && !is_athena_weight(f, "output.weight"),
         attention_bias: f.tensor("blk.0.attn_q.bias").is_some(),
         bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
         eos_token_id: token_id("tokenizer.ggml.eos_token_id"),

@@ -19,7 +19,7 @@ use crate::model::{Block, LinearKind, Model, ModelError};
 /// and each sequence costs a full forward and backward pass.
 pub const FISHER_SEQUENCES: usize = 16;
 
-/// Per weight name (`model.layers.L.….weight`), the sum over the first [`FISHER_SEQUENCES`] of
+/// Per weight name (`model.layers.L.….weight`, and the output matrix's), the sum over the first [`FISHER_SEQUENCES`] of
 /// `sequences` of the squared gradient of the sequence's mean next-token cross-entropy with
 /// respect to that weight, summed over its entries. `progress(done, total)` per sequence.
 pub fn fisher_traces(
@@ -39,7 +39,16 @@ pub fn fisher_traces(
         }
         blocks.push(block);
     }
-    let head = model.load_head()?;
+    // The output matrix (the embedding table when tied) as one more weight: its gradient is
+    // that of the head role only (the lookups happen before the graph).
+    let mut head = model.load_head()?;
+    let head_var = Var::from_tensor(&head.lm_head)?;
+    head.lm_head = head_var.as_tensor().clone();
+    let head_name = match config.tie_word_embeddings {
+        true => super::budget::EMBEDDING,
+        false => super::budget::LM_HEAD,
+    };
+    weights.push((head_name.to_string(), head_var));
     let used: Vec<Vec<u32>> = sequences
         .iter()
         .filter(|s| s.len() >= 2)

@@ -5,6 +5,7 @@
 //! block by block, tuning below it (`tuning`), and hands each finished tensor to the output;
 //! `report` renders the plan and the outcome.
 
+pub mod budget;
 pub mod error;
 pub mod fisher;
 pub mod options;
@@ -29,7 +30,7 @@ use crate::quantizer::VqConfig;
 
 pub use error::ConvertError;
 pub use options::{
-    defaults, Ablations, CalibrationOptions, ConvertOptions, LowRankChoice, Method,
+    defaults, Ablations, CalibrationOptions, ConvertOptions, Embeddings, LowRankChoice, Method,
     QuantizerOptions, Sensitivity, SizeOptions, TileLayout,
 };
 pub use output::OutputFile;
@@ -105,7 +106,9 @@ pub fn convert(
         tuning: outcome.tuning,
         finetune: outcome.finetune,
         linear_bpw: written.linear_bpw,
+        athena_bpw: written.athena_bpw,
         file_bytes: written.file_bytes,
+        tensor_bpw: written.tensor_bpw,
         file_bpw: written.file_bpw,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -126,7 +129,7 @@ fn llama_cpp_metadata(
         config,
         &tokenizer_files,
         &name,
-        opts.size.embed_type.file_type(),
+        opts.size.embeddings.plain_or_default().file_type(),
     )?;
     Ok(meta.keys)
 }

@@ -29,8 +29,12 @@ pub struct ConvertOptions {
 /// How small the file gets: a budget or one fixed configuration, and what the plan may choose.
 #[derive(Debug, Clone)]
 pub struct SizeOptions {
-    /// Average bits per weight of the quantized linear weights (APTQ plan).
+    /// Average bits per weight of the Athena weights (APTQ plan): the linear layers, and the
+    /// token embedding and output head when `embeddings` is [`Embeddings::Athena`].
     pub bits: Option<f64>,
+    /// Budget for the whole file: bits per parameter of every tensor byte (metadata excluded),
+    /// met by the same plan after the plain tensors' bytes are set aside.
+    pub file_bits: Option<f64>,
     /// Explicit (d, n, R, C) for every layer.
     pub vq: Option<[usize; 4]>,
     pub codebook: CodebookKind,
@@ -39,8 +43,36 @@ pub struct SizeOptions {
     /// Which (d, n) levels the --bits plan may use.
     pub levels: LevelLimits,
     pub sensitivity: Sensitivity,
-    /// Type of the token embedding (and an untied output matrix).
-    pub embed_type: PlainType,
+    /// How the token embedding and an untied output matrix are stored.
+    pub embeddings: Embeddings,
+}
+
+/// How the token embedding table and the output head are stored in an Athena file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Embeddings {
+    /// A plain llama.cpp type (every reader runs it; Q8_0 was the only choice before
+    /// 2026-12-07).
+    Plain(PlainType),
+    /// Athena weights planned and quantized like the linear layers: the head under the Hessian
+    /// of the final normed hidden states; a tied table is one weight serving both lookups and
+    /// logits (`sequential::quantize_head`).
+    Athena,
+}
+
+impl Embeddings {
+    /// The plain type of the embedding matrices, None when they are Athena weights.
+    pub fn plain(self) -> Option<PlainType> {
+        match self {
+            Embeddings::Plain(t) => Some(t),
+            Embeddings::Athena => None,
+        }
+    }
+
+    /// The type the remaining plain tensors are chosen by (`plain::tensor_type`): with Athena
+    /// embeddings only 1-D tensors stay plain, and those are F32 whatever this says.
+    pub fn plain_or_default(self) -> PlainType {
+        self.plain().unwrap_or(PlainType::Q8_0)
+    }
 }
 
 /// How each layer is quantized.
@@ -147,15 +179,25 @@ impl ConvertOptions {
     pub fn check(&self) -> Result<(), ConvertError> {
         let fail = |m: &str| Err(ConvertError::Options(m.to_string()));
         let (size, calib) = (&self.size, &self.calibration);
-        match (size.bits, size.vq) {
-            (None, None) => {
-                return fail("choose a size: --bits B (average bits per weight) or --vq d,n,R,C")
+        let chosen = [
+            size.bits.is_some(),
+            size.file_bits.is_some(),
+            size.vq.is_some(),
+        ];
+        match chosen.iter().filter(|&&c| c).count() {
+            0 => {
+                return fail(
+                    "choose a size: --bits B (average bits per quantized weight), --file-bits B \
+                     (bits per parameter of the whole file) or --vq d,n,R,C",
+                )
             }
-            (Some(_), Some(_)) => return fail("--bits and --vq exclude each other"),
-            (Some(b), None) if !(b.is_finite() && b > 0.0) => {
-                return fail("--bits must be a positive number")
+            1 => {}
+            _ => return fail("--bits, --file-bits and --vq exclude each other"),
+        }
+        for (value, option) in [(size.bits, "--bits"), (size.file_bits, "--file-bits")] {
+            if value.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
+                return fail(&format!("{option} must be a positive number"));
             }
-            _ => {}
         }
         let damp = self.quantizer.damp;
         if !(damp.is_finite() && damp > 0.0 && damp <= 1.0) {

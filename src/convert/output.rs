@@ -1,9 +1,11 @@
 //! The file a conversion writes: llama.cpp's metadata and the converter's own keys, every tensor
-//! that is not a quantized linear weight in its plain type, then the quantized layers and the
-//! block norms as the sequential pass hands them over, in block order.
+//! that is not an Athena weight in its plain type, then the quantized layers and the block norms
+//! as the sequential pass hands them over, in block order, and the head and embedding last when
+//! they are Athena weights.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::budget;
 use super::error::ConvertError;
 use super::options::ConvertOptions;
 use super::sequential::{self, BlockTensor};
@@ -16,13 +18,18 @@ use crate::export::{self, plain, PlainType, TensorPlan};
 /// The output file while the conversion runs, with the sizes the report gives.
 pub struct OutputFile {
     writer: ModelFileWriter,
-    embed_type: PlainType,
+    /// What the remaining plain matrices are chosen by (`plain::tensor_type`).
+    plain_type: PlainType,
     /// Norm weights written when the sequential pass hands them over (tuning may change them).
     deferred: BTreeMap<String, TensorPlan>,
     /// Every parameter of the model (for the file's bits per parameter).
     parameters: u64,
+    /// Bytes of every tensor's data (metadata and padding excluded).
+    tensor_bytes: u64,
     linear_bits: u64,
     linear_weights: u64,
+    athena_bits: u64,
+    athena_weights: u64,
 }
 
 /// What the finished file holds, by size.
@@ -30,7 +37,12 @@ pub struct WrittenFile {
     pub file_bytes: u64,
     /// Weighted bpw of the quantized linear weights, from the stored bytes.
     pub linear_bpw: f64,
-    /// 8 * file bytes / all parameters of the model.
+    /// Weighted bpw of every Athena weight (the linear ones, and the head and embedding when
+    /// quantized): what --bits budgets.
+    pub athena_bpw: f64,
+    /// 8 * tensor data bytes / all parameters of the model: what --file-bits budgets.
+    pub tensor_bpw: f64,
+    /// 8 * file bytes / all parameters of the model (metadata included).
     pub file_bpw: f64,
 }
 
@@ -56,6 +68,9 @@ impl OutputFile {
         if let Some(bits) = opts.size.bits {
             writer.add_metadata("athena.converter.bits_budget", Value::F64(bits));
         }
+        if let Some(bits) = opts.size.file_bits {
+            writer.add_metadata("athena.converter.file_bits_budget", Value::F64(bits));
+        }
         // The command line's default for it depends on the machine's memory.
         writer.add_metadata(
             "athena.converter.finetune_epochs",
@@ -63,17 +78,20 @@ impl OutputFile {
         );
         Ok(Self {
             writer,
-            embed_type: opts.size.embed_type,
+            plain_type: opts.size.embeddings.plain_or_default(),
             deferred: BTreeMap::new(),
             parameters: 0,
+            tensor_bytes: 0,
             linear_bits: 0,
             linear_weights: 0,
+            athena_bits: 0,
+            athena_weights: 0,
         })
     }
 
     /// Writes every tensor of `source` that is neither a `quantized` weight nor a norm the
     /// sequential pass hands over (the block norms, and the final norm with end-to-end tuning):
-    /// embeddings, biases, the output matrix.
+    /// biases, and the embeddings and output matrix unless they are Athena weights.
     pub fn write_plain_tensors(
         &mut self,
         source: &dyn TensorSource,
@@ -96,7 +114,7 @@ impl OutputFile {
                 continue;
             }
             let data = export::to_gguf_layout(&tp, source.load(&tp.hf_name)?)?;
-            write_plain(&mut self.writer, self.embed_type, &tp, &data)?;
+            self.tensor_bytes += write_plain(&mut self.writer, self.plain_type, &tp, &data)?;
         }
         Ok(())
     }
@@ -108,8 +126,14 @@ impl OutputFile {
                 let gguf =
                     names::hf_to_gguf(name).ok_or_else(|| format!("no GGUF name for {name}"))?;
                 let encoded = athena::encode(&gguf, q);
-                self.linear_bits += 8 * encoded.stored_bytes();
-                self.linear_weights += (q.vq.rows * q.vq.cols) as u64;
+                let (bits, weights) = (8 * encoded.stored_bytes(), (q.vq.rows * q.vq.cols) as u64);
+                if !matches!(name, budget::EMBEDDING | budget::LM_HEAD) {
+                    self.linear_bits += bits;
+                    self.linear_weights += weights;
+                }
+                self.athena_bits += bits;
+                self.athena_weights += weights;
+                self.tensor_bytes += encoded.stored_bytes();
                 self.writer.add_weight(&encoded).map_err(|e| e.to_string())
             }
             BlockTensor::Norm(data) => {
@@ -122,7 +146,9 @@ impl OutputFile {
                     data: data.to_vec(),
                 };
                 let data = export::to_gguf_layout(tp, dense).map_err(|e| e.to_string())?;
-                write_plain(&mut self.writer, self.embed_type, tp, &data).map_err(|e| e.to_string())
+                self.tensor_bytes += write_plain(&mut self.writer, self.plain_type, tp, &data)
+                    .map_err(|e| e.to_string())?;
+                Ok(())
             }
         }
     }
@@ -130,26 +156,30 @@ impl OutputFile {
     /// Writes the file and renames it into place.
     pub fn finish(self) -> Result<WrittenFile, ConvertError> {
         let file_bytes = self.writer.finish()?;
+        let per_parameter = |bytes: u64| 8.0 * bytes as f64 / self.parameters.max(1) as f64;
         Ok(WrittenFile {
             file_bytes,
             linear_bpw: self.linear_bits as f64 / self.linear_weights.max(1) as f64,
-            file_bpw: 8.0 * file_bytes as f64 / self.parameters.max(1) as f64,
+            athena_bpw: self.athena_bits as f64 / self.athena_weights.max(1) as f64,
+            tensor_bpw: per_parameter(self.tensor_bytes),
+            file_bpw: per_parameter(file_bytes),
         })
     }
 }
 
-/// Writes a tensor that is not Athena-quantized, in the type `plain::tensor_type` picks for it.
+/// Writes a tensor that is not Athena-quantized, in the type `plain::tensor_type` picks for it;
+/// returns its data bytes.
 fn write_plain(
     writer: &mut ModelFileWriter,
-    embed_type: PlainType,
+    plain_type: PlainType,
     tp: &TensorPlan,
     data: &[f32],
-) -> Result<(), ConvertError> {
-    let ty = plain::tensor_type(embed_type, &tp.gguf_name, &tp.dims);
+) -> Result<u64, ConvertError> {
+    let ty = plain::tensor_type(plain_type, &tp.gguf_name, &tp.dims);
     let bytes = plain::encode(ty, data).map_err(|e| export::ExportError::Tensor {
         name: tp.hf_name.clone(),
         message: e.to_string(),
     })?;
     writer.add_tensor(&tp.gguf_name, &tp.dims, ty, &bytes)?;
-    Ok(())
+    Ok(bytes.len() as u64)
 }

@@ -1,12 +1,15 @@
 //! The per-layer configurations of a conversion, printed and recorded before quantization
 //! starts: one fixed configuration (--vq), a scalar grid (the gptq/rtn baselines), or the
-//! mixed-precision plan that meets --bits (`quantizer::plan`) by the layers' sensitivities.
+//! mixed-precision plan that meets --bits or --file-bits (`budget`, `quantizer::plan`) by the
+//! layers' sensitivities. The layers are the linear ones and, with `--embeddings athena`, the
+//! token embedding and output head (`budget::athena_weights`).
 
+use super::budget;
 use super::error::ConvertError;
 use super::options::{ConvertOptions, LowRankChoice, Method, TileLayout};
 use super::sensitivity::{self, SensitivityProgress};
 use crate::checkpoint::TensorSource;
-use crate::model::{LinearKind, Model};
+use crate::model::Model;
 use crate::quantizer::plan::{self, LayerInfo};
 use crate::quantizer::{rotation, VqConfig};
 
@@ -20,7 +23,7 @@ pub struct PlannedLayer {
     pub bpw: f64,
 }
 
-/// Every linear layer's configuration, in block order.
+/// Every Athena weight's configuration, in the order they are written.
 pub fn make_plan(
     opts: &ConvertOptions,
     model: &Model,
@@ -28,9 +31,9 @@ pub fn make_plan(
     sequences: &[Vec<u32>],
     progress: &mut dyn FnMut(SensitivityProgress),
 ) -> Result<Vec<PlannedLayer>, ConvertError> {
-    let mut layers = linear_layers(model);
+    let mut layers = budget::athena_weights(model.config(), opts.size.embeddings);
     let size = &opts.size;
-    let configs: Vec<VqConfig> = match (size.vq, size.bits) {
+    let configs: Vec<VqConfig> = match (size.vq, budget::athena_bits(opts, source)?) {
         (Some([d, n, r, c]), _) => layers
             .iter()
             .map(|l| VqConfig {
@@ -56,14 +59,27 @@ pub fn make_plan(
                 &mut layers,
                 progress,
             )?;
-            plan::plan_with(&layers, bits, size.levels, |l, d, n| {
-                menu_config(opts, l, d, n)
-            })?
-            .into_iter()
-            .map(|p| p.config)
-            .collect()
+            let make = |l: &LayerInfo, d, n| menu_config(opts, l, d, n);
+            let heads = layers.iter().filter(|l| is_head(&l.name)).count();
+            let plans = match size.bits {
+                // --bits budgets the linear layers (its meaning before the head and embedding
+                // were quantized); they come first in `layers`, and the head and embedding get
+                // what the same plan would have bought them at its final price. On SmolLM2-135M
+                // at --bits 3 that is 3.42 bpw for the tied table (54.2 MB, perplexity 18.43);
+                // weighting its loss 4x gave 4.59 bpw (58.3 MB, 17.79): 0.16 perplexity per MB,
+                // less than linear bits buy around 3 bpw (docs/CHANGELOG.md, 2026-12-07).
+                Some(_) => {
+                    let (linear, rest) = layers.split_at(layers.len() - heads);
+                    let (mut p, price) = plan::plan_priced(linear, bits, size.levels, make)?;
+                    p.extend(plan::plan_at_price(rest, price, size.levels, make)?);
+                    p
+                }
+                // --file-bits: one plan over every Athena weight.
+                None => plan::plan_with(&layers, bits, size.levels, make)?,
+            };
+            plans.into_iter().map(|p| p.config).collect()
         }
-        (None, None) => unreachable!("checked by ConvertOptions::check"),
+        (None, None) => unreachable!("a size is checked by ConvertOptions::check"),
     };
     layers
         .iter()
@@ -72,22 +88,9 @@ pub fn make_plan(
         .collect()
 }
 
-/// The linear layers of the model, sensitivity not yet measured.
-fn linear_layers(model: &Model) -> Vec<LayerInfo> {
-    let config = model.config();
-    let mut layers = Vec::new();
-    for layer in 0..config.num_hidden_layers {
-        for kind in LinearKind::ALL {
-            let [rows, cols] = kind.shape(config);
-            layers.push(LayerInfo {
-                name: format!("{}.weight", kind.hf_name(layer)),
-                rows,
-                cols,
-                sensitivity: 0.0,
-            });
-        }
-    }
-    layers
+/// Whether `name` is the output head or the token embedding (planned after the linear layers).
+fn is_head(name: &str) -> bool {
+    matches!(name, budget::EMBEDDING | budget::LM_HEAD)
 }
 
 /// The configuration the --bits plan considers for `l` at level (d, n).

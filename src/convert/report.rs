@@ -20,8 +20,13 @@ pub struct ConvertReport {
     pub finetune: Option<FinetuneOutcome>,
     /// Weighted bpw of the quantized linear weights, from the stored bytes.
     pub linear_bpw: f64,
+    /// Weighted bpw of every Athena weight (with --embeddings athena also the head and
+    /// embedding): what --bits budgets.
+    pub athena_bpw: f64,
     pub file_bytes: u64,
-    /// 8 * file bytes / all parameters of the model.
+    /// 8 * tensor data bytes / all parameters: what --file-bits budgets.
+    pub tensor_bpw: f64,
+    /// 8 * file bytes / all parameters of the model (metadata included).
     pub file_bpw: f64,
     /// Building the plan (its sensitivity pass, if any).
     pub plan_seconds: f64,
@@ -87,7 +92,7 @@ pub fn render_plan(plan: &[PlannedLayer]) -> String {
     }
     let _ = writeln!(
         out,
-        "planned linear bpw: {:.4} over {} layers",
+        "planned bpw: {:.4} over {} layers",
         planned_bpw(plan),
         plan.len()
     );
@@ -145,8 +150,17 @@ pub fn render_report(report: &ConvertReport) -> String {
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "linear bpw (stored):  {:.4}", report.linear_bpw);
+    if report.athena_bpw != report.linear_bpw {
+        let _ = writeln!(out, "Athena bpw (+ head):  {:.4}", report.athena_bpw);
+    }
+    let _ = writeln!(out, "tensor bpw:           {:.4}", report.tensor_bpw);
     let _ = writeln!(out, "file bpw:             {:.4}", report.file_bpw);
-    let _ = writeln!(out, "file size:            {} bytes", report.file_bytes);
+    let _ = writeln!(
+        out,
+        "file size:            {} bytes ({:.1} MB)",
+        report.file_bytes,
+        report.file_bytes as f64 / 1e6
+    );
     let _ = writeln!(
         out,
         "conversion time:      {:.1} s (planning {:.1} s)",

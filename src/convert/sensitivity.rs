@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
+use super::budget::{EMBEDDING, LM_HEAD};
 use super::error::ConvertError;
 use super::fisher;
 use super::options::Sensitivity;
 use crate::calibration::{Accumulate, HessianObserver};
 use crate::checkpoint::TensorSource;
-use crate::model::{LinearKind, Model, ModelError};
+use crate::model::{LinearKind, LinearObserver, Model, ModelError};
 use crate::quantizer::plan::LayerInfo;
 
 /// What a sensitivity pass reports as it goes.
@@ -47,7 +48,8 @@ pub fn measure(
                 })
             })?;
             for l in layers {
-                l.sensitivity = traces[&l.name] * weight_energy(source, &l.name)? / l.cols as f64;
+                l.sensitivity =
+                    trace(&traces, &l.name)? * weight_energy(source, &l.name)? / l.cols as f64;
             }
         }
         Sensitivity::Fisher => {
@@ -62,8 +64,8 @@ pub fn measure(
                 })
             })?;
             for l in layers {
-                l.sensitivity =
-                    traces[&l.name] * weight_energy(source, &l.name)? / (l.rows * l.cols) as f64;
+                l.sensitivity = trace(&traces, &l.name)? * weight_energy(source, &l.name)?
+                    / (l.rows * l.cols) as f64;
             }
         }
         Sensitivity::Relative => layers.iter_mut().for_each(|l| l.sensitivity = 1.0),
@@ -74,7 +76,23 @@ pub fn measure(
     Ok(())
 }
 
-/// Per-layer tr(H) from one pass of the unquantized model (APTQ sensitivities).
+/// A weight's trace; an untied model's embedding table, which no product reads, takes the
+/// output head's (both map the vocabulary to the width).
+fn trace(traces: &BTreeMap<String, f64>, name: &str) -> Result<f64, ConvertError> {
+    let found = traces.get(name).or_else(|| match name {
+        EMBEDDING => traces.get(LM_HEAD),
+        _ => None,
+    });
+    found.copied().ok_or_else(|| {
+        ConvertError::Options(format!(
+            "layer '{name}': the sensitivity pass did not reach it"
+        ))
+    })
+}
+
+/// Per-layer tr(H) from one pass of the unquantized model (APTQ sensitivities), the output
+/// head's (under the name of the matrix that serves as head) from the final normed hidden
+/// states.
 pub fn hessian_traces(
     model: &Model,
     sequences: &[Vec<u32>],
@@ -83,12 +101,23 @@ pub fn hessian_traces(
     let mut observer = HessianObserver::new(Accumulate::Trace);
     let hidden = model.embed(sequences)?;
     let mut layer = 0;
-    model.forward_blocks(hidden, Some(&mut observer), |_, _| {
+    let last = model.forward_blocks(hidden, Some(&mut observer), |_, _| {
         progress(layer);
         layer += 1;
         Ok(())
     })?;
+    let head = model.load_head()?;
+    for h in &last {
+        observer.observe(LM_HEAD, &head.input(h)?)?;
+    }
     let mut traces = BTreeMap::new();
+    if let Some(t) = observer.trace(LM_HEAD) {
+        let name = match model.config().tie_word_embeddings {
+            true => EMBEDDING,
+            false => LM_HEAD,
+        };
+        traces.insert(name.to_string(), t);
+    }
     for layer in 0..model.config().num_hidden_layers {
         for kind in LinearKind::ALL {
             let name = kind.hf_name(layer);

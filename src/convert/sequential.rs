@@ -1,6 +1,7 @@
 //! Sequential (GPTQ-style) quantization of a whole model: block by block, each block's Hessians
 //! are gathered on the outputs of the already-quantized blocks before it, its seven linear layers
-//! are quantized, and the block is re-run with the quantized weights to feed the next one.
+//! are quantized, and the block is re-run with the quantized weights to feed the next one; the
+//! output head and token embedding last, when the plan has them (`quantize_head`).
 //! Memory: one block plus the calibration activations (all blocks with end-to-end tuning,
 //! which needs every quantized layer at once).
 
@@ -10,13 +11,15 @@ use std::time::Instant;
 use candle_core::Tensor;
 use faer::Mat;
 
+use super::budget::{EMBEDDING, LM_HEAD};
 use super::tuning::{
     self, FinetuneBlock, FinetuneOptions, FinetuneOutcome, TuneLayer, TuneOptions,
 };
 use crate::calibration::{Accumulate, HessianObserver};
 use crate::checkpoint::names;
 use crate::export;
-use crate::model::{Block, LinearKind, Model, ModelError};
+use crate::model::{Block, Head, LinearKind, Model, ModelError};
+use crate::quantizer::hessian::HessianAccumulator;
 use crate::quantizer::{
     layer_loss, quantize_linear_banded, quantize_linear_kronecker, QuantError, QuantizedLinear,
     VqConfig,
@@ -85,6 +88,10 @@ pub enum Step {
     Finetune {
         step: usize,
         steps: usize,
+    },
+    /// After the blocks: quantizing the output head or token embedding (HF name).
+    Head {
+        weight: &'static str,
     },
 }
 
@@ -197,19 +204,88 @@ pub fn quantize_model(
         }
         release_freed_memory();
     }
-    if let Some(teacher) = teacher {
-        outcome.finetune = Some(finetune_and_write(
-            model,
-            pending,
-            &sets.end_to_end,
-            &teacher,
-            opts.finetune,
-            &mut progress,
-            &mut outcome.layers,
-            &mut sink,
-        )?);
+    let head = match teacher {
+        Some(teacher) => {
+            let (finetuned, head) = finetune_and_write(
+                model,
+                pending,
+                &sets.end_to_end,
+                &teacher,
+                opts.finetune,
+                &mut progress,
+                &mut outcome.layers,
+                &mut sink,
+            )?;
+            outcome.finetune = Some(finetuned);
+            head
+        }
+        None => model.load_head()?,
+    };
+    let last = model.config().num_hidden_layers.saturating_sub(1);
+    for weight in [LM_HEAD, EMBEDDING] {
+        if opts.plan.contains_key(weight) {
+            progress(last, Step::Head { weight });
+            let started = Instant::now();
+            let q = quantize_head(model, weight, &head, &hidden, opts)?;
+            let seconds = started.elapsed().as_secs_f64();
+            write_outcome(weight.into(), &q, seconds, &mut outcome.layers, &mut sink)?;
+        }
     }
     Ok(outcome)
+}
+
+/// Quantizes the output head or the token embedding table (`--embeddings athena`). The head
+/// (the table itself when embeddings are tied: one weight serves lookups and logits) is
+/// quantized under the Hessian of its inputs, the final normed hidden states of the quantized
+/// model on the calibration sequences (with end-to-end tuning, those before it, normed by the
+/// tuned final norm). An untied table, which only lookups read, is quantized under the identity
+/// (plain squared error). Every row counts alike: weighting the codebook fit by how often the
+/// calibration text uses each token measured worse on SmolLM2-135M (docs/CHANGELOG.md,
+/// 2026-12-07).
+fn quantize_head(
+    model: &Model,
+    name: &'static str,
+    head: &Head,
+    hidden: &[Tensor],
+    opts: &SequentialOptions<'_>,
+) -> Result<QuantizedLinear, SequentialError> {
+    let err = |message: String| SequentialError::Layer {
+        layer: name.to_string(),
+        message,
+    };
+    let cfg = opts
+        .plan
+        .get(name)
+        .ok_or_else(|| err("no configuration planned".into()))?;
+    let weight = model.source().load(name).map_err(|e| err(e.to_string()))?;
+    let [rows, cols] = weight.shape[..] else {
+        return Err(err(format!("shape {:?} is not a matrix", weight.shape)));
+    };
+    let reads_head_input = name == LM_HEAD || model.config().tie_word_embeddings;
+    let h = match reads_head_input {
+        true => {
+            let mut acc = HessianAccumulator::new(cols);
+            for x in hidden {
+                let x = head.input(x).map_err(ModelError::from)?;
+                let tokens = x.dims2().map_err(ModelError::from)?.0;
+                let values: Vec<f32> = x
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1())
+                    .map_err(ModelError::from)?;
+                acc.add(&values, tokens);
+            }
+            acc.finish()
+        }
+        false => Mat::identity(cols, cols),
+    };
+    let seed = opts.seed ^ fnv1a(name.as_bytes());
+    let hs = std::slice::from_ref(&h);
+    quantize_linear_banded(&weight.data, rows, cols, hs, cfg, seed).map_err(|source| {
+        SequentialError::Quant {
+            layer: name.to_string(),
+            source,
+        }
+    })
 }
 
 /// Quantizes block `layer`'s linear layers under the Hessians of `hidden` (its inputs, from the
@@ -335,7 +411,8 @@ fn quantize_layer(
     })
 }
 
-/// Tunes every kept block end to end, then writes them all and the final norm.
+/// Tunes every kept block end to end, then writes them all and the final norm; returns the
+/// tuned head.
 #[allow(clippy::too_many_arguments)]
 fn finetune_and_write(
     model: &Model,
@@ -346,7 +423,7 @@ fn finetune_and_write(
     progress: &mut impl FnMut(usize, Step),
     outcomes: &mut Vec<LayerOutcome>,
     sink: &mut impl FnMut(&str, BlockTensor<'_>) -> Result<(), String>,
-) -> Result<FinetuneOutcome, SequentialError> {
+) -> Result<(FinetuneOutcome, Head), SequentialError> {
     let last = model.config().num_hidden_layers.saturating_sub(1);
     let mut head = model.load_head()?;
     let (mut blocks, mut dones): (Vec<Block>, Vec<Vec<Done>>) = pending.into_iter().unzip();
@@ -377,7 +454,7 @@ fn finetune_and_write(
         layer: FINAL_NORM_NAME.into(),
         message,
     })?;
-    Ok(finetuned)
+    Ok((finetuned, head))
 }
 
 /// Hands a finished block's quantized layers and norms to the sink and records the layers'
@@ -390,20 +467,7 @@ fn write_block(
     sink: &mut impl FnMut(&str, BlockTensor<'_>) -> Result<(), String>,
 ) -> Result<(), SequentialError> {
     for l in done {
-        let err = |message: String| SequentialError::Layer {
-            layer: l.name.clone(),
-            message,
-        };
-        sink(&l.name, BlockTensor::Quantized(&l.q)).map_err(err)?;
-        let (rows, cols) = (l.q.vq.rows, l.q.vq.cols);
-        outcomes.push(LayerOutcome {
-            relative_loss: l.q.relative_loss,
-            config: l.q.config.clone(),
-            name: l.name,
-            rows,
-            cols,
-            seconds: l.seconds,
-        });
+        write_outcome(l.name, &l.q, l.seconds, outcomes, sink)?;
     }
     let [input_norm, post_attention_norm] = block_norm_names(layer);
     for (name, weight) in [
@@ -416,6 +480,29 @@ fn write_block(
             message,
         })?;
     }
+    Ok(())
+}
+
+/// Hands a quantized layer to the sink and records its outcome.
+fn write_outcome(
+    name: String,
+    q: &QuantizedLinear,
+    seconds: f64,
+    outcomes: &mut Vec<LayerOutcome>,
+    sink: &mut impl FnMut(&str, BlockTensor<'_>) -> Result<(), String>,
+) -> Result<(), SequentialError> {
+    sink(&name, BlockTensor::Quantized(q)).map_err(|message| SequentialError::Layer {
+        layer: name.clone(),
+        message,
+    })?;
+    outcomes.push(LayerOutcome {
+        relative_loss: q.relative_loss,
+        config: q.config.clone(),
+        name,
+        rows: q.vq.rows,
+        cols: q.vq.cols,
+        seconds,
+    });
     Ok(())
 }
 

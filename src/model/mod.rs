@@ -89,7 +89,12 @@ pub struct Head {
 impl Head {
     /// `hidden`: `[tokens, hidden]` (output of the last block) -> logits `[tokens, vocab]`.
     pub fn logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
-        block::rms_norm(hidden, &self.norm, self.eps)?.matmul(&self.lm_head.t()?)
+        self.input(hidden)?.matmul(&self.lm_head.t()?)
+    }
+
+    /// What the output matrix multiplies: the final RMSNorm of the last block's outputs.
+    pub fn input(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        block::rms_norm(hidden, &self.norm, self.eps)
     }
 }
 

@@ -72,7 +72,12 @@ pub struct Summary {
     pub parameters: u64,
     /// 8 * file bytes / parameters.
     pub file_bpw: f64,
-    /// Bits per weight of the Athena-encoded (linear) weights alone; 0 when there are none.
+    /// 8 * tensor data bytes / parameters (metadata and padding excluded): what
+    /// `athena-convert --file-bits` budgets.
+    pub tensor_bpw: f64,
+    /// Bits per weight of the Athena-encoded weights alone (the linear layers, and the
+    /// embedding and head when they are Athena weights): what `--bits` budgets; 0 when there
+    /// are none.
     pub linear_bpw: f64,
     /// File bytes that are not tensor data: header, metadata, tensor infos and alignment padding.
     pub container_overhead_bytes: u64,
@@ -200,6 +205,11 @@ pub fn verify(file: &GgufFile, path: &Path, options: Options) -> Result<Report, 
         parameters,
         file_bpw: if parameters > 0 {
             8.0 * file_bytes as f64 / parameters as f64
+        } else {
+            0.0
+        },
+        tensor_bpw: if parameters > 0 {
+            8.0 * data_bytes as f64 / parameters as f64
         } else {
             0.0
         },

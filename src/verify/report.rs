@@ -78,7 +78,12 @@ pub fn render_table(report: &Report) -> String {
     );
     let _ = writeln!(out, "parameters:           {}", s.parameters);
     let _ = writeln!(out, "file bpw:             {:.4}", s.file_bpw);
-    let _ = writeln!(out, "linear (Athena) bpw:  {:.4}", s.linear_bpw);
+    let _ = writeln!(
+        out,
+        "tensor bpw:           {:.4} (--file-bits)",
+        s.tensor_bpw
+    );
+    let _ = writeln!(out, "Athena bpw:           {:.4} (--bits)", s.linear_bpw);
     let _ = writeln!(
         out,
         "container overhead:   {} bytes",

@@ -38,8 +38,16 @@ Tensor types (llama.cpp's rules): 1-D tensors, norms and biases are always F32. 
 a matrix whose rows are not a multiple of 32 long is written as F16 instead.
 
 Athena quantization (needs an HF folder and the calibration text; see tools/fetch-models.sh):
-  # 3 bits per weight on average over the linear layers, mixed precision from the Hessians
+  # 3 bits per weight on average over the quantized weights (the linear layers, the token
+  # embedding and the output head), mixed precision from the Hessians
   athena-convert ~/.cache/athena/models/SmolLM2-135M-Instruct smollm2-3bit.gguf --bits 3
+
+  # A budget for the whole file: 3.5 bits per parameter of every tensor byte, norms included,
+  # to compare with other files by size
+  athena-convert MODEL out.gguf --file-bits 3.5
+
+  # The linear layers only; the embedding stays Q8_0 (as before 2026-12-07)
+  athena-convert MODEL out.gguf --bits 3 --embeddings q8_0
 
   # One configuration for every layer: d=2, 64 centroids, tiles of 64 rows x all columns
   athena-convert MODEL out.gguf --vq 2,64,64,576

@@ -72,6 +72,18 @@ impl ConversionProgress {
                 }
             }
             Progress::Block {
+                layers,
+                step: Step::Head { weight },
+                ..
+            } => {
+                bar.set_message(format!("after block {layers}: {weight}"));
+                bar.set_position((layers * 7) as u64);
+                if self.log_lines {
+                    let elapsed = self.started.elapsed().as_secs_f64();
+                    eprintln!("{weight}: quantizing (elapsed {elapsed:.0}s)");
+                }
+            }
+            Progress::Block {
                 layer,
                 layers,
                 step: Step::Tune,

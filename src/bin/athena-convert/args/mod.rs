@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, ValueEnum};
 
+use athena::convert::budget::FileBudget;
 use athena::convert::ConvertOptions;
 use athena::export::PlainType;
 
@@ -30,7 +31,7 @@ pub struct Cli {
     pub out: PathBuf,
 
     /// Type of the weight matrices in a plain export (norms and biases stay f32) [default:
-    /// f16]. Not with --bits/--vq: an Athena file's embedding type is --embed-type.
+    /// f16]. Not with --bits/--vq: an Athena file's embedding type is --embeddings.
     #[arg(long = "type", short = 't', value_name = "TYPE", value_enum)]
     pub ty: Option<TypeArg>,
 
@@ -93,7 +94,7 @@ pub struct EvalArgs {
 impl Cli {
     /// Whether Athena quantization was asked for (else a plain export).
     pub fn quantizes(&self) -> bool {
-        self.size.bits.is_some() || self.size.vq.is_some()
+        self.size.bits.is_some() || self.size.file_bits.is_some() || self.size.vq.is_some()
     }
 
     /// Exits with a usage error (status 2) for options that the chosen mode would ignore.
@@ -106,7 +107,7 @@ impl Cli {
         if self.quantizes() && self.ty.is_some() {
             conflict(
                 "--type is the plain export's weight type; with --bits/--vq the linear layers \
-                 are quantized and --embed-type sets the embedding's type",
+                 are quantized and --embeddings sets the embedding's type",
             );
         }
         if self.quantizes() && self.tokenizer_dir.is_some() {
@@ -125,12 +126,21 @@ impl Cli {
     /// The library's options, with the defaults that depend on the budget, the method and this
     /// machine resolved.
     pub fn convert_options(&self) -> ConvertOptions {
-        let bits = self.size.bits;
+        let size = self.size.options();
+        // --file-bits: the defaults go by the bits it leaves the quantized weights (an
+        // unreadable MODEL is reported by the conversion itself).
+        let bits = size.bits.or_else(|| {
+            let source = athena::checkpoint::HfFolder::open_validated(&self.model).ok()?;
+            FileBudget::measure(&source, size.embeddings)
+                .ok()?
+                .athena_bits(size.file_bits?)
+                .ok()
+        });
         let method = self.quantizer.method.into();
         ConvertOptions {
             model: self.model.clone(),
             out: self.out.clone(),
-            size: self.size.options(),
+            size,
             quantizer: self.quantizer.options(bits),
             ablations: self.ablations.options(),
             calibration: self.calibration.options(),

@@ -7,8 +7,8 @@ use clap::ValueEnum;
 
 use super::TypeArg;
 use athena::convert::{
-    self, defaults, Ablations, CalibrationOptions, LowRankChoice, Method, QuantizerOptions,
-    Sensitivity, SizeOptions, TileLayout,
+    self, defaults, Ablations, CalibrationOptions, Embeddings, LowRankChoice, Method,
+    QuantizerOptions, Sensitivity, SizeOptions, TileLayout,
 };
 use athena::quantizer::plan::LevelLimits;
 use athena::quantizer::{CodebookKind, GroupOrder};
@@ -17,13 +17,20 @@ use athena::quantizer::{CodebookKind, GroupOrder};
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Athena quantization: size")]
 pub struct SizeArgs {
-    /// Budget: average bits per weight of the quantized linear weights, every stored byte
-    /// counted (indices, codebooks, scales, low-rank factors). Met by a per-layer mixed-precision
+    /// Budget: average bits per weight of the quantized weights (the linear layers, and with
+    /// --embeddings athena the token embedding and output head), every stored byte counted
+    /// (indices, codebooks, scales, low-rank factors). Met by a per-layer mixed-precision
     /// plan (1.33 to 8 index bits per weight: d = 2, 3 and 4 codebooks up to 5 bits, scalar ones
     /// above; where d does not divide the columns, each row ends in a partial group; see
     /// --sensitivity and --max-dim). Typical: 2 to 4; 5 and up come close to the source model.
     #[arg(long, value_name = "B")]
     pub bits: Option<f64>,
+
+    /// Budget for the whole file instead: bits per parameter of every tensor byte (norms,
+    /// biases and plain embeddings included; metadata excluded), met by the same plan once the
+    /// plain tensors' bytes are set aside. Compares directly with other files by size.
+    #[arg(long, value_name = "B", conflicts_with_all = ["bits", "vq"])]
+    pub file_bits: Option<f64>,
 
     /// Expert mode: the same configuration for every layer: vector dimension d (1-8), centroids
     /// n (power of two), codebook tile of R rows x C columns (C a multiple of d, or every column
@@ -31,9 +38,11 @@ pub struct SizeArgs {
     #[arg(long, value_name = "d,n,R,C", value_parser = parse_vq)]
     pub vq: Option<[usize; 4]>,
 
-    /// Type of the token embedding (and an untied output matrix) in an Athena file.
-    #[arg(long, value_enum, default_value = "q8_0")]
-    pub embed_type: TypeArg,
+    /// The token embedding and output head: athena (quantized like the linear layers and
+    /// counted in --bits; a tied table is one Athena weight serving lookups and logits) or a
+    /// plain type (q8_0, f16, bf16, f32) that stock llama.cpp tools also read.
+    #[arg(long, value_enum, alias = "embed-type", default_value = "athena")]
+    pub embeddings: EmbeddingsArg,
 
     /// Codebook storage: i8 (int8 codes with f16 offset and step per dimension) or f16.
     #[arg(long, value_enum, default_value = "i8")]
@@ -193,6 +202,7 @@ impl SizeArgs {
     pub(super) fn options(&self) -> SizeOptions {
         SizeOptions {
             bits: self.bits,
+            file_bits: self.file_bits,
             vq: self.vq,
             codebook: match self.codebook {
                 CodebookArg::I8 => CodebookKind::Int8,
@@ -213,7 +223,13 @@ impl SizeArgs {
                 SensitivityArg::Uniform => Sensitivity::Uniform,
                 SensitivityArg::Relative => Sensitivity::Relative,
             },
-            embed_type: self.embed_type.into(),
+            embeddings: match self.embeddings {
+                EmbeddingsArg::Athena => Embeddings::Athena,
+                EmbeddingsArg::Q8_0 => Embeddings::Plain(TypeArg::Q8_0.into()),
+                EmbeddingsArg::F16 => Embeddings::Plain(TypeArg::F16.into()),
+                EmbeddingsArg::Bf16 => Embeddings::Plain(TypeArg::Bf16.into()),
+                EmbeddingsArg::F32 => Embeddings::Plain(TypeArg::F32.into()),
+            },
         }
     }
 }
@@ -262,6 +278,18 @@ impl AblationArgs {
             attention_hessians: !self.no_attention_hessians,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmbeddingsArg {
+    /// Athena weights, planned with the linear layers.
+    Athena,
+    /// ggml Q8_0 (8.5 bits per weight).
+    #[value(name = "q8_0")]
+    Q8_0,
+    F16,
+    Bf16,
+    F32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
