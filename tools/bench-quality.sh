@@ -107,10 +107,10 @@ field() { python3 -c "import json,sys; v=json.load(sys.stdin)$1; print(round(v, 
 
 echo "$(basename "$MODEL"), ppl on $(basename "$TEXT") (ctx 512, $CHUNKS chunks), $(date -u +%F), $(git -C "$REPO" rev-parse --short HEAD)"
 echo
-# Athena bpw: what --bits budgets (the Athena weights: linear layers, with the head and
-# embedding when quantized); tensor bpw: what --file-bits budgets (every tensor byte over every
-# parameter); file bpw: the whole file, metadata included.
-printf '| run | Athena bpw | tensor bpw | file bpw | size MB | ppl | convert time | peak MB |\n|---|---|---|---|---|---|---|---|\n'
+# linear bpw: what --bits budgets (the quantized linear layers; the head and embedding are not
+# counted); tensor bpw: what --file-bits budgets (every tensor byte over every parameter); file
+# bpw: the whole file, metadata included.
+printf '| run | linear bpw | tensor bpw | file bpw | size MB | ppl | convert time | peak MB |\n|---|---|---|---|---|---|---|---|\n'
 for run in "${RUNS[@]}"; do
   name="${run%%|*}"; args="${run#*|}"
   file="$OUT/$(echo "$name" | tr -c 'a-zA-Z0-9.' '_').gguf"

@@ -29,8 +29,8 @@ pub struct ConvertOptions {
 /// How small the file gets: a budget or one fixed configuration, and what the plan may choose.
 #[derive(Debug, Clone)]
 pub struct SizeOptions {
-    /// Average bits per weight of the Athena weights (APTQ plan): the linear layers, and the
-    /// token embedding and output head when `embeddings` is [`Embeddings::Athena`].
+    /// Average bits per weight of the quantized linear weights (APTQ plan); Athena embeddings
+    /// and head ([`Embeddings::Athena`]) get the levels the same plan buys at its final price.
     pub bits: Option<f64>,
     /// Budget for the whole file: bits per parameter of every tensor byte (metadata excluded),
     /// met by the same plan after the plain tensors' bytes are set aside.

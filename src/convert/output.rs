@@ -38,7 +38,7 @@ pub struct WrittenFile {
     /// Weighted bpw of the quantized linear weights, from the stored bytes.
     pub linear_bpw: f64,
     /// Weighted bpw of every Athena weight (the linear ones, and the head and embedding when
-    /// quantized): what --bits budgets.
+    /// quantized).
     pub athena_bpw: f64,
     /// 8 * tensor data bytes / all parameters of the model: what --file-bits budgets.
     pub tensor_bpw: f64,

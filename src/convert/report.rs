@@ -21,7 +21,7 @@ pub struct ConvertReport {
     /// Weighted bpw of the quantized linear weights, from the stored bytes.
     pub linear_bpw: f64,
     /// Weighted bpw of every Athena weight (with --embeddings athena also the head and
-    /// embedding): what --bits budgets.
+    /// embedding).
     pub athena_bpw: f64,
     pub file_bytes: u64,
     /// 8 * tensor data bytes / all parameters: what --file-bits budgets.

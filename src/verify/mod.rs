@@ -75,15 +75,19 @@ pub struct Summary {
     /// 8 * tensor data bytes / parameters (metadata and padding excluded): what
     /// `athena-convert --file-bits` budgets.
     pub tensor_bpw: f64,
-    /// Bits per weight of the Athena-encoded weights alone (the linear layers, and the
-    /// embedding and head when they are Athena weights): what `--bits` budgets; 0 when there
-    /// are none.
+    /// Bits per weight of the Athena-encoded linear weights (every Athena weight but the token
+    /// embedding and output head): what `athena-convert --bits` budgets; 0 when there are none.
     pub linear_bpw: f64,
+    /// Bits per weight of every Athena-encoded weight, the embedding and head included.
+    pub athena_bpw: f64,
     /// File bytes that are not tensor data: header, metadata, tensor infos and alignment padding.
     pub container_overhead_bytes: u64,
     /// Tensors whose checksum was verified.
     pub checksums_verified: usize,
 }
+
+/// The vocabulary-sized matrices, which `--bits` does not count (the embedding and the head).
+const VOCABULARY_MATRICES: [&str; 2] = ["token_embd.weight", "output.weight"];
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
@@ -162,14 +166,19 @@ pub fn verify(file: &GgufFile, path: &Path, options: Options) -> Result<Report, 
     let mut tensors = Vec::new();
     let mut parameters = 0u64;
     let (mut linear_bits, mut linear_weights) = (0u64, 0u64);
+    let (mut athena_bits, mut athena_weights) = (0u64, 0u64);
     for t in &file.tensors {
         if let Some(w) = weights.iter().find(|w| w.components[0].name == t.name) {
             let p = &w.params;
             let params = p.to_string();
             let elements = p.rows * p.cols;
             parameters += elements;
-            linear_bits += 8 * w.stored_bytes();
-            linear_weights += elements;
+            athena_bits += 8 * w.stored_bytes();
+            athena_weights += elements;
+            if !VOCABULARY_MATRICES.contains(&w.name.as_str()) {
+                linear_bits += 8 * w.stored_bytes();
+                linear_weights += elements;
+            }
             tensors.push(TensorReport {
                 name: w.name.clone(),
                 encoding: "athena".into(),
@@ -215,6 +224,11 @@ pub fn verify(file: &GgufFile, path: &Path, options: Options) -> Result<Report, 
         },
         linear_bpw: if linear_weights > 0 {
             linear_bits as f64 / linear_weights as f64
+        } else {
+            0.0
+        },
+        athena_bpw: if athena_weights > 0 {
+            athena_bits as f64 / athena_weights as f64
         } else {
             0.0
         },

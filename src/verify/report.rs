@@ -83,7 +83,14 @@ pub fn render_table(report: &Report) -> String {
         "tensor bpw:           {:.4} (--file-bits)",
         s.tensor_bpw
     );
-    let _ = writeln!(out, "Athena bpw:           {:.4} (--bits)", s.linear_bpw);
+    let _ = writeln!(out, "linear bpw:           {:.4} (--bits)", s.linear_bpw);
+    if s.athena_bpw != s.linear_bpw {
+        let _ = writeln!(
+            out,
+            "Athena bpw:           {:.4} (with the embedding and head)",
+            s.athena_bpw
+        );
+    }
     let _ = writeln!(
         out,
         "container overhead:   {} bytes",
