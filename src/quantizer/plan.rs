@@ -256,13 +256,10 @@ pub fn plan_priced(
         // The upgrade with the best loss reduction per added bit that still fits.
         let mut best: Option<(usize, f64)> = None;
         for (l, menu) in menus.iter().enumerate() {
-            if let Some(next) = menu.get(choice[l] + 1) {
-                let cur = &menu[choice[l]];
-                let added = (next.1 - cur.1) * weights[l];
+            if let Some((added, gain)) = step_up(menu, choice[l], weights[l]) {
                 if used + added > budget * total_weights {
                     continue;
                 }
-                let gain = (cur.2 - next.2) / added.max(f64::MIN_POSITIVE);
                 if best.is_none_or(|(_, g)| gain > g) {
                     best = Some((l, gain));
                 }
@@ -277,13 +274,27 @@ pub fn plan_priced(
         .iter()
         .zip(&menus)
         .zip(&choice)
-        .map(|((l, menu), &c)| LayerPlan {
-            name: l.name.clone(),
-            config: menu[c].0.clone(),
-            bpw: menu[c].1,
-        })
+        .map(|((l, menu), &c)| chosen(l, menu, c))
         .collect();
     Ok((plans, price))
+}
+
+/// The step from candidate `c` of `menu` to the next on a layer of `weights` weights: the bits
+/// it adds and its predicted loss reduction per added bit (None at the top of the menu). The
+/// greedy and [`plan_at_price`] price upgrades by this one rule.
+fn step_up(menu: &[(VqConfig, f64, f64)], c: usize, weights: f64) -> Option<(f64, f64)> {
+    let (cur, next) = (&menu[c], menu.get(c + 1)?);
+    let added = (next.1 - cur.1) * weights;
+    Some((added, (cur.2 - next.2) / added.max(f64::MIN_POSITIVE)))
+}
+
+/// The plan entry of layer `l` at candidate `c` of its menu.
+fn chosen(l: &LayerInfo, menu: &[(VqConfig, f64, f64)], c: usize) -> LayerPlan {
+    LayerPlan {
+        name: l.name.clone(),
+        config: menu[c].0.clone(),
+        bpw: menu[c].1,
+    }
 }
 
 /// Plans each layer on its own at `price` (from [`plan_priced`]): every upgrade whose predicted
@@ -301,18 +312,10 @@ pub fn plan_at_price(
             let menu = menu(l, limits, &make)?;
             let weights = (l.rows * l.cols) as f64;
             let mut c = 0;
-            while let Some(next) = menu.get(c + 1) {
-                let added = (next.1 - menu[c].1) * weights;
-                if (menu[c].2 - next.2) / added.max(f64::MIN_POSITIVE) < price {
-                    break;
-                }
+            while step_up(&menu, c, weights).is_some_and(|(_, gain)| gain >= price) {
                 c += 1;
             }
-            Ok(LayerPlan {
-                name: l.name.clone(),
-                config: menu[c].0.clone(),
-                bpw: menu[c].1,
-            })
+            Ok(chosen(l, &menu, c))
         })
         .collect()
 }
