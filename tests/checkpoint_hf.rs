@@ -328,9 +328,9 @@ fn config_rejections() {
     check(
         &|v| {
             v.as_object_mut().unwrap().remove("architectures");
-            v["model_type"] = json!("phi3");
+            v["model_type"] = json!("gemma2");
         },
-        "phi3",
+        "gemma2",
     );
 }
 

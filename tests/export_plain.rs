@@ -36,6 +36,8 @@ fn config(arch: Architecture, tied: bool) -> ModelConfig {
         rope_scaling: None,
         tie_word_embeddings: tied,
         attention_bias: arch == Architecture::Qwen2,
+        rotary_dim: 16,
+        local_attention: None,
         bos_token_id: Some(1),
         eos_token_id: Some(2),
     }
@@ -308,7 +310,7 @@ fn q8_0_and_f16_types_and_error_bounds() {
         for name in back.tensor_names() {
             let want = &src.tensors[&name].data;
             let got = back.load(&name).unwrap().data;
-            let gguf = hf_to_gguf(&name).unwrap();
+            let gguf = hf_to_gguf(back.config().architecture, &name).unwrap();
             let t = f.tensor(&gguf).unwrap();
             match t.ggml_type {
                 GgmlType::F32 => assert_eq!(&got, want, "{name}"),

@@ -37,6 +37,8 @@ fn config(arch: Architecture, vocab_size: usize) -> ModelConfig {
         rope_scaling: None,
         tie_word_embeddings: true,
         attention_bias: false,
+        rotary_dim: 16,
+        local_attention: None,
         bos_token_id: None,
         eos_token_id: None,
     }

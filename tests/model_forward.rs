@@ -228,6 +228,7 @@ fn llama3_rope_scaling_frequencies() {
         low_freq_factor: Some(1.0),
         high_freq_factor: Some(4.0),
         original_max_position_embeddings: Some(8192),
+        ..RopeScaling::default()
     });
     let f = Rope::new(&c);
     let inv = f.inv_freq();

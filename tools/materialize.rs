@@ -98,7 +98,7 @@ fn run(args: &Args) -> Result<(), Error> {
     }
     fs::create_dir(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
     let result = (|| -> Result<u64, Error> {
-        write_json(&tmp.join("config.json"), &hf_config(source.config()))?;
+        write_json(&tmp.join("config.json"), &hf_config(source.config())?)?;
         write_json(&tmp.join("tokenizer.json"), &tokenizer)?;
         write_json(&tmp.join("tokenizer_config.json"), &tokenizer_config)?;
         let file_name = args
@@ -170,13 +170,25 @@ fn count_params(source: &GgufSource) -> Result<usize, Error> {
     Ok(n)
 }
 
-/// The HF config.json for a model config (transformers' LlamaConfig / Qwen2Config keys).
-fn hf_config(c: &ModelConfig) -> Json {
+/// The HF config.json for a model config (transformers' LlamaConfig / Qwen2Config / Qwen3Config /
+/// Gemma3TextConfig keys).
+fn hf_config(c: &ModelConfig) -> Result<Json, Error> {
     let (arch, model_type) = match c.architecture {
         Architecture::Llama => ("LlamaForCausalLM", "llama"),
         Architecture::Mistral => ("MistralForCausalLM", "mistral"),
         Architecture::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+        Architecture::Qwen3 => ("Qwen3ForCausalLM", "qwen3"),
+        Architecture::Gemma3 => ("Gemma3ForCausalLM", "gemma3_text"),
+        Architecture::Phi3 => return Err("phi3 GGUF files cannot be materialised yet".into()),
     };
+    if c.rope_scaling
+        .as_ref()
+        .is_some_and(|r| r.short_factor.is_some())
+    {
+        return Err(
+            "RoPE frequency factors (rope_freqs.weight) have no HF rope_scaling form".into(),
+        );
+    }
     let rope_scaling = c.rope_scaling.as_ref().map(|r| {
         let mut m = Map::new();
         m.insert("rope_type".into(), json!(r.rope_type));
@@ -210,7 +222,31 @@ fn hf_config(c: &ModelConfig) -> Json {
     m.insert("rope_theta".into(), json!(c.rope_theta));
     m.insert("rope_scaling".into(), rope_scaling.unwrap_or(Json::Null));
     m.insert("tie_word_embeddings".into(), json!(c.tie_word_embeddings));
-    m.insert("hidden_act".into(), json!("silu"));
+    match c.architecture.activation() {
+        athena::checkpoint::Activation::Silu => m.insert("hidden_act".into(), json!("silu")),
+        athena::checkpoint::Activation::GeluTanh => {
+            m.insert("hidden_activation".into(), json!("gelu_pytorch_tanh"))
+        }
+    };
+    if let Some(local) = &c.local_attention {
+        let types: Vec<&str> = local
+            .layers
+            .iter()
+            .map(|&l| {
+                if l {
+                    "sliding_attention"
+                } else {
+                    "full_attention"
+                }
+            })
+            .collect();
+        m.insert("sliding_window".into(), json!(local.window));
+        m.insert("layer_types".into(), json!(types));
+        m.insert("rope_local_base_freq".into(), json!(local.rope_theta));
+    }
+    if c.architecture == Architecture::Gemma3 {
+        m.insert("query_pre_attn_scalar".into(), json!(c.head_dim));
+    }
     if c.architecture != Architecture::Qwen2 {
         // qwen2 always has q/k/v biases and has no such key.
         m.insert("attention_bias".into(), json!(c.attention_bias));
@@ -228,7 +264,7 @@ fn hf_config(c: &ModelConfig) -> Json {
         c.eos_token_id.map_or(Json::Null, |x| json!(x)),
     );
     m.insert("torch_dtype".into(), json!("float32"));
-    Json::Object(m)
+    Ok(Json::Object(m))
 }
 
 /// Writes all tensors as f32 safetensors, one tensor in memory at a time. Returns the file size.

@@ -148,6 +148,14 @@ impl Array {
         }
     }
 
+    /// The elements as booleans, if this is a bool array.
+    pub fn as_bools(&self) -> Option<&[bool]> {
+        match self {
+            Array::Bool(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// The elements as u64, if this is an array of an unsigned integer type.
     pub fn to_u64_vec(&self) -> Option<Vec<u64>> {
         match self {

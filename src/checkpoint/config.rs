@@ -1,4 +1,5 @@
-//! Model hyperparameters, as in an HF config.json (llama, mistral, qwen2).
+//! Model hyperparameters, as in an HF config.json (llama incl. Llama 3.x, mistral, qwen2, qwen3,
+//! gemma3 text, phi3).
 
 use serde::{Deserialize, Serialize};
 
@@ -8,17 +9,87 @@ pub enum Architecture {
     Llama,
     Mistral,
     Qwen2,
+    Qwen3,
+    /// Gemma 3, text only (`Gemma3ForCausalLM`, the 270M and 1B checkpoints).
+    Gemma3,
+    /// Phi-3 and Phi-4-mini.
+    Phi3,
+}
+
+/// The MLP's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    /// SwiGLU (`silu`).
+    Silu,
+    /// GeGLU with the tanh approximation of GELU (`gelu_pytorch_tanh`, Gemma).
+    GeluTanh,
+}
+
+impl Architecture {
+    /// Per-head RMSNorm of q and k before RoPE (`self_attn.{q,k}_norm`).
+    pub fn qk_norm(self) -> bool {
+        matches!(self, Architecture::Qwen3 | Architecture::Gemma3)
+    }
+
+    /// Gemma's RMSNorm multiplies by `1 + weight`: HF stores the offset, llama.cpp's converter
+    /// adds the 1 (every `*norm.weight`), and the model here loads `1 + weight`.
+    pub fn norm_adds_one(self) -> bool {
+        self == Architecture::Gemma3
+    }
+
+    /// Gemma 3's norms around the attention and MLP outputs: `post_attention_layernorm` scales
+    /// the attention output, `pre_feedforward_layernorm` is the MLP's input norm and
+    /// `post_feedforward_layernorm` scales the MLP output.
+    pub fn sandwich_norms(self) -> bool {
+        self == Architecture::Gemma3
+    }
+
+    /// Token embeddings multiplied by sqrt(hidden_size) (Gemma).
+    pub fn scales_embeddings(self) -> bool {
+        self == Architecture::Gemma3
+    }
+
+    pub fn activation(self) -> Activation {
+        match self {
+            Architecture::Gemma3 => Activation::GeluTanh,
+            _ => Activation::Silu,
+        }
+    }
+
+    /// Phi-3 checkpoints fuse q/k/v into `qkv_proj` and gate/up into `gate_up_proj`; the HF
+    /// reader splits them, so every later stage sees the llama layers.
+    pub fn fused_projections(self) -> bool {
+        self == Architecture::Phi3
+    }
+}
+
+/// Gemma 3's local attention: a sliding window on most layers, with their own RoPE base.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalAttention {
+    /// A query at position p sees keys at positions p - window + 1 ..= p.
+    pub window: usize,
+    /// Per layer: whether it is a sliding-window layer.
+    pub layers: Vec<bool>,
+    /// RoPE base of the sliding-window layers (which have no RoPE scaling).
+    pub rope_theta: f64,
 }
 
 /// RoPE scaling as HF describes it (`rope_scaling` in config.json).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RopeScaling {
-    /// "linear", "llama3", "yarn", ... (HF `rope_type` or `type`).
+    /// "linear", "llama3", "longrope", "yarn", ... (HF `rope_type` or `type`).
     pub rope_type: String,
+    /// The context extension (longrope: max_position_embeddings / original).
     pub factor: f64,
     pub low_freq_factor: Option<f64>,
     pub high_freq_factor: Option<f64>,
     pub original_max_position_embeddings: Option<usize>,
+    /// longrope (Phi-3): per rotated pair, the divisor of its frequency for contexts up to the
+    /// original length (`short_factor`) and beyond (`long_factor`).
+    pub short_factor: Option<Vec<f64>>,
+    pub long_factor: Option<Vec<f64>>,
+    /// longrope: the factor cos and sin are multiplied by.
+    pub attention_factor: Option<f64>,
 }
 
 /// The hyperparameters every stage needs. Filled from config.json or GGUF metadata.
@@ -42,6 +113,11 @@ pub struct ModelConfig {
     pub tie_word_embeddings: bool,
     /// q/k/v projections carry a bias (qwen2).
     pub attention_bias: bool,
+    /// Dimensions of each head that RoPE rotates (the first ones); `head_dim` except for
+    /// Phi-3's `partial_rotary_factor`.
+    pub rotary_dim: usize,
+    /// Gemma 3's sliding-window layers (`None`: every layer attends to the whole context).
+    pub local_attention: Option<LocalAttention>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
 }
@@ -55,10 +131,18 @@ const SUPPORTED: &[(&str, &str, Architecture)] = &[
     ("LlamaForCausalLM", "llama", Architecture::Llama),
     ("MistralForCausalLM", "mistral", Architecture::Mistral),
     ("Qwen2ForCausalLM", "qwen2", Architecture::Qwen2),
+    ("Qwen3ForCausalLM", "qwen3", Architecture::Qwen3),
+    ("Gemma3ForCausalLM", "gemma3_text", Architecture::Gemma3),
+    ("Phi3ForCausalLM", "phi3", Architecture::Phi3),
 ];
 
+/// The RoPE scaling of a GGUF file's `rope_freqs.weight` (llama.cpp's form of llama3 scaling):
+/// `short_factor` holds the per-pair divisors of the frequencies, for every context length.
+/// Only GGUF input gives it; the export writes it back as `rope_freqs.weight`.
+pub const FREQUENCY_FACTORS: &str = "frequency_factors";
+
 /// RoPE scaling types the model forward implements.
-const SUPPORTED_ROPE: &[&str] = &["linear", "llama3"];
+const SUPPORTED_ROPE: &[&str] = &["linear", "llama3", "longrope"];
 
 impl Architecture {
     /// The HF `model_type` string.
@@ -72,6 +156,13 @@ impl Architecture {
 }
 
 impl ModelConfig {
+    /// Whether block `layer` attends through Gemma 3's sliding window.
+    pub fn is_local(&self, layer: usize) -> bool {
+        self.local_attention
+            .as_ref()
+            .is_some_and(|l| l.layers.get(layer).copied().unwrap_or(false))
+    }
+
     /// Number of query heads sharing one key/value head.
     pub fn kv_groups(&self) -> usize {
         self.num_attention_heads / self.num_key_value_heads.max(1)
@@ -125,6 +216,27 @@ impl ModelConfig {
                 key("head_dim"),
                 self.head_dim
             ));
+        }
+        if self.rotary_dim == 0 || self.rotary_dim > self.head_dim || self.rotary_dim % 2 != 0 {
+            return Err(format!(
+                "{} gives {} rotated dimensions of a head of {}; they must be even, positive and at most the head",
+                key("partial_rotary_factor"),
+                self.rotary_dim,
+                self.head_dim
+            ));
+        }
+        if let Some(local) = &self.local_attention {
+            if local.window == 0 || local.layers.len() != self.num_hidden_layers {
+                return Err(format!(
+                    "{} ({}) and {} ({} layers) do not describe {} layers",
+                    key("sliding_window"),
+                    local.window,
+                    key("layer_types"),
+                    local.layers.len(),
+                    self.num_hidden_layers
+                ));
+            }
+            positive_f32(local.rope_theta, &key("rope_local_base_freq"))?;
         }
         positive_f32(self.rms_norm_eps, &key("rms_norm_eps"))?;
         positive_f32(self.rope_theta, &key("rope_theta"))?;
@@ -302,11 +414,20 @@ impl ModelConfig {
                 "head_dim ({head_dim}) must be even and positive"
             )));
         }
-        if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
-            if act != "silu" {
-                return Err(invalid(format!(
-                    "hidden_act '{act}' is not supported (only silu)"
-                )));
+        // Gemma names it hidden_activation (and may carry hidden_act too).
+        let wanted_act = match architecture.activation() {
+            Activation::Silu => &["silu"][..],
+            Activation::GeluTanh => &["gelu_pytorch_tanh", "gelu_tanh"][..],
+        };
+        for key in ["hidden_act", "hidden_activation"] {
+            if let Some(act) = v.get(key).and_then(Value::as_str) {
+                if !wanted_act.contains(&act) {
+                    return Err(invalid(format!(
+                        "{key} '{act}' is not supported for {} (only {})",
+                        architecture.model_type(),
+                        wanted_act[0]
+                    )));
+                }
             }
         }
         if get_bool("mlp_bias")?.unwrap_or(false) {
@@ -316,33 +437,79 @@ impl ModelConfig {
             Architecture::Qwen2 => true,
             _ => {
                 if get_bool("attention_bias")?.unwrap_or(false) {
-                    return Err(invalid(
-                        "attention_bias = true (biases on q/k/v/o) is not supported for llama/mistral".into(),
-                    ));
+                    return Err(invalid(format!(
+                        "attention_bias = true (biases on q/k/v/o) is not supported for {}",
+                        architecture.model_type()
+                    )));
                 }
                 false
             }
         };
         let default_max_pos = match architecture {
             Architecture::Llama => 2048,
+            Architecture::Gemma3 => 131072,
+            Architecture::Phi3 => 4096,
             _ => 32768,
         };
+        let num_hidden_layers = need("num_hidden_layers")?;
+        let mut rope_scaling = parse_rope_scaling(v.get("rope_scaling"), path)?;
+        if architecture == Architecture::Gemma3 {
+            gemma3_checks(v, head_dim).map_err(invalid)?;
+        }
+        let local_attention = match architecture {
+            Architecture::Gemma3 => {
+                gemma3_local_attention(v, num_hidden_layers).map_err(invalid)?
+            }
+            _ => None,
+        };
+        let rotary_dim = match get_f64("partial_rotary_factor")? {
+            None => head_dim,
+            Some(f) if f > 0.0 && f <= 1.0 => {
+                // llama.cpp's converter: int(factor * hidden) // heads.
+                let dim =
+                    (f * (num_attention_heads * head_dim) as f64) as usize / num_attention_heads;
+                if dim == 0 || dim % 2 != 0 {
+                    return Err(invalid(format!(
+                        "partial_rotary_factor {f} gives {dim} rotated dimensions per head; it must be even and positive"
+                    )));
+                }
+                dim
+            }
+            Some(f) => {
+                return Err(invalid(format!(
+                    "'partial_rotary_factor' ({f}) must be in (0, 1]"
+                )))
+            }
+        };
+        let max_position_embeddings =
+            get_usize("max_position_embeddings")?.unwrap_or(default_max_pos);
+        if let Some(s) = rope_scaling.as_mut().filter(|s| s.rope_type == "longrope") {
+            finish_longrope(
+                s,
+                get_usize("original_max_position_embeddings")?,
+                max_position_embeddings,
+                rotary_dim,
+            )
+            .map_err(invalid)?;
+        }
         let config = ModelConfig {
             architecture,
             hidden_size,
             intermediate_size: need("intermediate_size")?,
-            num_hidden_layers: need("num_hidden_layers")?,
+            num_hidden_layers,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
             vocab_size: need("vocab_size")?,
-            max_position_embeddings: get_usize("max_position_embeddings")?
-                .unwrap_or(default_max_pos),
+            max_position_embeddings,
             rms_norm_eps: get_f64("rms_norm_eps")?.unwrap_or(1e-6),
             rope_theta: get_f64("rope_theta")?.unwrap_or(10000.0),
-            rope_scaling: parse_rope_scaling(v.get("rope_scaling"), path)?,
-            tie_word_embeddings: get_bool("tie_word_embeddings")?.unwrap_or(false),
+            rope_scaling,
+            tie_word_embeddings: get_bool("tie_word_embeddings")?
+                .unwrap_or(architecture == Architecture::Gemma3),
             attention_bias,
+            rotary_dim,
+            local_attention,
             bos_token_id: get_token("bos_token_id")?,
             eos_token_id: get_token("eos_token_id")?,
         };
@@ -398,6 +565,127 @@ fn detect_architecture(v: &Value, path: &Path) -> Result<Architecture, Checkpoin
     }
 }
 
+/// What Gemma 3 options the forward (and llama.cpp's gemma3) implements: no logit soft-capping,
+/// and queries scaled by 1/sqrt(head_dim), which llama.cpp assumes for every size but 27B.
+fn gemma3_checks(v: &Value, head_dim: usize) -> Result<(), String> {
+    for key in ["final_logit_softcapping", "attn_logit_softcapping"] {
+        if v.get(key).is_some_and(|x| !x.is_null()) {
+            return Err(format!("'{key}' is set; soft-capping is not supported"));
+        }
+    }
+    if let Some(s) = v.get("query_pre_attn_scalar").filter(|x| !x.is_null()) {
+        let s = s
+            .as_f64()
+            .ok_or_else(|| "'query_pre_attn_scalar' must be a number".to_string())?;
+        if s != head_dim as f64 {
+            return Err(format!(
+                "query_pre_attn_scalar ({s}) differs from head_dim ({head_dim}); only 1/sqrt(head_dim) query scaling is supported"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Gemma 3's sliding-window layers from `sliding_window` and `layer_types` (transformers >= 4.53)
+/// or `sliding_window_pattern` (every n-th layer global, the others local).
+fn gemma3_local_attention(v: &Value, layers: usize) -> Result<Option<LocalAttention>, String> {
+    let window = match v.get("sliding_window") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(x) => x
+            .as_u64()
+            .filter(|&w| w > 0)
+            .and_then(|w| usize::try_from(w).ok())
+            .ok_or_else(|| "'sliding_window' must be a positive integer".to_string())?,
+    };
+    let types = match v.get("layer_types") {
+        Some(Value::Array(types)) => types
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("sliding_attention") => Ok(true),
+                Some("full_attention") => Ok(false),
+                _ => Err(format!(
+                    "'layer_types' entry {t} is neither \"sliding_attention\" nor \"full_attention\""
+                )),
+            })
+            .collect::<Result<Vec<bool>, String>>()?,
+        Some(x) if !x.is_null() => return Err("'layer_types' must be a list".into()),
+        _ => {
+            let pattern = match v.get("sliding_window_pattern") {
+                None | Some(Value::Null) => 6,
+                Some(x) => x
+                    .as_u64()
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| "'sliding_window_pattern' must be a positive integer".to_string())?,
+            } as usize;
+            (0..layers).map(|l| (l + 1) % pattern != 0).collect()
+        }
+    };
+    if types.len() != layers {
+        return Err(format!(
+            "'layer_types' lists {} layers; num_hidden_layers is {layers}",
+            types.len()
+        ));
+    }
+    let rope_theta = match v.get("rope_local_base_freq") {
+        None | Some(Value::Null) => 10000.0,
+        Some(x) => x
+            .as_f64()
+            .ok_or_else(|| "'rope_local_base_freq' must be a number".to_string())?,
+    };
+    positive_f32(rope_theta, "'rope_local_base_freq'")?;
+    Ok(Some(LocalAttention {
+        window,
+        layers: types,
+        rope_theta,
+    }))
+}
+
+/// longrope (Phi-3): the factor lists must cover the rotated pairs; the extension factor and the
+/// attention factor follow HF's `_compute_longrope_parameters`.
+fn finish_longrope(
+    s: &mut RopeScaling,
+    top_level_original: Option<usize>,
+    max_position_embeddings: usize,
+    rotary_dim: usize,
+) -> Result<(), String> {
+    for (name, list) in [
+        ("short_factor", &s.short_factor),
+        ("long_factor", &s.long_factor),
+    ] {
+        match list {
+            Some(l) if l.len() == rotary_dim / 2 => {
+                if let Some(bad) = l.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+                    return Err(format!(
+                        "'rope_scaling.{name}' holds {bad}; factors must be positive"
+                    ));
+                }
+            }
+            Some(l) => {
+                return Err(format!(
+                    "'rope_scaling.{name}' has {} entries; {} are rotated pairs per head",
+                    l.len(),
+                    rotary_dim / 2
+                ))
+            }
+            None => return Err(format!("longrope rope_scaling needs '{name}'")),
+        }
+    }
+    let original = s
+        .original_max_position_embeddings
+        .or(top_level_original)
+        .unwrap_or(max_position_embeddings);
+    s.original_max_position_embeddings = Some(original);
+    s.factor = max_position_embeddings as f64 / original as f64;
+    if s.attention_factor.is_none() {
+        s.attention_factor = Some(if s.factor <= 1.0 {
+            1.0
+        } else {
+            (1.0 + s.factor.ln() / (original as f64).ln()).sqrt()
+        });
+    }
+    Ok(())
+}
+
 fn parse_rope_scaling(
     v: Option<&Value>,
     path: &Path,
@@ -411,12 +699,16 @@ fn parse_rope_scaling(
         Some(Value::Object(o)) => o,
         Some(_) => return Err(invalid("'rope_scaling' must be an object or null".into())),
     };
-    let rope_type = obj
+    let mut rope_type = obj
         .get("rope_type")
         .or_else(|| obj.get("type"))
         .and_then(Value::as_str)
         .ok_or_else(|| invalid("'rope_scaling' has no 'rope_type'".into()))?
         .to_string();
+    if rope_type == "su" {
+        // Phi-3's first releases call longrope "su".
+        rope_type = "longrope".into();
+    }
     if rope_type == "default" {
         return Ok(None);
     }
@@ -426,11 +718,28 @@ fn parse_rope_scaling(
             SUPPORTED_ROPE.join(", ")
         )));
     }
-    let factor = obj
-        .get("factor")
-        .and_then(Value::as_f64)
-        .filter(|f| *f > 0.0)
-        .ok_or_else(|| invalid("'rope_scaling.factor' must be a positive number".into()))?;
+    let factor = match obj.get("factor") {
+        // longrope derives its factor from the context lengths (finish_longrope).
+        None | Some(Value::Null) if rope_type == "longrope" => 1.0,
+        x => x
+            .and_then(Value::as_f64)
+            .filter(|f| *f > 0.0)
+            .ok_or_else(|| invalid("'rope_scaling.factor' must be a positive number".into()))?,
+    };
+    let factors = |k: &str| -> Result<Option<Vec<f64>>, CheckpointError> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_f64())
+                .collect::<Option<Vec<f64>>>()
+                .map(Some)
+                .ok_or_else(|| invalid(format!("'rope_scaling.{k}' must be a list of numbers"))),
+            Some(_) => Err(invalid(format!(
+                "'rope_scaling.{k}' must be a list of numbers"
+            ))),
+        }
+    };
     // Present but of the wrong type is an error, not a field left out.
     let number = |k: &str| match obj.get(k) {
         None | Some(Value::Null) => Ok(None),
@@ -469,5 +778,8 @@ fn parse_rope_scaling(
         low_freq_factor,
         high_freq_factor,
         original_max_position_embeddings,
+        short_factor: factors("short_factor")?,
+        long_factor: factors("long_factor")?,
+        attention_factor: number("attention_factor")?,
     }))
 }

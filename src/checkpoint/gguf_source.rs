@@ -15,8 +15,15 @@ use candle_core::quantized::k_quants::{
     BlockQ8K, BlockQ8_0, GgmlType as CandleBlock,
 };
 
+use super::config::FREQUENCY_FACTORS;
 use super::names::{self, QkRole};
-use super::{Architecture, CheckpointError, DenseTensor, ModelConfig, RopeScaling, TensorSource};
+use super::{
+    Architecture, CheckpointError, DenseTensor, LocalAttention, ModelConfig, RopeScaling,
+    TensorSource,
+};
+
+/// llama.cpp's llama3 RoPE frequency factors (one per rotated pair, dividing its frequency).
+pub const ROPE_FREQS: &str = "rope_freqs.weight";
 use crate::container::athena;
 use crate::container::gguf::{GgmlType, GgufFile, TensorInfo};
 
@@ -71,7 +78,7 @@ impl GgufSource {
         let mut entries = Vec::with_capacity(file.tensors.len());
         let weights = athena::stored_weights(&file).map_err(|e| invalid(&path, e.to_string()))?;
         for w in &weights {
-            let hf_name = names::gguf_to_hf(&w.name).ok_or_else(|| {
+            let hf_name = names::gguf_to_hf(config.architecture, &w.name).ok_or_else(|| {
                 bad(
                     &path,
                     &w.name,
@@ -99,10 +106,11 @@ impl GgufSource {
             .flat_map(|w| w.components.iter().map(|t| t.name.as_str()))
             .collect();
         for (index, t) in file.tensors.iter().enumerate() {
-            if components.contains(t.name.as_str()) {
+            // rope_freqs.weight is read into the config (llama3 frequency factors).
+            if components.contains(t.name.as_str()) || t.name == ROPE_FREQS {
                 continue;
             }
-            let hf_name = names::gguf_to_hf(&t.name).ok_or_else(|| {
+            let hf_name = names::gguf_to_hf(config.architecture, &t.name).ok_or_else(|| {
                 bad(
                     &path,
                     &t.name,
@@ -141,7 +149,7 @@ impl GgufSource {
         let mut expected = std::collections::HashSet::new();
         for (hf_name, _) in super::each_expected_tensor(&config) {
             if !present.contains(hf_name.as_str()) {
-                return Err(missing(&path, &hf_name));
+                return Err(missing(&path, config.architecture, &hf_name));
             }
             expected.insert(hf_name);
         }
@@ -206,11 +214,13 @@ impl TensorSource for GgufSource {
     fn shape(&self, name: &str) -> Result<Vec<usize>, CheckpointError> {
         self.entry(name)
             .map(|e| e.shape.clone())
-            .ok_or_else(|| missing(&self.path, name))
+            .ok_or_else(|| missing(&self.path, self.config.architecture, name))
     }
 
     fn load(&self, name: &str) -> Result<DenseTensor, CheckpointError> {
-        let entry = self.entry(name).ok_or_else(|| missing(&self.path, name))?;
+        let entry = self
+            .entry(name)
+            .ok_or_else(|| missing(&self.path, self.config.architecture, name))?;
         let n = entry.shape.iter().product::<usize>();
         let (gguf_name, data) = match &entry.storage {
             Storage::Plain(index) => {
@@ -239,6 +249,12 @@ impl TensorSource for GgufSource {
                 format!("{non_finite} of {n} values are not finite (NaN or infinity)"),
             ));
         }
+        // Gemma: llama.cpp's converter stores 1 + the HF weight of every norm.
+        let data = if self.config.architecture.norm_adds_one() && name.ends_with("norm.weight") {
+            data.into_iter().map(|x| x - 1.0).collect()
+        } else {
+            data
+        };
         let data = match (self.config.architecture, names::qk_role(name)) {
             (Architecture::Llama | Architecture::Mistral, Some(role)) => {
                 let n_head = match role {
@@ -276,7 +292,11 @@ fn expected_shape(c: &ModelConfig, hf_name: &str) -> Option<Vec<usize>> {
             let rest = hf_name.strip_prefix("model.layers.")?;
             let (_, suffix) = rest.split_once('.')?;
             match suffix {
-                "input_layernorm.weight" | "post_attention_layernorm.weight" => vec![h],
+                "input_layernorm.weight"
+                | "post_attention_layernorm.weight"
+                | "pre_feedforward_layernorm.weight"
+                | "post_feedforward_layernorm.weight" => vec![h],
+                "self_attn.q_norm.weight" | "self_attn.k_norm.weight" => vec![c.head_dim],
                 "self_attn.q_proj.weight" => vec![q, h],
                 "self_attn.q_proj.bias" => vec![q],
                 "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => vec![kv, h],
@@ -317,11 +337,13 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
     let architecture = match arch_name {
         "llama" => Architecture::Llama,
         "qwen2" => Architecture::Qwen2,
+        "qwen3" => Architecture::Qwen3,
+        "gemma3" => Architecture::Gemma3,
         other => {
             return Err(CheckpointError::UnsupportedArchitecture {
                 path: path.to_path_buf(),
                 found: other.to_string(),
-                supported: "llama, qwen2".to_string(),
+                supported: "llama, qwen2, qwen3, gemma3".to_string(),
             })
         }
     };
@@ -399,23 +421,72 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
         });
     };
 
-    let rope_scaling = match f.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
+    let mut rope_scaling = match f.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
         None | Some("none") => None,
         Some(t) => Some(RopeScaling {
             rope_type: t.to_string(),
             factor: opt_f64("rope.scaling.factor")?.unwrap_or(1.0),
-            low_freq_factor: None,
-            high_freq_factor: None,
             original_max_position_embeddings: opt_usize("rope.scaling.original_context_length")?,
+            ..RopeScaling::default()
         }),
     };
-    if f.tensor("rope_freqs.weight").is_some() {
-        return Err(bad(
-            path,
-            "rope_freqs.weight",
-            "llama3-style RoPE frequency factors cannot be expressed as an HF config here",
-        ));
+    if let Some(t) = f.tensor(ROPE_FREQS) {
+        if rope_scaling.is_some() {
+            return Err(bad(
+                path,
+                ROPE_FREQS,
+                "given together with rope.scaling.type",
+            ));
+        }
+        let n = t.n_elements() as usize;
+        if t.ggml_type != GgmlType::F32 || n * 2 != head_dim {
+            return Err(bad(
+                path,
+                ROPE_FREQS,
+                format!(
+                    "expected F32 of {} values (one per rotated pair)",
+                    head_dim / 2
+                ),
+            ));
+        }
+        let factors =
+            dequantize(t.ggml_type, f.tensor_data(t), n).map_err(|m| bad(path, ROPE_FREQS, m))?;
+        if let Some(x) = factors.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+            return Err(bad(
+                path,
+                ROPE_FREQS,
+                format!("factor {x} is not a positive number"),
+            ));
+        }
+        rope_scaling = Some(RopeScaling {
+            rope_type: FREQUENCY_FACTORS.into(),
+            factor: 1.0,
+            short_factor: Some(factors.iter().map(|&x| x as f64).collect()),
+            ..RopeScaling::default()
+        });
     }
+    let num_hidden_layers = req_usize("block_count")?;
+    let local_attention = match (architecture, opt_usize("attention.sliding_window")?) {
+        (Architecture::Gemma3, Some(window)) if window > 0 => {
+            // llama.cpp's gemma3 default: every 6th layer global.
+            let pattern = match f.get(&key("attention.sliding_window_pattern")) {
+                Some(v) => match v.as_array().and_then(|a| a.as_bools()) {
+                    Some(flags) => flags.to_vec(),
+                    None => {
+                        let n = req_usize("attention.sliding_window_pattern")?.max(1);
+                        (0..num_hidden_layers).map(|l| l % n < n - 1).collect()
+                    }
+                },
+                None => (0..num_hidden_layers).map(|l| l % 6 < 5).collect(),
+            };
+            Some(LocalAttention {
+                window,
+                layers: pattern,
+                rope_theta: opt_f64("rope.freq_base_swa")?.unwrap_or(10000.0),
+            })
+        }
+        _ => None,
+    };
     // The forward uses one head size for queries, keys and values, and rotates all of it.
     for other in ["attention.value_length", "rope.dimension_count"] {
         if let Some(n) = opt_usize(other)? {
@@ -436,7 +507,7 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
         architecture,
         hidden_size,
         intermediate_size: req_usize("feed_forward_length")?,
-        num_hidden_layers: req_usize("block_count")?,
+        num_hidden_layers,
         num_attention_heads,
         num_key_value_heads,
         head_dim,
@@ -448,6 +519,8 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
         tie_word_embeddings: f.tensor("output.weight").is_none()
             && !is_athena_weight(f, "output.weight"),
         attention_bias: f.tensor("blk.0.attn_q.bias").is_some(),
+        rotary_dim: head_dim,
+        local_attention,
         bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
         eos_token_id: token_id("tokenizer.ggml.eos_token_id"),
     };
@@ -464,6 +537,9 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
                 "max_position_embeddings" => "context_length",
                 "rms_norm_eps" => "attention.layer_norm_rms_epsilon",
                 "rope_theta" => "rope.freq_base",
+                "sliding_window" => "attention.sliding_window",
+                "layer_types" => "attention.sliding_window_pattern",
+                "rope_local_base_freq" => "rope.freq_base_swa",
                 "rope_scaling.factor" => "rope.scaling.factor",
                 "rope_scaling.original_max_position_embeddings" => {
                     "rope.scaling.original_context_length"
@@ -577,10 +653,10 @@ fn blocks_to_f32<B: CandleBlock>(bytes: &[u8], out: &mut [f32]) {
 
 /// A tensor the file lacks, named as the file would name it (the HF name where the GGUF one
 /// is unknown).
-fn missing(path: &Path, hf_name: &str) -> CheckpointError {
+fn missing(path: &Path, arch: Architecture, hf_name: &str) -> CheckpointError {
     CheckpointError::MissingTensor {
         path: path.to_path_buf(),
-        name: names::hf_to_gguf(hf_name).unwrap_or_else(|| hf_name.to_string()),
+        name: names::hf_to_gguf(arch, hf_name).unwrap_or_else(|| hf_name.to_string()),
     }
 }
 

@@ -120,6 +120,12 @@ impl HfFolder {
                 }
             }
         }
+        if config.architecture.fused_projections() {
+            split_fused(&config, &mut tensors).map_err(|message| CheckpointError::Invalid {
+                path: dir.clone(),
+                message,
+            })?;
+        }
         Ok(HfFolder {
             dir,
             config,
@@ -275,6 +281,71 @@ impl TensorSource for HfFolder {
     }
 }
 
+/// Phi-3: replaces each block's `qkv_proj` by `q_proj`, `k_proj`, `v_proj` and `gate_up_proj` by
+/// `gate_proj`, `up_proj` (gate first, as HF's Phi3MLP `chunk(2)` takes it). Row blocks of a
+/// row-major tensor are byte ranges of it, so the parts are entries into the same bytes.
+fn split_fused(c: &ModelConfig, tensors: &mut BTreeMap<String, Entry>) -> Result<(), String> {
+    let q = c.num_attention_heads * c.head_dim;
+    let kv = c.num_key_value_heads * c.head_dim;
+    let ff = c.intermediate_size;
+    for layer in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{layer}");
+        let splits = [
+            (
+                "self_attn.qkv_proj",
+                &[
+                    ("self_attn.q_proj", q),
+                    ("self_attn.k_proj", kv),
+                    ("self_attn.v_proj", kv),
+                ][..],
+            ),
+            (
+                "mlp.gate_up_proj",
+                &[("mlp.gate_proj", ff), ("mlp.up_proj", ff)][..],
+            ),
+        ];
+        for (fused, parts) in splits {
+            let name = format!("{p}.{fused}.weight");
+            let Some(entry) = tensors.remove(&name) else {
+                continue; // validate() names the missing part
+            };
+            let rows: usize = parts.iter().map(|(_, r)| r).sum();
+            let [total, cols] = entry.shape[..] else {
+                return Err(format!(
+                    "'{name}' has shape {:?}, expected 2 dimensions",
+                    entry.shape
+                ));
+            };
+            if total != rows {
+                return Err(format!(
+                    "'{name}' has {total} rows; the config implies {rows} ({})",
+                    parts
+                        .iter()
+                        .map(|(n, r)| format!("{r} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(" + ")
+                ));
+            }
+            let row_bytes = (entry.end - entry.begin) / total.max(1);
+            let mut begin = entry.begin;
+            for (part, part_rows) in parts {
+                let end = begin + part_rows * row_bytes;
+                tensors.insert(
+                    format!("{p}.{part}.weight"),
+                    Entry {
+                        shape: vec![*part_rows, cols],
+                        begin,
+                        end,
+                        ..entry.clone()
+                    },
+                );
+                begin = end;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Bytes of a tensor converted (or scanned) at a time before their pages are released.
 const CHUNK: usize = 4 << 20;
 
@@ -411,7 +482,8 @@ pub fn folder_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Every tensor a llama-family decoder with this config needs, with its HF name and shape, in
-/// file order (embedding, blocks, final norm, head). Its length grows with the config's layer
+/// file order (embedding, blocks, final norm, head). Phi-3's fused projections appear split,
+/// under llama's names, as [`HfFolder`] hands them out. Its length grows with the config's layer
 /// count: a check against a file uses [`each_expected_tensor`].
 pub fn expected_tensors(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     each_expected_tensor(c).collect()
@@ -441,8 +513,16 @@ pub fn each_expected_tensor(c: &ModelConfig) -> impl Iterator<Item = (String, Ve
             out.push((format!("{p}.self_attn.k_proj.bias"), vec![kv]));
             out.push((format!("{p}.self_attn.v_proj.bias"), vec![kv]));
         }
+        if c.architecture.qk_norm() {
+            out.push((format!("{p}.self_attn.q_norm.weight"), vec![c.head_dim]));
+            out.push((format!("{p}.self_attn.k_norm.weight"), vec![c.head_dim]));
+        }
         out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
         out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+        if c.architecture.sandwich_norms() {
+            out.push((format!("{p}.pre_feedforward_layernorm.weight"), vec![h]));
+            out.push((format!("{p}.post_feedforward_layernorm.weight"), vec![h]));
+        }
         out.push((format!("{p}.mlp.gate_proj.weight"), vec![ff, h]));
         out.push((format!("{p}.mlp.up_proj.weight"), vec![ff, h]));
         out.push((format!("{p}.mlp.down_proj.weight"), vec![h, ff]));

@@ -12,7 +12,7 @@ pub mod names;
 pub mod tokenizer;
 pub mod vocab;
 
-pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use config::{Activation, Architecture, LocalAttention, ModelConfig, RopeScaling};
 pub use hf::{each_expected_tensor, expected_tensors, folder_files, HfFolder};
 pub use tokenizer::Tokenizer;
 

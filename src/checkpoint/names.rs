@@ -1,4 +1,5 @@
-//! Tensor names and layouts: Hugging Face <-> llama.cpp GGUF (llama, mistral, qwen2).
+//! Tensor names and layouts: Hugging Face <-> llama.cpp GGUF (llama, mistral, qwen2, qwen3,
+//! gemma3, phi3).
 //!
 //! | HF name                                          | GGUF name              |
 //! |--------------------------------------------------|------------------------|
@@ -10,6 +11,13 @@
 //! | `model.layers.N.self_attn.o_proj.weight`         | `blk.N.attn_output.weight` |
 //! | `model.layers.N.post_attention_layernorm.weight` | `blk.N.ffn_norm.weight` |
 //! | `model.layers.N.mlp.{gate,up,down}_proj.weight`  | `blk.N.ffn_{gate,up,down}.weight` |
+//! | `model.layers.N.self_attn.{q,k}_norm.weight` (qwen3, gemma3) | `blk.N.attn_{q,k}_norm.weight` |
+//!
+//! Gemma 3 has four norms per block: `input_layernorm` -> `attn_norm`, `post_attention_layernorm`
+//! -> `attn_post_norm` (on the attention output), `pre_feedforward_layernorm` -> `ffn_norm`,
+//! `post_feedforward_layernorm` -> `ffn_post_norm`. Phi-3's fused `qkv_proj` and `gate_up_proj`
+//! are split by the HF reader and named as llama's here; the plain export fuses gate and up back
+//! into phi3's `ffn_up` (see `export`).
 //!
 //! Layout: a GGUF tensor lists its dims innermost first (`ne[0]` is the row length), so an HF
 //! linear weight `[out, in]` is stored with dims `[in, out]`; the bytes are the same row-major
@@ -17,7 +25,10 @@
 //! `convert_hf_to_gguf.py` additionally permutes the rows of `q_proj` and `k_proj` (and their
 //! biases, if any) from HF's "rotate half" RoPE layout to the interleaved one:
 //! `w.reshape(n_head, 2, head_dim / 2, in).swapaxes(1, 2).reshape(w.shape)`, with `n_head` the
-//! number of query heads for q and of key/value heads for k. qwen2 is not permuted.
+//! number of query heads for q and of key/value heads for k. The other families are not permuted
+//! (llama.cpp runs them with NeoX-style RoPE).
+
+use super::Architecture;
 
 /// Per-layer tensors: (HF suffix after `model.layers.N.`, GGUF suffix after `blk.N.`).
 const LAYER_NAMES: &[(&str, &str)] = &[
@@ -35,6 +46,34 @@ const LAYER_NAMES: &[(&str, &str)] = &[
     ("mlp.down_proj.weight", "ffn_down.weight"),
 ];
 
+/// Families whose blocks differ from llama's: their names come first (and replace llama's entry
+/// for the same HF name).
+const QK_NORM_NAMES: &[(&str, &str)] = &[
+    ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+    ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+];
+const GEMMA3_NAMES: &[(&str, &str)] = &[
+    ("self_attn.q_norm.weight", "attn_q_norm.weight"),
+    ("self_attn.k_norm.weight", "attn_k_norm.weight"),
+    ("post_attention_layernorm.weight", "attn_post_norm.weight"),
+    ("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
+    ("post_feedforward_layernorm.weight", "ffn_post_norm.weight"),
+];
+
+/// The per-layer (HF, GGUF) suffixes of an architecture.
+fn layer_names(arch: Architecture) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    let family: &[(&str, &str)] = match arch {
+        Architecture::Gemma3 => GEMMA3_NAMES,
+        Architecture::Qwen3 => QK_NORM_NAMES,
+        _ => &[],
+    };
+    family.iter().chain(
+        LAYER_NAMES
+            .iter()
+            .filter(move |(h, g)| !family.iter().any(|(fh, fg)| fh == h || fg == g)),
+    )
+}
+
 /// Whole-model tensors: (HF name, GGUF name).
 const GLOBAL_NAMES: &[(&str, &str)] = &[
     ("model.embed_tokens.weight", "token_embd.weight"),
@@ -43,25 +82,25 @@ const GLOBAL_NAMES: &[(&str, &str)] = &[
 ];
 
 /// GGUF name of an HF tensor, or `None` if the name is not one of the mapped tensors.
-pub fn hf_to_gguf(hf: &str) -> Option<String> {
+pub fn hf_to_gguf(arch: Architecture, hf: &str) -> Option<String> {
     if let Some(&(_, g)) = GLOBAL_NAMES.iter().find(|(h, _)| *h == hf) {
         return Some(g.to_string());
     }
     let rest = hf.strip_prefix("model.layers.")?;
     let (layer, suffix) = split_layer(rest)?;
-    let &(_, g) = LAYER_NAMES.iter().find(|(h, _)| *h == suffix)?;
+    let &(_, g) = layer_names(arch).find(|(h, _)| *h == suffix)?;
     Some(format!("blk.{layer}.{g}"))
 }
 
 /// HF name of a GGUF tensor, or `None` if the name is not one of the mapped tensors
 /// (e.g. llama3's `rope_freqs.weight`, which has no HF counterpart).
-pub fn gguf_to_hf(gguf: &str) -> Option<String> {
+pub fn gguf_to_hf(arch: Architecture, gguf: &str) -> Option<String> {
     if let Some(&(h, _)) = GLOBAL_NAMES.iter().find(|(_, g)| *g == gguf) {
         return Some(h.to_string());
     }
     let rest = gguf.strip_prefix("blk.")?;
     let (layer, suffix) = split_layer(rest)?;
-    let &(h, _) = LAYER_NAMES.iter().find(|(_, g)| *g == suffix)?;
+    let &(h, _) = layer_names(arch).find(|(_, g)| *g == suffix)?;
     Some(format!("model.layers.{layer}.{h}"))
 }
 
@@ -195,21 +234,73 @@ mod tests {
             "model.layers.3.mlp.up_proj.weight",
             "model.layers.3.mlp.down_proj.weight",
         ];
-        for name in hf {
-            let g = hf_to_gguf(name).unwrap_or_else(|| panic!("{name} unmapped"));
-            assert_eq!(gguf_to_hf(&g).as_deref(), Some(name), "via {g}");
+        let qk_norms = [
+            "model.layers.2.self_attn.q_norm.weight",
+            "model.layers.2.self_attn.k_norm.weight",
+        ];
+        let gemma_norms = [
+            "model.layers.5.pre_feedforward_layernorm.weight",
+            "model.layers.5.post_feedforward_layernorm.weight",
+        ];
+        for arch in [
+            Architecture::Llama,
+            Architecture::Qwen2,
+            Architecture::Qwen3,
+            Architecture::Gemma3,
+            Architecture::Phi3,
+        ] {
+            let extra: &[&str] = match arch {
+                Architecture::Qwen3 => &qk_norms,
+                Architecture::Gemma3 => &[qk_norms, gemma_norms].concat().leak()[..],
+                _ => &[],
+            };
+            for &name in hf.iter().chain(extra) {
+                let g = hf_to_gguf(arch, name).unwrap_or_else(|| panic!("{name} unmapped"));
+                assert_eq!(gguf_to_hf(arch, &g).as_deref(), Some(name), "via {g}");
+            }
         }
+        let a = Architecture::Llama;
         assert_eq!(
-            hf_to_gguf("model.layers.12.self_attn.o_proj.weight").as_deref(),
+            hf_to_gguf(a, "model.layers.12.self_attn.o_proj.weight").as_deref(),
             Some("blk.12.attn_output.weight")
         );
         assert_eq!(
-            gguf_to_hf("blk.3.ffn_down.weight").as_deref(),
+            gguf_to_hf(a, "blk.3.ffn_down.weight").as_deref(),
             Some("model.layers.3.mlp.down_proj.weight")
         );
         assert_eq!(
-            gguf_to_hf("token_embd.weight").as_deref(),
+            gguf_to_hf(a, "token_embd.weight").as_deref(),
             Some("model.embed_tokens.weight")
+        );
+        assert_eq!(
+            hf_to_gguf(a, "model.layers.0.self_attn.q_norm.weight"),
+            None
+        );
+    }
+
+    /// Gemma 3's four block norms land where llama.cpp's gemma3 loader looks for them.
+    #[test]
+    fn gemma3_norms() {
+        let g = |hf: &str| hf_to_gguf(Architecture::Gemma3, hf).unwrap();
+        assert_eq!(
+            g("model.layers.1.input_layernorm.weight"),
+            "blk.1.attn_norm.weight"
+        );
+        assert_eq!(
+            g("model.layers.1.post_attention_layernorm.weight"),
+            "blk.1.attn_post_norm.weight"
+        );
+        assert_eq!(
+            g("model.layers.1.pre_feedforward_layernorm.weight"),
+            "blk.1.ffn_norm.weight"
+        );
+        assert_eq!(
+            g("model.layers.1.post_feedforward_layernorm.weight"),
+            "blk.1.ffn_post_norm.weight"
+        );
+        assert_eq!(
+            g("model.layers.1.self_attn.k_norm.weight"),
+            "blk.1.attn_k_norm.weight"
         );
     }
 
@@ -222,13 +313,13 @@ mod tests {
             "blk.1.attn_q",
             "blk..attn_q.weight",
         ] {
-            assert_eq!(gguf_to_hf(g), None, "{g}");
+            assert_eq!(gguf_to_hf(Architecture::Llama, g), None, "{g}");
         }
         for h in [
             "model.layers.1.self_attn.rotary_emb.inv_freq",
             "model.layers.a.mlp.up_proj.weight",
         ] {
-            assert_eq!(hf_to_gguf(h), None, "{h}");
+            assert_eq!(hf_to_gguf(Architecture::Llama, h), None, "{h}");
         }
     }
 

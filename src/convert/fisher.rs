@@ -61,7 +61,7 @@ pub fn fisher_traces(
         ));
     }
     let longest = used.iter().map(|s| s.len()).max().unwrap_or(0);
-    let (cos, sin) = model.rope_tables(longest)?;
+    let tables = model.all_rope_tables(longest)?;
     // One sequence per thread at a time, so memory holds one graph per thread and progress is
     // reported from this thread.
     let threads = candle_core::utils::get_num_threads().max(1);
@@ -75,7 +75,8 @@ pub fn fisher_traces(
             for (tokens, x) in part {
                 let mut h = x.clone();
                 for b in &blocks {
-                    h = b.forward(config, &h, &cos, &sin, None)?;
+                    let (cos, sin) = &tables[b.layer];
+                    h = b.forward(config, &h, cos, sin, None)?;
                 }
                 let t = tokens.len();
                 let logits = head.logits(&h.narrow(0, 0, t - 1)?)?;

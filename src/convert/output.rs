@@ -9,7 +9,7 @@ use super::budget;
 use super::error::ConvertError;
 use super::options::ConvertOptions;
 use super::sequential::{self, BlockTensor};
-use crate::checkpoint::{names, DenseTensor, TensorSource};
+use crate::checkpoint::{names, Architecture, DenseTensor, TensorSource};
 use crate::container::athena;
 use crate::container::gguf::Value;
 use crate::container::model_file::ModelFileWriter;
@@ -22,6 +22,8 @@ pub struct OutputFile {
     plain_type: PlainType,
     /// Norm weights written when the sequential pass hands them over (tuning may change them).
     deferred: BTreeMap<String, TensorPlan>,
+    /// The model's architecture (the tensors' GGUF names).
+    arch: Architecture,
     /// Every parameter of the model (for the file's bits per parameter).
     parameters: u64,
     /// Bytes of every tensor's data (metadata and padding excluded).
@@ -80,6 +82,7 @@ impl OutputFile {
             writer,
             plain_type: opts.size.embeddings.plain_or_default(),
             deferred: BTreeMap::new(),
+            arch: Architecture::Llama,
             parameters: 0,
             tensor_bytes: 0,
             linear_bits: 0,
@@ -99,8 +102,21 @@ impl OutputFile {
         layers: usize,
         final_norm_deferred: bool,
     ) -> Result<(), ConvertError> {
-        let mut handed_over: BTreeSet<String> =
-            (0..layers).flat_map(sequential::block_norm_names).collect();
+        let arch = source.config().architecture;
+        self.arch = arch;
+        let mut handed_over: BTreeSet<String> = (0..layers)
+            .flat_map(|layer| sequential::block_norm_names(arch, layer))
+            .collect();
+        for (name, data) in export::metadata::rope_tensors(source.config())? {
+            let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+            self.writer.add_tensor(
+                name,
+                &[data.len() as u64],
+                crate::container::gguf::GgmlType::F32,
+                &bytes,
+            )?;
+            self.tensor_bytes += bytes.len() as u64;
+        }
         if final_norm_deferred {
             handed_over.insert(sequential::FINAL_NORM_NAME.to_string());
         }
@@ -113,7 +129,7 @@ impl OutputFile {
                 self.deferred.insert(tp.hf_name.clone(), tp);
                 continue;
             }
-            let data = export::to_gguf_layout(&tp, source.load(&tp.hf_name)?)?;
+            let data = export::to_gguf_layout(&tp, export::load_planned(source, &tp)?)?;
             self.tensor_bytes += write_plain(&mut self.writer, self.plain_type, &tp, &data)?;
         }
         Ok(())
@@ -123,8 +139,8 @@ impl OutputFile {
     pub fn add(&mut self, name: &str, tensor: BlockTensor<'_>) -> Result<(), String> {
         match tensor {
             BlockTensor::Quantized(q) => {
-                let gguf =
-                    names::hf_to_gguf(name).ok_or_else(|| format!("no GGUF name for {name}"))?;
+                let gguf = names::hf_to_gguf(self.arch, name)
+                    .ok_or_else(|| format!("no GGUF name for {name}"))?;
                 let encoded = athena::encode(&gguf, q);
                 let (bits, weights) = (8 * encoded.stored_bytes(), (q.vq.rows * q.vq.cols) as u64);
                 if !matches!(name, budget::EMBEDDING | budget::LM_HEAD) {

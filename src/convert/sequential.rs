@@ -16,7 +16,7 @@ use super::tuning::{
     self, FinetuneBlock, FinetuneOptions, FinetuneOutcome, TuneLayer, TuneOptions,
 };
 use crate::calibration::{Accumulate, HessianObserver};
-use crate::checkpoint::names;
+use crate::checkpoint::{names, Architecture};
 use crate::export;
 use crate::model::{Block, Head, LinearKind, Model, ModelError};
 use crate::quantizer::hessian::HessianAccumulator;
@@ -64,10 +64,14 @@ pub enum BlockTensor<'a> {
 
 /// The RMSNorm weights of block `layer`, under their HF names: quantize_model hands them to the
 /// sink after the block, so the caller must not write them itself.
-pub fn block_norm_names(layer: usize) -> [String; 2] {
+pub fn block_norm_names(arch: Architecture, layer: usize) -> [String; 2] {
+    let mlp_norm = match arch.sandwich_norms() {
+        true => "pre_feedforward_layernorm",
+        false => "post_attention_layernorm",
+    };
     [
         format!("model.layers.{layer}.input_layernorm.weight"),
-        format!("model.layers.{layer}.post_attention_layernorm.weight"),
+        format!("model.layers.{layer}.{mlp_norm}.weight"),
     ]
 }
 
@@ -200,7 +204,14 @@ pub fn quantize_model(
         if finetuning {
             pending.push((block, done));
         } else {
-            write_block(layer, &block, done, &mut outcome.layers, &mut sink)?;
+            write_block(
+                model.config().architecture,
+                layer,
+                &block,
+                done,
+                &mut outcome.layers,
+                &mut sink,
+            )?;
         }
         release_freed_memory();
     }
@@ -303,7 +314,11 @@ fn quantize_block(
     if opts.attention_hessians {
         observer = observer.with_value_heads();
     }
-    if opts.row_hessians {
+    // BoA's row Hessians of q/k model the scores as (R W_q x)^T (R W_k x) with R the RoPE
+    // rotation of the whole head; a q/k norm between the product and RoPE (qwen3, gemma3) or a
+    // partly rotated head (phi3) breaks that form, so those layers keep the column Hessian.
+    let c = model.config();
+    if opts.row_hessians && !c.architecture.qk_norm() && c.rotary_dim == c.head_dim {
         observer = observer.with_attention_rows();
     }
     // The unquantized block's outputs on the quantized model's inputs: the tuning target,
@@ -447,7 +462,14 @@ fn finetune_and_write(
     )?;
     drop(parts);
     for (layer, (block, done)) in blocks.iter().zip(dones).enumerate() {
-        write_block(layer, block, done, outcomes, sink)?;
+        write_block(
+            model.config().architecture,
+            layer,
+            block,
+            done,
+            outcomes,
+            sink,
+        )?;
     }
     let data: Vec<f32> = head.norm.to_vec1().map_err(ModelError::from)?;
     sink(FINAL_NORM_NAME, BlockTensor::Norm(&data)).map_err(|message| SequentialError::Layer {
@@ -460,6 +482,7 @@ fn finetune_and_write(
 /// Hands a finished block's quantized layers and norms to the sink and records the layers'
 /// outcomes.
 fn write_block(
+    arch: Architecture,
     layer: usize,
     block: &Block,
     done: Vec<Done>,
@@ -469,10 +492,10 @@ fn write_block(
     for l in done {
         write_outcome(l.name, &l.q, l.seconds, outcomes, sink)?;
     }
-    let [input_norm, post_attention_norm] = block_norm_names(layer);
+    let [input_norm, mlp_norm] = block_norm_names(arch, layer);
     for (name, weight) in [
         (input_norm, &block.input_layernorm),
-        (post_attention_norm, &block.post_attention_layernorm),
+        (mlp_norm, &block.mlp_norm),
     ] {
         let data: Vec<f32> = weight.to_vec1().map_err(ModelError::from)?;
         sink(&name, BlockTensor::Norm(&data)).map_err(|message| SequentialError::Layer {

@@ -25,6 +25,8 @@
 use super::pretokenizer::PreMatch;
 use super::tokenizer::{tokenizer_keys, Meta, TokenizerFiles};
 use super::ExportError;
+use crate::checkpoint::config::FREQUENCY_FACTORS;
+use crate::checkpoint::gguf_source::ROPE_FREQS;
 use crate::checkpoint::{Architecture, ModelConfig};
 use crate::container::gguf::Value;
 
@@ -36,7 +38,54 @@ pub fn arch_name(a: Architecture) -> &'static str {
     match a {
         Architecture::Llama | Architecture::Mistral => "llama",
         Architecture::Qwen2 => "qwen2",
+        Architecture::Qwen3 => "qwen3",
+        Architecture::Gemma3 => "gemma3",
+        Architecture::Phi3 => "phi3",
     }
+}
+
+/// Tensors llama.cpp's converter derives from the config rather than the checkpoint: llama3
+/// RoPE scaling as `rope_freqs.weight` (per rotated pair, the divisor of its frequency) and
+/// Phi-3's longrope factor lists as `rope_factors_{long,short}.weight`. Written first, as
+/// `generate_extra_tensors` does.
+pub fn rope_tensors(c: &ModelConfig) -> Result<Vec<(&'static str, Vec<f32>)>, ExportError> {
+    let Some(s) = &c.rope_scaling else {
+        return Ok(Vec::new());
+    };
+    let list = |v: &Option<Vec<f64>>, what: &str| -> Result<Vec<f32>, ExportError> {
+        v.as_ref()
+            .map(|v| v.iter().map(|&x| x as f32).collect())
+            .ok_or_else(|| ExportError::Unsupported(format!("rope_scaling without {what}")))
+    };
+    Ok(match s.rope_type.as_str() {
+        "llama3" => {
+            // The ratio of the unscaled to the scaled frequency, exactly the model's.
+            let plain = crate::model::Rope::new(&ModelConfig {
+                rope_scaling: None,
+                ..c.clone()
+            });
+            let scaled = crate::model::Rope::new(c);
+            let factors = plain
+                .inv_freq()
+                .iter()
+                .zip(scaled.inv_freq())
+                .map(|(a, b)| a / b)
+                .collect();
+            vec![(ROPE_FREQS, factors)]
+        }
+        FREQUENCY_FACTORS => vec![(ROPE_FREQS, list(&s.short_factor, "factors")?)],
+        "longrope" => vec![
+            (
+                "rope_factors_long.weight",
+                list(&s.long_factor, "long_factor")?,
+            ),
+            (
+                "rope_factors_short.weight",
+                list(&s.short_factor, "short_factor")?,
+            ),
+        ],
+        _ => Vec::new(),
+    })
 }
 
 /// All metadata of a model file, in writing order.
@@ -111,24 +160,56 @@ pub fn hyperparameter_keys(
                     u(orig, "original_max_position_embeddings")?,
                 );
             }
+            "longrope" => {
+                // llama.cpp's Phi3MiniModel: no scaling type, the factor lists as tensors.
+                let orig = rs.original_max_position_embeddings.unwrap_or(c.max_position_embeddings);
+                m.set(
+                    k("rope.scaling.original_context_length"),
+                    u(orig, "original_max_position_embeddings")?,
+                );
+                m.set(
+                    k("rope.scaling.attn_factor"),
+                    rs.attention_factor.unwrap_or(1.0) as f32,
+                );
+            }
+            // As rope_freqs.weight (rope_tensors).
+            "llama3" | FREQUENCY_FACTORS => {}
             "default" | "none" => {}
             other => {
                 return Err(ExportError::Unsupported(format!(
-                    "rope_scaling type '{other}' is not supported by the plain export (supported: linear, yarn)"
+                    "rope_scaling type '{other}' is not supported by the plain export (supported: linear, yarn, llama3, longrope)"
                 )))
             }
         }
     }
+    if let Some(local) = &c.local_attention {
+        m.set(
+            k("attention.sliding_window"),
+            u(local.window, "sliding_window")?,
+        );
+        m.set(
+            k("attention.sliding_window_pattern"),
+            Value::Array(crate::container::gguf::Array::Bool(local.layers.clone())),
+        );
+        m.set(k("rope.freq_base_swa"), local.rope_theta as f32);
+    }
+    if c.architecture == Architecture::Phi3 {
+        // Phi-4-mini has no sliding window; llama.cpp's converter writes 0 for "none".
+        m.set(k("attention.sliding_window"), 0u32);
+    }
     m.set(k("rope.freq_base"), c.rope_theta as f32);
     m.set(k("attention.layer_norm_rms_epsilon"), c.rms_norm_eps as f32);
     let default_head_dim = c.hidden_size.checked_div(c.num_attention_heads);
-    if default_head_dim != Some(c.head_dim) {
+    if default_head_dim != Some(c.head_dim) || c.architecture == Architecture::Gemma3 {
         m.set(k("attention.key_length"), u(c.head_dim, "head_dim")?);
         m.set(k("attention.value_length"), u(c.head_dim, "head_dim")?);
     }
     m.set("general.file_type", file_type);
     m.set(k("vocab_size"), u(c.vocab_size, "vocab_size")?);
-    m.set(k("rope.dimension_count"), u(c.head_dim, "head_dim")?);
+    m.set(
+        k("rope.dimension_count"),
+        u(c.rotary_dim, "rotary dimensions")?,
+    );
     Ok(m.0)
 }
 
@@ -166,6 +247,8 @@ mod tests {
             rope_scaling: None,
             tie_word_embeddings: true,
             attention_bias: false,
+            rotary_dim: 64,
+            local_attention: None,
             bos_token_id: Some(1),
             eos_token_id: Some(2),
         }
@@ -224,6 +307,7 @@ mod tests {
             low_freq_factor: None,
             high_freq_factor: None,
             original_max_position_embeddings: Some(32768),
+            ..RopeScaling::default()
         });
         let keys = hyperparameter_keys(&c, "q", 7).unwrap();
         assert_eq!(
@@ -257,9 +341,9 @@ mod tests {
             Some(&Value::from("linear"))
         );
         assert!(get(&keys, "qwen2.rope.scaling.original_context_length").is_none());
-        c.rope_scaling.as_mut().unwrap().rope_type = "llama3".into();
+        c.rope_scaling.as_mut().unwrap().rope_type = "dynamic".into();
         let e = hyperparameter_keys(&c, "q", 7).unwrap_err().to_string();
-        assert!(e.contains("llama3"), "{e}");
+        assert!(e.contains("dynamic"), "{e}");
         c.architecture = Architecture::Mistral;
         c.rope_scaling = None;
         let keys = hyperparameter_keys(&c, "m", 1).unwrap();
@@ -267,5 +351,48 @@ mod tests {
             get(&keys, "general.architecture"),
             Some(&Value::from("llama"))
         );
+    }
+
+    /// llama3 scaling goes into the file as llama.cpp's converter writes it: no scaling keys,
+    /// `rope_freqs.weight` with its factors (convert_hf_to_gguf.py's loop, computed here
+    /// independently of the model's RoPE).
+    #[test]
+    fn llama3_rope_becomes_rope_freqs() {
+        let mut c = config();
+        c.rope_theta = 500000.0;
+        c.rope_scaling = Some(RopeScaling {
+            rope_type: "llama3".into(),
+            factor: 32.0,
+            low_freq_factor: Some(1.0),
+            high_freq_factor: Some(4.0),
+            original_max_position_embeddings: Some(8192),
+            ..RopeScaling::default()
+        });
+        let keys = hyperparameter_keys(&c, "l", 1).unwrap();
+        assert!(keys.iter().all(|(k, _)| !k.contains("rope.scaling")));
+        let tensors = rope_tensors(&c).unwrap();
+        assert_eq!(tensors.len(), 1);
+        let (name, got) = &tensors[0];
+        assert_eq!(*name, "rope_freqs.weight");
+        let dim = c.head_dim;
+        assert_eq!(got.len(), dim / 2);
+        let (low_wavelen, high_wavelen) = (8192.0 / 1.0, 8192.0 / 4.0);
+        for (i, &g) in got.iter().enumerate() {
+            let freq = 1.0 / 500000f64.powf((2 * i) as f64 / dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            let want = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                32.0
+            } else {
+                let smooth = (8192.0 / wavelen - 1.0) / (4.0 - 1.0);
+                1.0 / ((1.0 - smooth) / 32.0 + smooth)
+            };
+            assert!(
+                (g as f64 - want).abs() < 1e-4 * want,
+                "pair {i}: {g} vs {want}"
+            );
+        }
+        assert!(got.iter().any(|&g| g == 1.0) && got.iter().any(|&g| g > 31.9));
     }
 }

@@ -60,6 +60,11 @@ pub struct TensorPlan {
     pub dims: Vec<u64>,
     /// `Some(n_head)` when the rows are permuted for llama's RoPE layout (q/k of llama/mistral).
     pub qk_heads: Option<usize>,
+    /// Gemma's norms: llama.cpp stores `1 + weight`.
+    pub adds_one: bool,
+    /// HF tensors whose rows are stacked into this one (Phi-3's `ffn_up` holds gate then up);
+    /// empty for a tensor of its own.
+    pub parts: Vec<String>,
 }
 
 /// Source tensors that carry no weights and are dropped, as llama.cpp's converter does.
@@ -78,6 +83,26 @@ pub fn plan_tensors(source: &dyn TensorSource) -> Result<Vec<TensorPlan>, Export
             continue;
         }
         let shape = source.shape(&hf_name)?;
+        if config.architecture.fused_projections() {
+            // Phi-3: llama.cpp's phi3 takes gate and up as one ffn_up of 2 x intermediate rows.
+            if hf_name.ends_with(".mlp.up_proj.weight") {
+                continue;
+            }
+            if let Some(layer) = hf_name.strip_suffix(".mlp.gate_proj.weight") {
+                let up = format!("{layer}.mlp.up_proj.weight");
+                let up_shape = source.shape(&up)?;
+                if up_shape != shape || shape.len() != 2 {
+                    return Err(ExportError::Tensor {
+                        name: up,
+                        message: format!("shape {up_shape:?} differs from the gate's {shape:?}"),
+                    });
+                }
+                let mut plan = plan_tensor(config, &up, &[2 * shape[0], shape[1]])?;
+                plan.parts = vec![hf_name.clone(), up];
+                plans.push(plan);
+                continue;
+            }
+        }
         plans.push(plan_tensor(config, &hf_name, &shape)?);
     }
     if !plans.iter().any(|p| p.gguf_name == "token_embd.weight") {
@@ -100,7 +125,7 @@ pub fn plan_tensor(
         name: hf_name.to_string(),
         message,
     };
-    let gguf_name = names::hf_to_gguf(hf_name).ok_or_else(|| {
+    let gguf_name = names::hf_to_gguf(config.architecture, hf_name).ok_or_else(|| {
         err("no llama.cpp name for this tensor (unsupported model variant)".into())
     })?;
     if gguf_name.len() > MAX_NAME_LEN {
@@ -136,6 +161,26 @@ pub fn plan_tensor(
         hf_shape: hf_shape.to_vec(),
         dims: hf_shape.iter().rev().map(|&d| d as u64).collect(),
         qk_heads,
+        adds_one: config.architecture.norm_adds_one() && hf_name.ends_with("norm.weight"),
+        parts: Vec::new(),
+    })
+}
+
+/// Loads the source tensor(s) of a plan: its own, or its parts stacked by rows.
+pub fn load_planned(
+    source: &dyn TensorSource,
+    plan: &TensorPlan,
+) -> Result<DenseTensor, ExportError> {
+    if plan.parts.is_empty() {
+        return Ok(source.load(&plan.hf_name)?);
+    }
+    let mut data = Vec::with_capacity(plan.hf_shape.iter().product());
+    for part in &plan.parts {
+        data.extend(source.load(part)?.data);
+    }
+    Ok(DenseTensor {
+        shape: plan.hf_shape.clone(),
+        data,
     })
 }
 
@@ -177,6 +222,9 @@ pub fn to_gguf_layout(plan: &TensorPlan, t: DenseTensor) -> Result<Vec<f32>, Exp
             t.data.len(),
             plan.hf_shape
         )));
+    }
+    if plan.adds_one {
+        return Ok(t.data.into_iter().map(|x| x + 1.0).collect());
     }
     match plan.qk_heads {
         None => Ok(t.data),
@@ -244,8 +292,13 @@ pub fn export_plain(
         tensors: plans.len(),
     });
     let mut types = BTreeMap::new();
+    for (name, data) in metadata::rope_tensors(config)? {
+        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        writer.add_tensor(name, &[data.len() as u64], GgmlType::F32, &bytes)?;
+        *types.entry(GgmlType::F32.name()).or_insert(0) += 1;
+    }
     for (index, plan) in plans.iter().enumerate() {
-        let data = to_gguf_layout(plan, source.load(&plan.hf_name)?)?;
+        let data = to_gguf_layout(plan, load_planned(source, plan)?)?;
         let ty = plain::tensor_type(opts.ty, &plan.gguf_name, &plan.dims);
         let bytes = plain::encode(ty, &data).map_err(|e| ExportError::Tensor {
             name: plan.hf_name.clone(),

@@ -609,6 +609,8 @@ mod tests {
             rope_scaling: None,
             tie_word_embeddings: true,
             attention_bias: false,
+            rotary_dim: 16,
+            local_attention: None,
             bos_token_id: Some(1),
             eos_token_id: Some(2),
         }

@@ -1,8 +1,11 @@
 //! One llama-family decoder block: RMSNorm, GQA self-attention with RoPE and a causal mask,
-//! RMSNorm, SwiGLU MLP, each with a residual connection.
+//! RMSNorm, SwiGLU MLP, each with a residual connection; with the family options of
+//! [`crate::checkpoint::Architecture`]: q/k norms (qwen3, gemma3), Gemma 3's norms around the
+//! attention and MLP outputs, `1 + weight` norms, GeGLU and its sliding window; partial rotary
+//! (phi3).
 
 use super::{rope, LinearObserver, ModelError};
-use crate::checkpoint::{DenseTensor, ModelConfig, TensorSource};
+use crate::checkpoint::{Activation, DenseTensor, ModelConfig, TensorSource};
 use candle_core::{DType, Device, Result, Tensor, D};
 
 /// The seven linear layers of a block, in the order the block runs them.
@@ -82,8 +85,14 @@ impl Linear {
 #[derive(Debug, Clone)]
 pub struct Block {
     pub layer: usize,
+    /// The attention's input norm (`input_layernorm`), HF values (Gemma: the offset from 1).
     pub input_layernorm: Tensor,
-    pub post_attention_layernorm: Tensor,
+    /// The MLP's input norm: `post_attention_layernorm`, or Gemma's `pre_feedforward_layernorm`.
+    pub mlp_norm: Tensor,
+    /// Per-head norms of q and k (qwen3, gemma3).
+    qk_norms: Option<(Tensor, Tensor)>,
+    /// Gemma 3: the norms of the attention output and of the MLP output.
+    output_norms: Option<(Tensor, Tensor)>,
     linears: [Linear; 7],
 }
 
@@ -118,10 +127,32 @@ impl Block {
             };
             linears.push(Linear { weight, bias });
         }
+        let arch = config.architecture;
+        let qk_norms = if arch.qk_norm() {
+            Some((
+                load(format!("{p}.self_attn.q_norm.weight"))?,
+                load(format!("{p}.self_attn.k_norm.weight"))?,
+            ))
+        } else {
+            None
+        };
+        let (mlp_norm, output_norms) = if arch.sandwich_norms() {
+            (
+                load(format!("{p}.pre_feedforward_layernorm.weight"))?,
+                Some((
+                    load(format!("{p}.post_attention_layernorm.weight"))?,
+                    load(format!("{p}.post_feedforward_layernorm.weight"))?,
+                )),
+            )
+        } else {
+            (load(format!("{p}.post_attention_layernorm.weight"))?, None)
+        };
         Ok(Block {
             layer,
             input_layernorm: load(format!("{p}.input_layernorm.weight"))?,
-            post_attention_layernorm: load(format!("{p}.post_attention_layernorm.weight"))?,
+            mlp_norm,
+            qk_norms,
+            output_norms,
             linears: linears.try_into().expect("seven linears"),
         })
     }
@@ -190,6 +221,14 @@ impl Block {
             }
         };
         let eps = config.rms_norm_eps;
+        let arch = config.architecture;
+        let norm = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
+            if arch.norm_adds_one() {
+                rms_norm(x, &(w + 1.0)?, eps)
+            } else {
+                rms_norm(x, w, eps)
+            }
+        };
         let (nh, nkv, hd) = (
             config.num_attention_heads,
             config.num_key_value_heads,
@@ -197,16 +236,20 @@ impl Block {
         );
 
         // Attention.
-        let h = rms_norm(x, &self.input_layernorm, eps)?;
+        let h = norm(x, &self.input_layernorm)?;
         for kind in [LinearKind::Q, LinearKind::K, LinearKind::V] {
             observe(&mut observer, kind, &h)?;
         }
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
             t.reshape((seq, n, hd))?.transpose(0, 1)?.contiguous()
         };
-        let q = heads(self.linear(LinearKind::Q).forward(&h)?, nh)?;
-        let k = heads(self.linear(LinearKind::K).forward(&h)?, nkv)?;
+        let mut q = heads(self.linear(LinearKind::Q).forward(&h)?, nh)?;
+        let mut k = heads(self.linear(LinearKind::K).forward(&h)?, nkv)?;
         let v = heads(self.linear(LinearKind::V).forward(&h)?, nkv)?;
+        if let Some((q_norm, k_norm)) = &self.qk_norms {
+            q = norm(&q, q_norm)?;
+            k = norm(&k, k_norm)?;
+        }
         let cos = cos.narrow(0, 0, seq)?;
         let sin = sin.narrow(0, 0, seq)?;
         let q = rope::apply(&q, &cos, &sin)?;
@@ -225,8 +268,13 @@ impl Block {
         } else {
             (k, v)
         };
+        let window = config
+            .local_attention
+            .as_ref()
+            .filter(|_| config.is_local(layer))
+            .map(|l| l.window);
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let scores = scores.broadcast_add(&causal_mask(seq, x.device())?)?;
+        let scores = scores.broadcast_add(&causal_mask(seq, window, x.device())?)?;
         let probs = softmax_last(&scores)?;
         if let Some(o) = observer.as_deref_mut().filter(|o| o.wants_value_mix()) {
             let mean_probs = probs.reshape((nkv, nh / nkv, seq, seq))?.mean(1)?;
@@ -242,17 +290,29 @@ impl Block {
             .transpose(0, 1)?
             .reshape((seq, nh * hd))?;
         observe(&mut observer, LinearKind::O, &attn)?;
-        let x = (x + self.linear(LinearKind::O).forward(&attn)?)?;
+        let mut out = self.linear(LinearKind::O).forward(&attn)?;
+        if let Some((attn_post, _)) = &self.output_norms {
+            out = norm(&out, attn_post)?;
+        }
+        let x = (x + out)?;
 
         // MLP.
-        let h = rms_norm(&x, &self.post_attention_layernorm, eps)?;
+        let h = norm(&x, &self.mlp_norm)?;
         observe(&mut observer, LinearKind::Gate, &h)?;
         observe(&mut observer, LinearKind::Up, &h)?;
-        let gate = self.linear(LinearKind::Gate).forward(&h)?.silu()?;
+        let gate = self.linear(LinearKind::Gate).forward(&h)?;
+        let gate = match arch.activation() {
+            Activation::Silu => gate.silu()?,
+            Activation::GeluTanh => gate.gelu()?,
+        };
         let up = self.linear(LinearKind::Up).forward(&h)?;
         let act = (gate * up)?;
         observe(&mut observer, LinearKind::Down, &act)?;
-        x + self.linear(LinearKind::Down).forward(&act)?
+        let mut out = self.linear(LinearKind::Down).forward(&act)?;
+        if let Some((_, ffn_post)) = &self.output_norms {
+            out = norm(&out, ffn_post)?;
+        }
+        x + out
     }
 }
 
@@ -282,10 +342,20 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&sum)
 }
 
-/// `[seq, seq]`: 0 where a query may attend (key position <= query position), -inf elsewhere.
-fn causal_mask(seq: usize, device: &Device) -> Result<Tensor> {
+/// `[seq, seq]`: 0 where a query may attend (key position <= query position, and within the
+/// last `window` positions when given), -inf elsewhere.
+fn causal_mask(seq: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
+    let window = window.unwrap_or(usize::MAX);
     let mask: Vec<f32> = (0..seq)
-        .flat_map(|i| (0..seq).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
+        .flat_map(|i| {
+            (0..seq).map(move |j| {
+                if j <= i && i - j < window {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
         .collect();
     Tensor::from_vec(mask, (seq, seq), device)
 }

@@ -74,7 +74,9 @@ pub struct Model<'a> {
     source: &'a dyn TensorSource,
     config: ModelConfig,
     device: Device,
+    /// The RoPE of the global layers, and of Gemma 3's sliding-window layers.
     rope: Rope,
+    local_rope: Option<Rope>,
 }
 
 /// The final norm and LM head (tied to the embedding or not).
@@ -123,11 +125,15 @@ impl<'a> Model<'a> {
             }
         }
         let rope = Rope::new(&config);
+        let local_rope = (0..config.num_hidden_layers)
+            .find(|&l| config.is_local(l))
+            .map(|l| Rope::for_layer(&config, l));
         Ok(Model {
             source,
             config,
             device,
             rope,
+            local_rope,
         })
     }
 
@@ -143,9 +149,13 @@ impl<'a> Model<'a> {
         self.source
     }
 
-    /// Embeds each token sequence: one `[seq, hidden]` tensor per sequence.
+    /// Embeds each token sequence: one `[seq, hidden]` tensor per sequence (Gemma: times
+    /// sqrt(hidden_size), as llama.cpp scales them).
     pub fn embed(&self, sequences: &[Vec<u32>]) -> Result<Vec<Tensor>> {
-        let table = self.load("model.embed_tokens.weight")?;
+        let mut table = self.load("model.embed_tokens.weight")?;
+        if self.config.architecture.scales_embeddings() {
+            table = (table * (self.config.hidden_size as f64).sqrt())?;
+        }
         let vocab = self.config.vocab_size;
         sequences
             .iter()
@@ -172,9 +182,29 @@ impl<'a> Model<'a> {
         Block::load(self.source, layer, &self.device)
     }
 
-    /// RoPE `(cos, sin)` tables for positions `0..seq_len`, as [`Block::forward`] takes them.
-    pub fn rope_tables(&self, seq_len: usize) -> Result<(Tensor, Tensor)> {
-        Ok(self.rope.tables(seq_len, &self.device)?)
+    /// Block `layer`'s RoPE `(cos, sin)` tables for positions `0..seq_len`, as
+    /// [`Block::forward`] takes them.
+    pub fn rope_tables(&self, layer: usize, seq_len: usize) -> Result<(Tensor, Tensor)> {
+        let rope = match &self.local_rope {
+            Some(local) if self.config.is_local(layer) => local,
+            _ => &self.rope,
+        };
+        Ok(rope.tables(seq_len, &self.device)?)
+    }
+
+    /// [`Model::rope_tables`] of every block, indexed by layer (computed once per kind of layer).
+    pub fn all_rope_tables(&self, seq_len: usize) -> Result<Vec<(Tensor, Tensor)>> {
+        let global = self.rope.tables(seq_len, &self.device)?;
+        let local = match &self.local_rope {
+            Some(rope) => Some(rope.tables(seq_len, &self.device)?),
+            None => None,
+        };
+        Ok((0..self.config.num_hidden_layers)
+            .map(|l| match &local {
+                Some(local) if self.config.is_local(l) => local.clone(),
+                _ => global.clone(),
+            })
+            .collect())
     }
 
     /// Runs every sequence through one block; returns the block outputs in the same order.
@@ -191,7 +221,7 @@ impl<'a> Model<'a> {
             .into_iter()
             .max()
             .unwrap_or(0);
-        let (cos, sin) = self.rope.tables(max_len, &self.device)?;
+        let (cos, sin) = self.rope_tables(block.layer, max_len)?;
         let threads = candle_core::utils::get_num_threads().min(hidden.len());
         if observer.is_some() || threads < 2 || !self.device.is_cpu() {
             let mut out = Vec::with_capacity(hidden.len());

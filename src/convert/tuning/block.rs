@@ -59,7 +59,7 @@ pub fn tune_block(
     for x in inputs {
         seq = seq.max(x.dim(0)?);
     }
-    let (cos, sin) = model.rope_tables(seq)?;
+    let (cos, sin) = model.rope_tables(block.layer, seq)?;
     let target_power = mean_square(targets)?;
     let loss_of = |block: &Block, x: &Tensor, y: &Tensor| -> candle_core::Result<Tensor> {
         let out = block.forward(config, x, &cos, &sin, None)?;
@@ -73,14 +73,11 @@ pub fn tune_block(
         Ok(sum / inputs.len().max(1) as f64 / target_power)
     };
     let before = evaluate(block)?;
-    let original_norms = (
-        block.input_layernorm.clone(),
-        block.post_attention_layernorm.clone(),
-    );
+    let original_norms = (block.input_layernorm.clone(), block.mlp_norm.clone());
     let norms = if opts.norms {
         Some((
             Var::from_tensor(&block.input_layernorm)?,
-            Var::from_tensor(&block.post_attention_layernorm)?,
+            Var::from_tensor(&block.mlp_norm)?,
         ))
     } else {
         None
@@ -91,7 +88,7 @@ pub fn tune_block(
         }
         if let Some((a, b)) = &norms {
             block.input_layernorm = a.as_tensor().clone();
-            block.post_attention_layernorm = b.as_tensor().clone();
+            block.mlp_norm = b.as_tensor().clone();
         }
         Ok(())
     };
@@ -131,7 +128,7 @@ pub fn tune_block(
     if let Some((a, b)) = &norms {
         // Detached copies: the block must not keep the tuning graph alive.
         block.input_layernorm = a.as_tensor().detach();
-        block.post_attention_layernorm = b.as_tensor().detach();
+        block.mlp_norm = b.as_tensor().detach();
     }
     let mut after = evaluate(block)?;
     if after >= before {
@@ -139,7 +136,7 @@ pub fn tune_block(
             *l.quantized = original;
         }
         install_stored(block, layers)?;
-        (block.input_layernorm, block.post_attention_layernorm) = original_norms;
+        (block.input_layernorm, block.mlp_norm) = original_norms;
         after = before;
     }
     Ok(TuneOutcome { before, after })

@@ -231,8 +231,8 @@ fn train_step(
 /// states), the blocks run on RoPE tables for the longest sequence.
 struct Objective<'a> {
     config: &'a ModelConfig,
-    cos: Tensor,
-    sin: Tensor,
+    /// Per block, its RoPE `(cos, sin)`.
+    tables: Vec<(Tensor, Tensor)>,
     teacher_head: Head,
 }
 
@@ -242,17 +242,16 @@ impl<'a> Objective<'a> {
         for x in inputs {
             seq = seq.max(x.dim(0)?);
         }
-        let (cos, sin) = model.rope_tables(seq)?;
         Ok(Self {
             config: model.config(),
-            cos,
-            sin,
+            tables: model.all_rope_tables(seq)?,
             teacher_head: head.clone(),
         })
     }
 
     fn forward(&self, b: &Block, h: &Tensor) -> candle_core::Result<Tensor> {
-        b.forward(self.config, h, &self.cos, &self.sin, None)
+        let (cos, sin) = &self.tables[b.layer];
+        b.forward(self.config, h, cos, sin, None)
     }
 
     /// KL divergence from the teacher's distribution given its last hidden states `t`, for the
@@ -337,7 +336,7 @@ impl Variables {
             .map(|b| {
                 Ok([
                     Var::from_tensor(&b.block.input_layernorm)?,
-                    Var::from_tensor(&b.block.post_attention_layernorm)?,
+                    Var::from_tensor(&b.block.mlp_norm)?,
                 ])
             })
             .collect::<candle_core::Result<_>>()?;
@@ -389,7 +388,7 @@ impl Variables {
                 b.block.set_weight(p.kind, w.as_tensor().clone())?;
             }
             b.block.input_layernorm = a.as_tensor().clone();
-            b.block.post_attention_layernorm = m.as_tensor().clone();
+            b.block.mlp_norm = m.as_tensor().clone();
         }
         head.norm = self.final_norm.as_tensor().clone();
         Ok(weights)
@@ -406,7 +405,7 @@ impl Variables {
                 b.block.set_weight(p.kind, p.weight()?.detach())?;
             }
             b.block.input_layernorm = a.as_tensor().detach();
-            b.block.post_attention_layernorm = m.as_tensor().detach();
+            b.block.mlp_norm = m.as_tensor().detach();
         }
         head.norm = self.final_norm.as_tensor().detach();
         Ok(())
@@ -498,7 +497,7 @@ impl Variables {
                     .set_stored_weight(l.kind, &l.quantized.dequantized, l.qk_heads)?;
             }
             b.block.input_layernorm = a.as_tensor().detach();
-            b.block.post_attention_layernorm = m.as_tensor().detach();
+            b.block.mlp_norm = m.as_tensor().detach();
         }
         head.norm = self.final_norm.as_tensor().detach();
         Ok(())
