@@ -10,9 +10,34 @@ use crate::RuntimeError;
 pub enum Arch {
     Llama,
     Qwen2,
+    Qwen3,
+    Gemma3,
+    Phi3,
 }
 
-pub const SUPPORTED_ARCHS: &str = "llama, qwen2";
+pub const SUPPORTED_ARCHS: &str = "llama, qwen2, qwen3, gemma3, phi3";
+
+/// Gemma 3's sliding-window attention.
+#[derive(Clone, Debug)]
+pub struct SlidingWindow {
+    /// A query at position p sees keys p - window + 1 ..= p.
+    pub window: usize,
+    /// Per layer: whether it uses the window.
+    pub layers: Vec<bool>,
+    /// RoPE base of the windowed layers (no scaling there).
+    pub rope_base: f32,
+}
+
+/// Phi-3's longrope: per rotated pair, frequency divisors for contexts up to the original length
+/// and beyond (chosen by the cache's size, as llama.cpp chooses by its context), and the
+/// factor on cos and sin.
+#[derive(Clone, Debug)]
+pub struct LongRope {
+    pub original_ctx: usize,
+    pub short: Vec<f32>,
+    pub long: Vec<f32>,
+    pub attn_factor: f32,
+}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -31,9 +56,16 @@ pub struct Config {
     pub rope_base: f32,
     /// Positions are divided by this (linear RoPE scaling; 1 without).
     pub rope_scale: f32,
-    /// NeoX-style RoPE (rotating dimension i with i + head_dim / 2, qwen2) instead of adjacent
-    /// pairs (llama, whose q/k rows llama.cpp's converter permutes to fit).
+    /// NeoX-style RoPE (rotating dimension i with i + rope_dims / 2: every family but llama)
+    /// instead of adjacent pairs (llama, whose q/k rows llama.cpp's converter permutes to fit).
     pub rope_neox: bool,
+    /// Dimensions of each head that RoPE rotates (`<arch>.rope.dimension_count`; Phi-3 rotates
+    /// part of the head).
+    pub rope_dims: usize,
+    /// llama3 scaling as llama.cpp stores it (`rope_freqs.weight`): per pair, a frequency divisor.
+    pub rope_freq_factors: Option<Vec<f32>>,
+    pub longrope: Option<LongRope>,
+    pub sliding_window: Option<SlidingWindow>,
 }
 
 impl Config {
@@ -45,11 +77,22 @@ impl Config {
         self.kv_heads * self.head_dim
     }
 
+    /// The sliding window of layer `l`, if it has one.
+    pub fn window(&self, l: usize) -> Option<usize> {
+        self.sliding_window
+            .as_ref()
+            .filter(|s| s.layers.get(l).copied().unwrap_or(false))
+            .map(|s| s.window)
+    }
+
     pub fn from_gguf(f: &GgufFile) -> Result<Self, RuntimeError> {
         let arch_name = f.get_str("general.architecture")?;
         let arch = match arch_name {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            "gemma3" => Arch::Gemma3,
+            "phi3" => Arch::Phi3,
             other => return Err(RuntimeError::Architecture(other.to_string())),
         };
         let key = |k: &str| format!("{arch_name}.{k}");
@@ -118,16 +161,96 @@ impl Config {
                 ));
             }
         };
-        if f.tensor("rope_freqs.weight").is_some() {
-            return Err(RuntimeError::Tensor {
-                name: "rope_freqs.weight".into(),
-                problem: "RoPE frequency factors (llama3 scaling) are not supported yet".into(),
-            });
+        let rope_dims = match f.get(&key("rope.dimension_count")) {
+            None => head_dim,
+            Some(_) => count("rope.dimension_count")?,
+        };
+        if rope_dims % 2 != 0 || rope_dims > head_dim {
+            return Err(bad(
+                "rope.dimension_count",
+                format!("{rope_dims} rotated dimensions of a head of {head_dim}"),
+            ));
         }
+        let factors = |name: &str| -> Result<Option<Vec<f32>>, RuntimeError> {
+            let Some(t) = f.tensor(name) else {
+                return Ok(None);
+            };
+            let values: Vec<f32> = f
+                .tensor_data(t)
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            if t.ggml_type != athena_gguf::GgmlType::F32
+                || values.len() != rope_dims / 2
+                || values.iter().any(|v| !(v.is_finite() && *v > 0.0))
+            {
+                return Err(RuntimeError::Tensor {
+                    name: name.into(),
+                    problem: format!(
+                        "expected F32 of {} positive factors (one per rotated pair)",
+                        rope_dims / 2
+                    ),
+                });
+            }
+            Ok(Some(values))
+        };
+        let rope_freq_factors = factors("rope_freqs.weight")?;
+        let longrope = match (
+            factors("rope_factors_short.weight")?,
+            factors("rope_factors_long.weight")?,
+        ) {
+            (Some(short), Some(long)) => Some(LongRope {
+                original_ctx: match f.get(&key("rope.scaling.original_context_length")) {
+                    Some(_) => count("rope.scaling.original_context_length")?,
+                    None => count("context_length")?,
+                },
+                short,
+                long,
+                attn_factor: float("rope.scaling.attn_factor", Some(1.0))?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(RuntimeError::MissingTensor(
+                    "rope_factors_short.weight / rope_factors_long.weight (both or neither)".into(),
+                ))
+            }
+        };
+        let layers = count("block_count")?;
+        let window = match f.get(&key("attention.sliding_window")) {
+            Some(_) if arch == Arch::Gemma3 => f.get_u64(&key("attention.sliding_window"))?,
+            _ => 0,
+        };
+        let sliding_window = if window > 0 {
+            let pattern = match f.get(&key("attention.sliding_window_pattern")) {
+                Some(Value::Array(a)) => a
+                    .as_bools()
+                    .filter(|b| b.len() == layers)
+                    .map(<[bool]>::to_vec)
+                    .ok_or_else(|| {
+                        bad(
+                            "attention.sliding_window_pattern",
+                            format!("expected {layers} booleans"),
+                        )
+                    })?,
+                Some(_) => {
+                    let n = count("attention.sliding_window_pattern")?;
+                    (0..layers).map(|l| l % n < n - 1).collect()
+                }
+                // llama.cpp's gemma3 default: every 6th layer global.
+                None => (0..layers).map(|l| l % 6 < 5).collect(),
+            };
+            Some(SlidingWindow {
+                window: usize::try_from(window).unwrap_or(usize::MAX),
+                layers: pattern,
+                rope_base: float("rope.freq_base_swa", Some(10000.0))?,
+            })
+        } else {
+            None
+        };
         Ok(Config {
             arch,
             dim,
-            layers: count("block_count")?,
+            layers,
             ffn: count("feed_forward_length")?,
             heads,
             kv_heads,
@@ -137,7 +260,11 @@ impl Config {
             eps: float("attention.layer_norm_rms_epsilon", None)?,
             rope_base: float("rope.freq_base", Some(10000.0))?,
             rope_scale,
-            rope_neox: arch == Arch::Qwen2,
+            rope_neox: arch != Arch::Llama,
+            rope_dims,
+            rope_freq_factors,
+            longrope,
+            sliding_window,
         })
     }
 }

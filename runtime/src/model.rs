@@ -1,30 +1,68 @@
-//! The llama-family decoder (llama, mistral, qwen2), read top to bottom like llama2.c's run.c:
-//! embed, then per layer RMSNorm -> q/k/v -> RoPE -> causal attention over the KV cache ->
-//! output projection -> residual, RMSNorm -> SwiGLU MLP -> residual; final RMSNorm and the
-//! output head. Every weight product goes through [`Matrix`], so Athena and plain weights run
-//! the same forward; a batch of tokens (a prompt) runs as one matrix product per weight.
+//! The llama-family decoder (llama, mistral, qwen2, qwen3, gemma3, phi3), read top to bottom like
+//! llama2.c's run.c: embed, then per layer RMSNorm -> q/k/v -> RoPE -> causal attention over the
+//! KV cache -> output projection -> residual, RMSNorm -> SwiGLU MLP -> residual; final RMSNorm
+//! and the output head. The families add: q/k RMSNorm per head (qwen3, gemma3); Gemma 3's
+//! sqrt(width) embedding scale, norms on the attention and MLP outputs, GeGLU and sliding-window
+//! layers with their own RoPE base; Phi-3's fused q/k/v and gate/up weights, partial rotary and
+//! longrope; llama3's RoPE frequency factors. Every weight product goes through [`Matrix`], so
+//! Athena and plain weights run the same forward; a batch of tokens (a prompt) runs as one
+//! matrix product per weight.
 
 use athena_gguf::athena::{stored_weight, stored_weights};
 use athena_gguf::{GgmlType, GgufFile};
 use rayon::prelude::*;
 
-use crate::config::Config;
+use crate::config::{Arch, Config};
 use crate::kv_cache::KvCache;
 use crate::matrix::{AthenaMatrix, Matrix, OutPtr, PlainMatrix, PlainType};
 use crate::RuntimeError;
 
 pub struct Layer<'a> {
     attn_norm: Vec<f32>,
-    wq: Matrix<'a>,
-    wk: Matrix<'a>,
-    wv: Matrix<'a>,
+    /// q, k, v (`attn_q`, `attn_k`, `attn_v`, or Phi-3's fused `attn_qkv`).
+    qkv: Projections<'a>,
     /// q, k and v biases (qwen2).
     bias: Option<[Vec<f32>; 3]>,
+    /// Per-head RMSNorm weights of q and k (qwen3, gemma3).
+    qk_norm: Option<[Vec<f32>; 2]>,
     wo: Matrix<'a>,
+    /// Gemma 3: norms of the attention output and of the MLP output.
+    post_norms: Option<[Vec<f32>; 2]>,
     ffn_norm: Vec<f32>,
-    w_gate: Matrix<'a>,
-    w_up: Matrix<'a>,
+    /// gate and up (`ffn_gate`, `ffn_up`, or Phi-3's fused `ffn_up` of twice the rows).
+    gate_up: Projections<'a>,
     w_down: Matrix<'a>,
+}
+
+/// Weights that multiply the same input: separate, or stacked by rows into one tensor whose
+/// output splits in the same order.
+enum Projections<'a> {
+    Split(Vec<Matrix<'a>>),
+    Fused(Box<Matrix<'a>>),
+}
+
+impl Projections<'_> {
+    /// `ys[i] = x W_i^T` for each part, `x` holding `t` rows.
+    fn matmul(&self, x: &[f32], t: usize, ys: &mut [&mut [f32]]) {
+        match self {
+            Projections::Split(ws) => {
+                let ws: Vec<&Matrix> = ws.iter().collect();
+                Matrix::matmul_many(&ws, x, t, ys);
+            }
+            Projections::Fused(w) => {
+                let mut all = vec![0.0f32; t * w.rows()];
+                w.matmul(x, t, &mut all);
+                let mut at = 0;
+                for y in ys.iter_mut() {
+                    let width = y.len() / t;
+                    for (row, out) in all.chunks_exact(w.rows()).zip(y.chunks_exact_mut(width)) {
+                        out.copy_from_slice(&row[at..at + width]);
+                    }
+                    at += width;
+                }
+            }
+        }
+    }
 }
 
 pub struct Model<'a> {
@@ -147,16 +185,53 @@ impl<'a> Model<'a> {
             } else {
                 None
             };
+            let qkv = if loader.has(&n("attn_qkv.weight")) {
+                Projections::Fused(Box::new(
+                    loader.matrix(&n("attn_qkv.weight"), Some([q + 2 * kv, d]))?,
+                ))
+            } else {
+                Projections::Split(vec![
+                    loader.matrix(&n("attn_q.weight"), Some([q, d]))?,
+                    loader.matrix(&n("attn_k.weight"), Some([kv, d]))?,
+                    loader.matrix(&n("attn_v.weight"), Some([kv, d]))?,
+                ])
+            };
+            // llama.cpp's phi3 layout: one ffn_up of gate then up rows, no ffn_gate.
+            let gate_up = if c.arch == Arch::Phi3 && !loader.has(&n("ffn_gate.weight")) {
+                Projections::Fused(Box::new(
+                    loader.matrix(&n("ffn_up.weight"), Some([2 * ffn, d]))?,
+                ))
+            } else {
+                Projections::Split(vec![
+                    loader.matrix(&n("ffn_gate.weight"), Some([ffn, d]))?,
+                    loader.matrix(&n("ffn_up.weight"), Some([ffn, d]))?,
+                ])
+            };
+            let qk_norm = if matches!(c.arch, Arch::Qwen3 | Arch::Gemma3) {
+                Some([
+                    loader.vector(&n("attn_q_norm.weight"), c.head_dim)?,
+                    loader.vector(&n("attn_k_norm.weight"), c.head_dim)?,
+                ])
+            } else {
+                None
+            };
+            let post_norms = if c.arch == Arch::Gemma3 {
+                Some([
+                    loader.vector(&n("attn_post_norm.weight"), d)?,
+                    loader.vector(&n("ffn_post_norm.weight"), d)?,
+                ])
+            } else {
+                None
+            };
             layers.push(Layer {
                 attn_norm: loader.vector(&n("attn_norm.weight"), d)?,
-                wq: loader.matrix(&n("attn_q.weight"), Some([q, d]))?,
-                wk: loader.matrix(&n("attn_k.weight"), Some([kv, d]))?,
-                wv: loader.matrix(&n("attn_v.weight"), Some([kv, d]))?,
+                qkv,
                 bias,
+                qk_norm,
                 wo: loader.matrix(&n("attn_output.weight"), Some([d, q]))?,
+                post_norms,
                 ffn_norm: loader.vector(&n("ffn_norm.weight"), d)?,
-                w_gate: loader.matrix(&n("ffn_gate.weight"), Some([ffn, d]))?,
-                w_up: loader.matrix(&n("ffn_up.weight"), Some([ffn, d]))?,
+                gate_up,
                 w_down: loader.matrix(&n("ffn_down.weight"), Some([d, ffn]))?,
             });
         }
@@ -186,6 +261,19 @@ impl<'a> Model<'a> {
         self.output.as_ref().unwrap_or(&self.embed)
     }
 
+    /// Per rotated pair, the RoPE frequency of the global layers for a cache of `ctx` positions
+    /// (longrope switches to its long factors past the original context, as llama.cpp does by
+    /// its context size).
+    fn rope_freqs(&self, ctx: usize) -> Vec<f32> {
+        let c = &self.config;
+        let factors = match &c.longrope {
+            Some(l) if ctx > l.original_ctx => Some(&l.long),
+            Some(l) => Some(&l.short),
+            None => c.rope_freq_factors.as_ref(),
+        };
+        frequencies(c.rope_base, c.rope_dims, factors.map(Vec::as_slice))
+    }
+
     /// Runs `tokens` at the positions after those in `cache` (appending their keys and values)
     /// and returns the logits of tokens `from..` (row-major, `vocab` per token).
     pub fn forward(
@@ -211,6 +299,10 @@ impl<'a> Model<'a> {
         for (row, &id) in x.chunks_exact_mut(d).zip(tokens) {
             self.embed.row(id as usize, row);
         }
+        if c.arch == Arch::Gemma3 {
+            let scale = (d as f32).sqrt();
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
         let mut xb = vec![0.0f32; t * d];
         let mut q = vec![0.0f32; t * q_dim];
         let mut k = vec![0.0f32; t * kv_dim];
@@ -218,41 +310,61 @@ impl<'a> Model<'a> {
         let mut att = vec![0.0f32; t * q_dim];
         let mut gate = vec![0.0f32; t * c.ffn];
         let mut up = vec![0.0f32; t * c.ffn];
-        let rope = RopeTable::new(c, pos0, t);
+        let rope = RopeTable::new(c, &self.rope_freqs(cache.ctx()), pos0, t);
+        let local_rope = c.sliding_window.as_ref().map(|s| {
+            let freqs = frequencies(s.rope_base, c.rope_dims, None);
+            RopeTable::new(c, &freqs, pos0, t)
+        });
+        let mut tmp = Vec::new();
 
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention.
             rms_norm(&x, &layer.attn_norm, c.eps, &mut xb);
-            Matrix::matmul_many(
-                &[&layer.wq, &layer.wk, &layer.wv],
-                &xb,
-                t,
-                &mut [&mut q, &mut k, &mut v],
-            );
+            layer.qkv.matmul(&xb, t, &mut [&mut q, &mut k, &mut v]);
             if let Some([bq, bk, bv]) = &layer.bias {
                 add_rows(&mut q, bq);
                 add_rows(&mut k, bk);
                 add_rows(&mut v, bv);
             }
+            if let Some([q_norm, k_norm]) = &layer.qk_norm {
+                for (y, w) in [(&mut q, q_norm), (&mut k, k_norm)] {
+                    tmp.clone_from(y);
+                    rms_norm(&tmp, w, c.eps, y);
+                }
+            }
+            let window = c.window(l);
+            let rope = match (&local_rope, window) {
+                (Some(local), Some(_)) => local,
+                _ => &rope,
+            };
             rope.apply(&mut q, c);
             rope.apply(&mut k, c);
             cache.append(l, &k, &v);
-            attention(c, cache, l, pos0, &q, &mut att);
+            attention(c, cache, l, pos0, window, &q, &mut att);
             layer.wo.matmul(&att, t, &mut xb);
+            if let Some([attn_post, _]) = &layer.post_norms {
+                tmp.clone_from(&xb);
+                rms_norm(&tmp, attn_post, c.eps, &mut xb);
+            }
             add(&mut x, &xb);
 
-            // SwiGLU MLP.
+            // SwiGLU (GeGLU for gemma3) MLP.
             rms_norm(&x, &layer.ffn_norm, c.eps, &mut xb);
-            Matrix::matmul_many(
-                &[&layer.w_gate, &layer.w_up],
-                &xb,
-                t,
-                &mut [&mut gate, &mut up],
-            );
-            for (g, u) in gate.iter_mut().zip(&up) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
+            layer.gate_up.matmul(&xb, t, &mut [&mut gate, &mut up]);
+            if c.arch == Arch::Gemma3 {
+                for (g, u) in gate.iter_mut().zip(&up) {
+                    *g = gelu_tanh(*g) * u;
+                }
+            } else {
+                for (g, u) in gate.iter_mut().zip(&up) {
+                    *g = *g / (1.0 + (-*g).exp()) * u;
+                }
             }
             layer.w_down.matmul(&gate, t, &mut xb);
+            if let Some([_, ffn_post]) = &layer.post_norms {
+                tmp.clone_from(&xb);
+                rms_norm(&tmp, ffn_post, c.eps, &mut xb);
+            }
             add(&mut x, &xb);
         }
         cache.advance(t);
@@ -282,6 +394,22 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// GELU with the tanh approximation (`gelu_pytorch_tanh`, ggml's gelu).
+fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
+}
+
+/// `base^(-2i / dims)` for each rotated pair, divided by its factor when given.
+fn frequencies(base: f32, dims: usize, factors: Option<&[f32]>) -> Vec<f32> {
+    (0..dims / 2)
+        .map(|i| {
+            let f = base.powf(-2.0 * i as f32 / dims as f32);
+            f / factors.map_or(1.0, |d| d[i])
+        })
+        .collect()
+}
+
 fn add(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
 }
@@ -300,23 +428,26 @@ struct RopeTable {
 }
 
 impl RopeTable {
-    fn new(c: &Config, pos0: usize, t: usize) -> Self {
-        let half = c.head_dim / 2;
+    /// The tables of positions `pos0..pos0 + t` for pair frequencies `freqs` (longrope's
+    /// attention factor folded into cos and sin).
+    fn new(c: &Config, freqs: &[f32], pos0: usize, t: usize) -> Self {
+        let half = freqs.len();
+        let mscale = c.longrope.as_ref().map_or(1.0, |l| l.attn_factor);
         let mut cos = Vec::with_capacity(t * half);
         let mut sin = Vec::with_capacity(t * half);
         for p in pos0..pos0 + t {
             let pos = p as f32 / c.rope_scale;
-            for i in 0..half {
-                let freq = c.rope_base.powf(-2.0 * i as f32 / c.head_dim as f32);
+            for &freq in freqs {
                 let (s, co) = (pos * freq).sin_cos();
-                cos.push(co);
-                sin.push(s);
+                cos.push(co * mscale);
+                sin.push(s * mscale);
             }
         }
         Self { half, cos, sin }
     }
 
-    /// Rotates every head of every row of `x` (rows of whole heads, one row per position).
+    /// Rotates the first `rope_dims` dimensions of every head of every row of `x` (rows of
+    /// whole heads, one row per position).
     fn apply(&self, x: &mut [f32], c: &Config) {
         let hd = c.head_dim;
         let row_len = x.len() / (self.cos.len() / self.half);
@@ -341,9 +472,19 @@ impl RopeTable {
     }
 }
 
-/// Causal attention of the queries `q` (one row per new position) over the cache of `layer`,
-/// written to `out`; every (position, head) pair is independent and runs in parallel.
-fn attention(c: &Config, cache: &KvCache, layer: usize, pos0: usize, q: &[f32], out: &mut [f32]) {
+/// Causal attention of the queries `q` (one row per new position) over the cache of `layer`
+/// (over its last `window` positions when given), written to `out`; every (position, head) pair
+/// is independent and runs in parallel.
+fn attention(
+    c: &Config,
+    cache: &KvCache,
+    layer: usize,
+    pos0: usize,
+    window: Option<usize>,
+    q: &[f32],
+    out: &mut [f32],
+) {
+    let window = window.unwrap_or(usize::MAX);
     let hd = c.head_dim;
     let group = c.heads / c.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -351,9 +492,10 @@ fn attention(c: &Config, cache: &KvCache, layer: usize, pos0: usize, q: &[f32], 
         let (tok, head) = (i / c.heads, i % c.heads);
         let kv_head = head / group;
         let pos = pos0 + tok;
+        let first = (pos + 1).saturating_sub(window);
         let qh = &q[i * hd..(i + 1) * hd];
         scores.clear();
-        scores.extend((0..=pos).map(|p| cache.key_dot(layer, p, kv_head, qh) * scale));
+        scores.extend((first..=pos).map(|p| cache.key_dot(layer, p, kv_head, qh) * scale));
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
         let mut sum = 0.0f32;
         for s in scores.iter_mut() {
@@ -362,7 +504,7 @@ fn attention(c: &Config, cache: &KvCache, layer: usize, pos0: usize, q: &[f32], 
         }
         o.fill(0.0);
         for (p, &s) in scores.iter().enumerate() {
-            cache.value_axpy(layer, p, kv_head, s / sum, o);
+            cache.value_axpy(layer, first + p, kv_head, s / sum, o);
         }
     };
     // One token over a short context is a few thousand multiply-adds per head, less than
@@ -378,7 +520,7 @@ fn attention(c: &Config, cache: &KvCache, layer: usize, pos0: usize, q: &[f32], 
             .enumerate()
             .for_each_init(Vec::new, one_head);
     } else {
-        batched_attention(c, cache, layer, pos0, q, out);
+        batched_attention(c, cache, layer, pos0, window, q, out);
     }
 }
 
@@ -390,6 +532,7 @@ fn batched_attention(
     cache: &KvCache,
     layer: usize,
     pos0: usize,
+    window: usize,
     q: &[f32],
     out: &mut [f32],
 ) {
@@ -436,17 +579,18 @@ fn batched_attention(
         }
         for (i, row) in scores.chunks_exact_mut(len).enumerate() {
             let visible = pos0 + i + 1;
-            let max = row[..visible]
-                .iter()
-                .fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let first = visible.saturating_sub(window);
+            let seen = &mut row[first..visible];
+            let max = seen.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
             let mut sum = 0.0f32;
-            for s in row[..visible].iter_mut() {
+            for s in seen.iter_mut() {
                 *s = (*s - max).exp();
                 sum += *s;
             }
-            for s in row[..visible].iter_mut() {
+            for s in seen.iter_mut() {
                 *s /= sum;
             }
+            row[..first].fill(0.0);
             row[visible..].fill(0.0);
         }
         unsafe {

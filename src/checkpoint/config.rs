@@ -217,7 +217,10 @@ impl ModelConfig {
                 self.head_dim
             ));
         }
-        if self.rotary_dim == 0 || self.rotary_dim > self.head_dim || self.rotary_dim % 2 != 0 {
+        if self.rotary_dim == 0
+            || self.rotary_dim > self.head_dim
+            || !self.rotary_dim.is_multiple_of(2)
+        {
             return Err(format!(
                 "{} gives {} rotated dimensions of a head of {}; they must be even, positive and at most the head",
                 key("partial_rotary_factor"),
@@ -468,7 +471,7 @@ impl ModelConfig {
                 // llama.cpp's converter: int(factor * hidden) // heads.
                 let dim =
                     (f * (num_attention_heads * head_dim) as f64) as usize / num_attention_heads;
-                if dim == 0 || dim % 2 != 0 {
+                if dim == 0 || !dim.is_multiple_of(2) {
                     return Err(invalid(format!(
                         "partial_rotary_factor {f} gives {dim} rotated dimensions per head; it must be even and positive"
                     )));

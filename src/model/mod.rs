@@ -86,6 +86,8 @@ pub struct Head {
     /// `[vocab, hidden]`.
     pub lm_head: Tensor,
     eps: f64,
+    /// Gemma: the norm multiplies by `1 + norm`.
+    norm_adds_one: bool,
 }
 
 impl Head {
@@ -96,7 +98,11 @@ impl Head {
 
     /// What the output matrix multiplies: the final RMSNorm of the last block's outputs.
     pub fn input(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
-        block::rms_norm(hidden, &self.norm, self.eps)
+        if self.norm_adds_one {
+            block::rms_norm(hidden, &(&self.norm + 1.0)?, self.eps)
+        } else {
+            block::rms_norm(hidden, &self.norm, self.eps)
+        }
     }
 }
 
@@ -271,6 +277,7 @@ impl<'a> Model<'a> {
             norm: self.load("model.norm.weight")?,
             lm_head,
             eps: self.config.rms_norm_eps,
+            norm_adds_one: self.config.architecture.norm_adds_one(),
         })
     }
 

@@ -181,13 +181,67 @@ impl Rng {
     }
 }
 
+/// The families `tiny_config` knows besides llama, mistral and qwen2.
+pub const NEW_FAMILIES: [&str; 4] = ["llama3", "qwen3", "gemma3", "phi3"];
+
 /// config.json of a tiny llama: 2 layers, hidden 16, 4 heads / 2 kv heads, MLP 32, vocab 50.
+/// `llama3`, `qwen3`, `gemma3` and `phi3` turn on each family's own options (Llama 3.2's RoPE
+/// scaling and tied embeddings; Qwen3's explicit head_dim 8 and q/k norms; Gemma 3's window of 4
+/// on layer 0, local RoPE base, GeGLU; Phi-3's partial rotary and longrope).
 pub fn tiny_config(arch: &str) -> Value {
     let (architecture, model_type) = match arch {
         "qwen2" => ("Qwen2ForCausalLM", "qwen2"),
         "mistral" => ("MistralForCausalLM", "mistral"),
+        "qwen3" => ("Qwen3ForCausalLM", "qwen3"),
+        "gemma3" => ("Gemma3ForCausalLM", "gemma3_text"),
+        "phi3" => ("Phi3ForCausalLM", "phi3"),
         _ => ("LlamaForCausalLM", "llama"),
     };
+    let mut v = tiny_llama(architecture, model_type);
+    match arch {
+        "llama3" => {
+            v["rope_theta"] = json!(500000.0);
+            v["tie_word_embeddings"] = json!(true);
+            v["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
+        }
+        "qwen3" => {
+            v["head_dim"] = json!(8);
+            v["tie_word_embeddings"] = json!(true);
+            v["attention_bias"] = json!(false);
+            v["rope_theta"] = json!(1000000.0);
+        }
+        "gemma3" => {
+            let o = v.as_object_mut().unwrap();
+            o.remove("hidden_act");
+            v["hidden_activation"] = json!("gelu_pytorch_tanh");
+            v["head_dim"] = json!(8);
+            v["query_pre_attn_scalar"] = json!(8);
+            v["sliding_window"] = json!(4);
+            v["layer_types"] = json!(["sliding_attention", "full_attention"]);
+            v["rope_local_base_freq"] = json!(10000.0);
+            v["rope_theta"] = json!(1000000.0);
+            v["tie_word_embeddings"] = json!(true);
+            v["final_logit_softcapping"] = Value::Null;
+            v["attn_logit_softcapping"] = Value::Null;
+        }
+        "phi3" => {
+            v["partial_rotary_factor"] = json!(0.5);
+            v["original_max_position_embeddings"] = json!(32);
+            v["rope_scaling"] = json!({"type": "longrope", "short_factor": [1.0, 1.5],
+                "long_factor": [2.0, 3.5]});
+            v["tie_word_embeddings"] = json!(true);
+        }
+        _ => {}
+    }
+    if arch == "phi3" {
+        // Two rotated pairs per head: head 8 (hidden 32, 4 heads).
+        v["hidden_size"] = json!(32);
+    }
+    v
+}
+
+fn tiny_llama(architecture: &str, model_type: &str) -> Value {
     json!({
         "architectures": [architecture],
         "model_type": model_type,
@@ -207,12 +261,13 @@ pub fn tiny_config(arch: &str) -> Value {
     })
 }
 
-/// Random tensors for a config (names and shapes as the HF checkpoint has them).
+/// Random tensors for a config (names and shapes as the HF checkpoint has them: Phi-3's q/k/v
+/// and gate/up fused into `qkv_proj` and `gate_up_proj`).
 pub fn random_tensors(config: &Value, seed: u64) -> Tensors {
     let path = Path::new("config.json");
     let c = athena::checkpoint::ModelConfig::from_hf_value(config, path).unwrap();
     let mut rng = Rng::new(seed);
-    athena::checkpoint::expected_tensors(&c)
+    let mut tensors: Tensors = athena::checkpoint::expected_tensors(&c)
         .into_iter()
         .map(|(name, shape)| {
             let n = shape.iter().product();
@@ -223,7 +278,29 @@ pub fn random_tensors(config: &Value, seed: u64) -> Tensors {
             };
             (name, (shape, data))
         })
-        .collect()
+        .collect();
+    if c.architecture.fused_projections() {
+        for layer in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{layer}");
+            for (fused, parts) in [
+                (
+                    "self_attn.qkv_proj",
+                    &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"][..],
+                ),
+                ("mlp.gate_up_proj", &["mlp.gate_proj", "mlp.up_proj"][..]),
+            ] {
+                let (mut rows, mut cols, mut data) = (0, 0, Vec::new());
+                for part in parts {
+                    let (shape, d) = tensors.remove(&format!("{p}.{part}.weight")).unwrap();
+                    rows += shape[0];
+                    cols = shape[1];
+                    data.extend(d);
+                }
+                tensors.insert(format!("{p}.{fused}.weight"), (vec![rows, cols], data));
+            }
+        }
+    }
+    tensors
 }
 
 pub fn f32_bytes(data: &[f32]) -> Vec<u8> {
