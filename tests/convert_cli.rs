@@ -107,6 +107,73 @@ fn bits_budget_gives_a_valid_file_within_budget() {
     }
 }
 
+/// Every new family converts at --bits 3 into a file athena-verify accepts, whose perplexity
+/// through athena-eval (the runtime on the compressed weights) is the converter's own figure.
+#[test]
+fn every_family_converts_verifies_and_evaluates() {
+    for arch in common::NEW_FAMILIES {
+        let t = Tiny::new(arch);
+        let calib = t.path("calib.txt");
+        let o = Command::new(env!("CARGO_BIN_EXE_athena-convert"))
+            .arg(t.path("tiny"))
+            .arg(t.path("q.gguf"))
+            .args([
+                "--bits",
+                "3",
+                "--seq-len",
+                "16",
+                "--calib-tokens",
+                "64",
+                "--quiet",
+            ])
+            .args([
+                "--calib",
+                calib.to_str().unwrap(),
+                "--eval-text",
+                calib.to_str().unwrap(),
+            ])
+            .args(["--eval-ctx", "16"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{arch}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let report = verify_json(&t.path("q.gguf"));
+        let tied = !matches!(arch, "llama" | "qwen2");
+        let weights = 14 + if tied { 1 } else { 2 };
+        assert_eq!(report["summary"]["athena_weights"], weights, "{arch}");
+        let o = Command::new(env!("CARGO_BIN_EXE_athena-eval"))
+            .arg(t.path("q.gguf"))
+            .args(["--text", calib.to_str().unwrap(), "--ctx", "16"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{arch}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let ppl = |s: &str| -> f64 {
+            let at = s
+                .find("ppl = ")
+                .unwrap_or_else(|| panic!("{arch}: no ppl in {s}"));
+            s[at + 6..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let (ours, converter) = (ppl(&String::from_utf8_lossy(&o.stdout)), ppl(&err));
+        assert!(ours.is_finite() && ours > 1.0, "{arch}: {ours}");
+        assert_eq!(ours, converter, "{arch}");
+    }
+}
+
 /// With stderr not a terminal (here a pipe) the bar is hidden, so a line per block says how far
 /// the conversion is.
 #[test]
