@@ -217,8 +217,8 @@ impl<'a> Model<'a> {
             };
             let post_norms = if c.arch == Arch::Gemma3 {
                 Some([
-                    loader.vector(&n("attn_post_norm.weight"), d)?,
-                    loader.vector(&n("ffn_post_norm.weight"), d)?,
+                    loader.vector(&n("post_attention_norm.weight"), d)?,
+                    loader.vector(&n("post_ffw_norm.weight"), d)?,
                 ])
             } else {
                 None

@@ -14,8 +14,8 @@
 //! | `model.layers.N.self_attn.{q,k}_norm.weight` (qwen3, gemma3) | `blk.N.attn_{q,k}_norm.weight` |
 //!
 //! Gemma 3 has four norms per block: `input_layernorm` -> `attn_norm`, `post_attention_layernorm`
-//! -> `attn_post_norm` (on the attention output), `pre_feedforward_layernorm` -> `ffn_norm`,
-//! `post_feedforward_layernorm` -> `ffn_post_norm`. Phi-3's fused `qkv_proj` and `gate_up_proj`
+//! -> `post_attention_norm` (on the attention output), `pre_feedforward_layernorm` -> `ffn_norm`,
+//! `post_feedforward_layernorm` -> `post_ffw_norm`. Phi-3's fused `qkv_proj` and `gate_up_proj`
 //! are split by the HF reader and named as llama's here; the plain export fuses gate and up back
 //! into phi3's `ffn_up` (see `export`).
 //!
@@ -55,9 +55,12 @@ const QK_NORM_NAMES: &[(&str, &str)] = &[
 const GEMMA3_NAMES: &[(&str, &str)] = &[
     ("self_attn.q_norm.weight", "attn_q_norm.weight"),
     ("self_attn.k_norm.weight", "attn_k_norm.weight"),
-    ("post_attention_layernorm.weight", "attn_post_norm.weight"),
+    (
+        "post_attention_layernorm.weight",
+        "post_attention_norm.weight",
+    ),
     ("pre_feedforward_layernorm.weight", "ffn_norm.weight"),
-    ("post_feedforward_layernorm.weight", "ffn_post_norm.weight"),
+    ("post_feedforward_layernorm.weight", "post_ffw_norm.weight"),
 ];
 
 /// The per-layer (HF, GGUF) suffixes of an architecture.
@@ -288,7 +291,7 @@ mod tests {
         );
         assert_eq!(
             g("model.layers.1.post_attention_layernorm.weight"),
-            "blk.1.attn_post_norm.weight"
+            "blk.1.post_attention_norm.weight"
         );
         assert_eq!(
             g("model.layers.1.pre_feedforward_layernorm.weight"),
@@ -296,7 +299,7 @@ mod tests {
         );
         assert_eq!(
             g("model.layers.1.post_feedforward_layernorm.weight"),
-            "blk.1.ffn_post_norm.weight"
+            "blk.1.post_ffw_norm.weight"
         );
         assert_eq!(
             g("model.layers.1.self_attn.k_norm.weight"),

@@ -12,8 +12,9 @@
 //!   (added tokens: CONTROL when special or when they look special — `<|...|>` etc. — else
 //!   USER_DEFINED with `▁` written as a space; every other token NORMAL), and the merges (pairs
 //!   joined by a space, a space inside a part written as U+0120, as gguf-py does).
-//! - **llama** (SentencePiece-style BPE with byte fallback, `LlamaHfVocab`; only for the llama
-//!   architecture, like llama.cpp): `tokenizer.ggml.model = "llama"`, `pre = "default"`, token types
+//! - **llama** (SentencePiece-style BPE with byte fallback, `LlamaHfVocab`; for the llama and
+//!   gemma3 architectures, which llama.cpp converts from their `tokenizer.model`; gemma3 with
+//!   `add_space_prefix = false`): `tokenizer.ggml.model = "llama"`, `pre = "default"`, token types
 //!   UNKNOWN for the model's `unk_token` (as SentencePiece's own converter path types it; llama.cpp's
 //!   `tokenizer.json` path would say CONTROL), BYTE for `<0xXX>`, CONTROL for special added tokens,
 //!   USER_DEFINED for other added tokens.
@@ -199,7 +200,7 @@ pub fn tokenizer_keys(
     let ignore_merges = model["ignore_merges"].as_bool().unwrap_or(false);
     let spm = matches!(
         config.architecture,
-        Architecture::Llama | Architecture::Mistral
+        Architecture::Llama | Architecture::Mistral | Architecture::Gemma3
     ) && byte_fallback
         && !ignore_merges
         && tok["decoder"]["type"].as_str() == Some("Sequence");
@@ -213,6 +214,10 @@ pub fn tokenizer_keys(
         if let Some(p) = tc.and_then(|c| c["add_prefix_space"].as_bool()) {
             m.set("tokenizer.ggml.add_space_prefix", p);
         }
+    }
+    if config.architecture == Architecture::Gemma3 {
+        // Gemma3Model.set_vocab: a SentencePiece vocabulary without the space prefix.
+        m.set("tokenizer.ggml.add_space_prefix", false);
     }
 
     let pre;
