@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 /// Materialise a GGUF checkpoint as a Hugging Face model folder (f32).
 ///
-/// Reads a llama.cpp GGUF file (architecture llama, which llama.cpp also uses for mistral, or qwen2;
-/// tensor types F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K) and writes OUT_DIR with:
+/// Reads a llama.cpp GGUF file (architecture qwen2, qwen3, gemma3 or llama, which llama.cpp also uses for
+/// mistral; tensor types F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K) and writes OUT_DIR with:
 ///
 ///   config.json            HF config (architectures, model_type, hyperparameters, torch_dtype float32)
 ///   model.safetensors      every tensor dequantized to f32, under HF names and in HF shapes; for the

@@ -1,5 +1,5 @@
-//! Where the model runs: a llama-family decoder (llama, mistral, qwen2) evaluated one block at a
-//! time from a [`TensorSource`].
+//! Where the model runs: a llama-family decoder (llama, mistral, qwen2, qwen3, gemma3, phi3)
+//! evaluated one block at a time from a [`TensorSource`].
 //!
 //! The loop that evaluation and calibration share is: embed all sequences, then for each block
 //! load its weights, (optionally observe or replace them), run every sequence through it, drop

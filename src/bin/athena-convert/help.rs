@@ -1,11 +1,11 @@
 //! athena-convert's help texts.
 
 pub const ABOUT: &str =
-    "Convert a Hugging Face LLM checkpoint (llama, mistral, qwen2) into a GGUF file.";
+    "Convert a Hugging Face LLM checkpoint (llama incl. Llama 3.x, mistral, qwen2, qwen3, gemma3, phi3) into a GGUF file.";
 
 pub const LONG_ABOUT: &str = "\
-Convert a Hugging Face LLM checkpoint (llama, mistral, qwen2) into a GGUF file that stock
-llama.cpp loads: every tensor under its llama.cpp name and layout (q/k rows permuted for llama
+Convert a Hugging Face LLM checkpoint (llama incl. Llama 3.x, mistral, qwen2, qwen3, gemma3
+text, phi3 / Phi-4-mini) into a GGUF file that stock llama.cpp loads: every tensor under its llama.cpp name and layout (q/k rows permuted for llama
 and mistral, tied embeddings without output.weight), the full llama.cpp metadata
 (hyperparameters, tokenizer with merges or scores, special tokens, pre-tokenizer name, chat
 template).
