@@ -37,7 +37,8 @@
 # 3-10 minutes on 2 cores, reused after); $ATHENA_CACHE/models/SmolLM2-135M-Instruct (its
 # tokenizer) and $ATHENA_CACHE/text/wiki.utf8 from tools/fetch-models.sh (ATHENA_CACHE defaults
 # to ~/.cache/athena). Time on 2 cores, after the builds: a few seconds per family without the
-# quantization; with it about 35 s for llama and qwen2 each, more for gemma3 (130 MB checkpoint).
+# quantization; with it 40 s for qwen2, llama3 and qwen3, 65 s for llama (an untied head), more
+# for gemma3 (130 MB checkpoint). All six with the quantization: about 2 minutes as of c683433.
 # Environment: LLAMA_LOGITS (a built llama_logits binary), JOBS (cargo and cmake jobs, default 2).
 set -uo pipefail
 
