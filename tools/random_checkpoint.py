@@ -24,7 +24,8 @@ FAMILY is one of:
           0.75, longrope rope_scaling (long/short factors), hidden 384, 6 heads of 64, 2 kv heads,
           tied.
 
-Weights: linear layers ~ N(0, 1/in_features), embeddings ~ N(0, 0.25^2), norm weights around 1
+Weights: linear layers ~ N(0, 1/in_features), embeddings ~ N(0, 0.25^2) (gemma3's 0.05^2, as it
+scales them by sqrt(hidden)), norm weights around 1
 (around 0 for gemma's 1 + w), biases ~ N(0, 0.2^2), so activations stay O(1) and the logits are
 far from uniform. Every tensor is drawn from its own stream seeded by (seed, name): the same seed
 gives the same bytes. Tensors are stored in --dtype (default bf16, as real checkpoints are: exact
@@ -150,7 +151,9 @@ def family_config(family, gemma_rope_linear):
             "tie_word_embeddings": True,
         }
         q, kvd = heads * hd, kv * hd
-        tensors = {"model.embed_tokens.weight": ("embed", [VOCAB, h]), "model.norm.weight": ("norm0", [h])}
+        # Gemma multiplies the embedding by sqrt(hidden): a smaller table keeps the residual
+        # stream O(1), and the tied head from predicting the input token with a logit of ~160.
+        tensors = {"model.embed_tokens.weight": ("embed_gemma", [VOCAB, h]), "model.norm.weight": ("norm0", [h])}
         for i in range(layers):
             p = f"model.layers.{i}."
             for n in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
@@ -221,6 +224,8 @@ def draw(seed, name, kind, shape):
         return r.normal(0.0, 1.0 / np.sqrt(shape[-1]), size=shape)
     if kind == "embed":
         return r.normal(0.0, 0.25, size=shape)
+    if kind == "embed_gemma":
+        return r.normal(0.0, 0.05, size=shape)
     if kind == "norm":
         return 1.0 + r.normal(0.0, 0.1, size=shape)
     if kind == "norm0":
