@@ -21,11 +21,14 @@ use super::{
     Architecture, CheckpointError, DenseTensor, LocalAttention, ModelConfig, RopeScaling,
     TensorSource,
 };
+use crate::container::athena;
+use crate::container::gguf::{GgmlType, GgufFile, TensorInfo};
 
 /// llama.cpp's llama3 RoPE frequency factors (one per rotated pair, dividing its frequency).
 pub const ROPE_FREQS: &str = "rope_freqs.weight";
-use crate::container::athena;
-use crate::container::gguf::{GgmlType, GgufFile, TensorInfo};
+/// Phi-3's longrope factor lists (read into the config).
+const ROPE_FACTORS_LONG: &str = "rope_factors_long.weight";
+const ROPE_FACTORS_SHORT: &str = "rope_factors_short.weight";
 
 /// A GGUF checkpoint, memory-mapped; tensors are dequantized on each [`TensorSource::load`].
 pub struct GgufSource {
@@ -47,6 +50,9 @@ struct Entry {
 enum Storage {
     /// Index into `file.tensors`.
     Plain(usize),
+    /// Rows `first..first + count` of a plain tensor (a part of Phi-3's fused `attn_qkv` or
+    /// `ffn_up`).
+    PlainRows { index: usize, first: usize },
     /// An Athena weight (format-spec/athena-encoding.md) with this GGUF name, decoded by the
     /// reference decoder.
     Athena(String),
@@ -106,8 +112,31 @@ impl GgufSource {
             .flat_map(|w| w.components.iter().map(|t| t.name.as_str()))
             .collect();
         for (index, t) in file.tensors.iter().enumerate() {
-            // rope_freqs.weight is read into the config (llama3 frequency factors).
-            if components.contains(t.name.as_str()) || t.name == ROPE_FREQS {
+            // The RoPE factor tensors are read into the config.
+            if components.contains(t.name.as_str())
+                || [ROPE_FREQS, ROPE_FACTORS_LONG, ROPE_FACTORS_SHORT].contains(&t.name.as_str())
+            {
+                continue;
+            }
+            if let Some(parts) = fused_parts(&config, &file, &t.name) {
+                let cols = t.dims.first().copied().unwrap_or(0) as usize;
+                let rows: usize = parts.iter().map(|(_, r)| r).sum();
+                if t.dims.len() != 2 || t.dims[1] as usize != rows {
+                    return Err(bad(
+                        &path,
+                        &t.name,
+                        format!("dims {:?}, expected [{cols}, {rows}]", t.dims),
+                    ));
+                }
+                let mut first = 0;
+                for (hf_name, rows) in parts {
+                    entries.push(Entry {
+                        hf_name,
+                        storage: Storage::PlainRows { index, first },
+                        shape: vec![rows, cols],
+                    });
+                    first += rows;
+                }
                 continue;
             }
             let hf_name = names::gguf_to_hf(config.architecture, &t.name).ok_or_else(|| {
@@ -155,7 +184,9 @@ impl GgufSource {
         }
         if let Some(extra) = entries.iter().find(|e| !expected.contains(&e.hf_name)) {
             let name = match &extra.storage {
-                Storage::Plain(index) => file.tensors[*index].name.as_str(),
+                Storage::Plain(index) | Storage::PlainRows { index, .. } => {
+                    file.tensors[*index].name.as_str()
+                }
                 Storage::Athena(w) => w.as_str(),
             };
             return Err(bad(
@@ -193,7 +224,7 @@ impl GgufSource {
     pub fn tensor_info(&self, hf_name: &str) -> Option<&TensorInfo> {
         match self.entry(hf_name)?.storage {
             Storage::Plain(index) => Some(&self.file.tensors[index]),
-            Storage::Athena(_) => None,
+            Storage::PlainRows { .. } | Storage::Athena(_) => None,
         }
     }
 
@@ -229,6 +260,20 @@ impl TensorSource for GgufSource {
                 let data = dequantize(info.ggml_type, bytes, n)
                     .map_err(|m| bad(&self.path, &info.name, m))?;
                 (info.name.as_str(), data)
+            }
+            Storage::PlainRows { index, first } => {
+                let info = &self.file.tensors[*index];
+                let all = dequantize(
+                    info.ggml_type,
+                    self.file.tensor_data(info),
+                    info.n_elements() as usize,
+                )
+                .map_err(|m| bad(&self.path, &info.name, m))?;
+                let cols = entry.shape[1];
+                (
+                    info.name.as_str(),
+                    all[first * cols..first * cols + n].to_vec(),
+                )
             }
             Storage::Athena(w) => {
                 let weight = athena::stored_weight(&self.file, w)
@@ -277,6 +322,39 @@ impl TensorSource for GgufSource {
             shape: entry.shape.clone(),
             data,
         })
+    }
+}
+
+/// Phi-3's fused tensors as llama.cpp stores them: `blk.N.attn_qkv.weight` (q, k, v rows) and,
+/// without `blk.N.ffn_gate.weight`, `blk.N.ffn_up.weight` of twice the MLP rows (gate, up):
+/// the HF names and row counts of the parts, in order.
+fn fused_parts(c: &ModelConfig, f: &GgufFile, name: &str) -> Option<Vec<(String, usize)>> {
+    if !c.architecture.fused_projections() {
+        return None;
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, suffix) = rest.split_once('.')?;
+    let p = format!("model.layers.{layer}");
+    let (q, kv) = (
+        c.num_attention_heads * c.head_dim,
+        c.num_key_value_heads * c.head_dim,
+    );
+    match suffix {
+        "attn_qkv.weight" => Some(vec![
+            (format!("{p}.self_attn.q_proj.weight"), q),
+            (format!("{p}.self_attn.k_proj.weight"), kv),
+            (format!("{p}.self_attn.v_proj.weight"), kv),
+        ]),
+        "ffn_up.weight"
+            if f.tensor(&format!("blk.{layer}.ffn_gate.weight")).is_none()
+                && !is_athena_weight(f, &format!("blk.{layer}.ffn_gate.weight")) =>
+        {
+            Some(vec![
+                (format!("{p}.mlp.gate_proj.weight"), c.intermediate_size),
+                (format!("{p}.mlp.up_proj.weight"), c.intermediate_size),
+            ])
+        }
+        _ => None,
     }
 }
 
@@ -339,11 +417,12 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
         "qwen2" => Architecture::Qwen2,
         "qwen3" => Architecture::Qwen3,
         "gemma3" => Architecture::Gemma3,
+        "phi3" => Architecture::Phi3,
         other => {
             return Err(CheckpointError::UnsupportedArchitecture {
                 path: path.to_path_buf(),
                 found: other.to_string(),
-                supported: "llama, qwen2, qwen3, gemma3".to_string(),
+                supported: "llama, qwen2, qwen3, gemma3, phi3".to_string(),
             })
         }
     };
@@ -430,7 +509,27 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
             ..RopeScaling::default()
         }),
     };
-    if let Some(t) = f.tensor(ROPE_FREQS) {
+    // Phi-3 rotates the first rope.dimension_count dimensions of each head; the others rotate
+    // it all (and the forward uses one head size for queries, keys and values).
+    let rotary_dim = match (architecture, opt_usize("rope.dimension_count")?) {
+        (Architecture::Phi3, Some(n)) => n,
+        _ => head_dim,
+    };
+    for other in ["attention.value_length", "rope.dimension_count"] {
+        if let Some(n) = opt_usize(other)? {
+            if n != head_dim && !(other == "rope.dimension_count" && n == rotary_dim) {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "key '{}' is {n}, but the head size is {head_dim} (only equal sizes are supported)",
+                        key(other)
+                    ),
+                ));
+            }
+        }
+    }
+    let pairs = rotary_dim / 2;
+    if let Some(factors) = rope_factors(path, f, ROPE_FREQS, pairs)? {
         if rope_scaling.is_some() {
             return Err(bad(
                 path,
@@ -438,30 +537,32 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
                 "given together with rope.scaling.type",
             ));
         }
-        let n = t.n_elements() as usize;
-        if t.ggml_type != GgmlType::F32 || n * 2 != head_dim {
-            return Err(bad(
-                path,
-                ROPE_FREQS,
-                format!(
-                    "expected F32 of {} values (one per rotated pair)",
-                    head_dim / 2
-                ),
-            ));
-        }
-        let factors =
-            dequantize(t.ggml_type, f.tensor_data(t), n).map_err(|m| bad(path, ROPE_FREQS, m))?;
-        if let Some(x) = factors.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
-            return Err(bad(
-                path,
-                ROPE_FREQS,
-                format!("factor {x} is not a positive number"),
-            ));
-        }
         rope_scaling = Some(RopeScaling {
             rope_type: FREQUENCY_FACTORS.into(),
             factor: 1.0,
-            short_factor: Some(factors.iter().map(|&x| x as f64).collect()),
+            short_factor: Some(factors),
+            ..RopeScaling::default()
+        });
+    }
+    let long = rope_factors(path, f, ROPE_FACTORS_LONG, pairs)?;
+    let short = rope_factors(path, f, ROPE_FACTORS_SHORT, pairs)?;
+    if long.is_some() || short.is_some() {
+        let (Some(long), Some(short)) = (long, short) else {
+            return Err(missing(
+                path,
+                architecture,
+                "rope_factors_long and _short (both or neither)",
+            ));
+        };
+        let context = req_usize("context_length")?;
+        let original = opt_usize("rope.scaling.original_context_length")?.unwrap_or(context);
+        rope_scaling = Some(RopeScaling {
+            rope_type: "longrope".into(),
+            factor: context as f64 / original.max(1) as f64,
+            original_max_position_embeddings: Some(original),
+            short_factor: Some(short),
+            long_factor: Some(long),
+            attention_factor: Some(opt_f64("rope.scaling.attn_factor")?.unwrap_or(1.0)),
             ..RopeScaling::default()
         });
     }
@@ -487,20 +588,6 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
         }
         _ => None,
     };
-    // The forward uses one head size for queries, keys and values, and rotates all of it.
-    for other in ["attention.value_length", "rope.dimension_count"] {
-        if let Some(n) = opt_usize(other)? {
-            if n != head_dim {
-                return Err(invalid(
-                    path,
-                    format!(
-                        "key '{}' is {n}, but the head size is {head_dim} (only equal sizes are supported)",
-                        key(other)
-                    ),
-                ));
-            }
-        }
-    }
     let token_id = |k: &str| f.get(k).and_then(|v| v.as_u32());
 
     let config = ModelConfig {
@@ -519,7 +606,7 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
         tie_word_embeddings: f.tensor("output.weight").is_none()
             && !is_athena_weight(f, "output.weight"),
         attention_bias: f.tensor("blk.0.attn_q.bias").is_some(),
-        rotary_dim: head_dim,
+        rotary_dim,
         local_attention,
         bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
         eos_token_id: token_id("tokenizer.ggml.eos_token_id"),
@@ -553,6 +640,36 @@ pub fn config_from_gguf(path: &Path, f: &GgufFile) -> Result<ModelConfig, Checkp
         })
         .map_err(|m| invalid(path, m))?;
     Ok(config)
+}
+
+/// A RoPE factor tensor (`rope_freqs`, `rope_factors_{long,short}`): F32, one positive value
+/// per rotated pair; `None` when the file has none.
+fn rope_factors(
+    path: &Path,
+    f: &GgufFile,
+    name: &str,
+    pairs: usize,
+) -> Result<Option<Vec<f64>>, CheckpointError> {
+    let Some(t) = f.tensor(name) else {
+        return Ok(None);
+    };
+    let n = t.n_elements() as usize;
+    if t.ggml_type != GgmlType::F32 || n != pairs {
+        return Err(bad(
+            path,
+            name,
+            format!("expected F32 of {pairs} values (one per rotated pair)"),
+        ));
+    }
+    let factors = dequantize(t.ggml_type, f.tensor_data(t), n).map_err(|m| bad(path, name, m))?;
+    if let Some(x) = factors.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+        return Err(bad(
+            path,
+            name,
+            format!("factor {x} is not a positive number"),
+        ));
+    }
+    Ok(Some(factors.into_iter().map(f64::from).collect()))
 }
 
 /// An f32 metadata value as the f64 with the same shortest decimal form (1e-5 stored as f32 gives
