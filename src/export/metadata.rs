@@ -395,4 +395,87 @@ mod tests {
         }
         assert!(got.contains(&1.0) && got.iter().any(|&g| g > 31.9));
     }
+
+    /// The per-family keys llama.cpp's loaders read: gemma3's window, pattern and local RoPE
+    /// base (and key_length always), phi3's rotated dimensions, original context and attention
+    /// factor with its factor tensors, qwen3's architecture name.
+    #[test]
+    fn family_keys() {
+        let mut c = config();
+        c.architecture = Architecture::Gemma3;
+        c.head_dim = 64;
+        c.hidden_size = 576;
+        c.num_attention_heads = 9;
+        c.num_hidden_layers = 3;
+        c.local_attention = Some(crate::checkpoint::LocalAttention {
+            window: 512,
+            layers: vec![true, true, false],
+            rope_theta: 10000.0,
+        });
+        let keys = hyperparameter_keys(&c, "g", 1).unwrap();
+        assert_eq!(
+            get(&keys, "general.architecture"),
+            Some(&Value::from("gemma3"))
+        );
+        assert_eq!(
+            get(&keys, "gemma3.attention.sliding_window"),
+            Some(&Value::U32(512))
+        );
+        assert_eq!(
+            get(&keys, "gemma3.attention.sliding_window_pattern"),
+            Some(&Value::Array(crate::container::gguf::Array::Bool(vec![
+                true, true, false
+            ])))
+        );
+        assert_eq!(
+            get(&keys, "gemma3.rope.freq_base_swa"),
+            Some(&Value::F32(10000.0))
+        );
+        assert_eq!(
+            get(&keys, "gemma3.attention.key_length"),
+            Some(&Value::U32(64))
+        );
+
+        let mut c = config();
+        c.architecture = Architecture::Phi3;
+        c.rotary_dim = 48;
+        c.max_position_embeddings = 131072;
+        c.rope_scaling = Some(RopeScaling {
+            rope_type: "longrope".into(),
+            factor: 32.0,
+            original_max_position_embeddings: Some(4096),
+            short_factor: Some(vec![1.0; 24]),
+            long_factor: Some(vec![2.0; 24]),
+            attention_factor: Some(1.19),
+            ..RopeScaling::default()
+        });
+        let keys = hyperparameter_keys(&c, "p", 1).unwrap();
+        assert_eq!(
+            get(&keys, "phi3.rope.dimension_count"),
+            Some(&Value::U32(48))
+        );
+        assert_eq!(
+            get(&keys, "phi3.rope.scaling.original_context_length"),
+            Some(&Value::U32(4096))
+        );
+        assert_eq!(
+            get(&keys, "phi3.rope.scaling.attn_factor"),
+            Some(&Value::F32(1.19))
+        );
+        assert!(get(&keys, "phi3.rope.scaling.type").is_none());
+        let names: Vec<&str> = rope_tensors(&c).unwrap().iter().map(|t| t.0).collect();
+        assert_eq!(
+            names,
+            ["rope_factors_long.weight", "rope_factors_short.weight"]
+        );
+
+        let mut c = config();
+        c.architecture = Architecture::Qwen3;
+        let keys = hyperparameter_keys(&c, "q", 1).unwrap();
+        assert_eq!(
+            get(&keys, "general.architecture"),
+            Some(&Value::from("qwen3"))
+        );
+        assert!(rope_tensors(&c).unwrap().is_empty());
+    }
 }
