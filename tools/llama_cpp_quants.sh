@@ -70,7 +70,9 @@ mix = " ".join(f"{k}x{v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1
 print(f"{bits / n:.4f}|{8 * os.path.getsize(sys.argv[1]) / total:.4f}|{mix}")
 PY
 }
-athena_ppl() { "$ATHENA_BIN/athena-eval" "$1" --text "$TEXT" --ctx "$CTX" --chunks "$CHUNKS" 2>/dev/null \
+# The reference engine: it reads every ggml type by dequantizing (the runtime reads F32, F16,
+# BF16, Q8_0 and Athena weights only).
+athena_ppl() { "$ATHENA_BIN/athena-eval" "$1" --engine reference --text "$TEXT" --ctx "$CTX" --chunks "$CHUNKS" 2>/dev/null \
     | grep -o '^ppl = [0-9.]*' | awk '{print $NF}'; }
 llama_ppl() { "$BIN/llama-perplexity" -m "$1" -f "$TEXT" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS" 2>&1 \
     | grep -o 'Final estimate: PPL = [0-9.]*' | awk '{print $NF}'; }
