@@ -107,16 +107,7 @@ impl OutputFile {
         let mut handed_over: BTreeSet<String> = (0..layers)
             .flat_map(|layer| sequential::block_norm_names(arch, layer))
             .collect();
-        for (name, data) in export::metadata::rope_tensors(source.config())? {
-            let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            self.writer.add_tensor(
-                name,
-                &[data.len() as u64],
-                crate::container::gguf::GgmlType::F32,
-                &bytes,
-            )?;
-            self.tensor_bytes += bytes.len() as u64;
-        }
+        self.tensor_bytes += export::add_rope_tensors(&mut self.writer, source.config())?.1;
         if final_norm_deferred {
             handed_over.insert(sequential::FINAL_NORM_NAME.to_string());
         }

@@ -236,6 +236,22 @@ pub fn to_gguf_layout(plan: &TensorPlan, t: DenseTensor) -> Result<Vec<f32>, Exp
     }
 }
 
+/// Writes [`metadata::rope_tensors`] (F32, first in the file as llama.cpp's converter writes
+/// them); returns how many and their data bytes.
+pub fn add_rope_tensors(
+    writer: &mut ModelFileWriter,
+    config: &ModelConfig,
+) -> Result<(usize, u64), ExportError> {
+    let tensors = metadata::rope_tensors(config)?;
+    let mut bytes_total = 0;
+    for (name, data) in &tensors {
+        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        writer.add_tensor(name, &[data.len() as u64], GgmlType::F32, &bytes)?;
+        bytes_total += bytes.len() as u64;
+    }
+    Ok((tensors.len(), bytes_total))
+}
+
 /// Options of [`export_plain`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlainOptions {
@@ -292,10 +308,9 @@ pub fn export_plain(
         tensors: plans.len(),
     });
     let mut types = BTreeMap::new();
-    for (name, data) in metadata::rope_tensors(config)? {
-        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-        writer.add_tensor(name, &[data.len() as u64], GgmlType::F32, &bytes)?;
-        *types.entry(GgmlType::F32.name()).or_insert(0) += 1;
+    let (rope_tensors, _) = add_rope_tensors(&mut writer, config)?;
+    if rope_tensors > 0 {
+        types.insert(GgmlType::F32.name(), rope_tensors);
     }
     for (index, plan) in plans.iter().enumerate() {
         let data = to_gguf_layout(plan, load_planned(source, plan)?)?;

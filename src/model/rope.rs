@@ -75,15 +75,15 @@ impl Rope {
                 }
                 "longrope" => {
                     // HF `_compute_longrope_parameters`; config parsing checked the lists.
-                    let divide = |factors: &Option<Vec<f64>>| -> Vec<f32> {
+                    let divide = |factors: &Option<Vec<f64>>| -> Vec<f64> {
                         let ones = vec![1.0; inv_freq.len()];
                         let factors = factors.as_ref().unwrap_or(&ones);
-                        to_f32(inv_freq.iter().zip(factors).map(|(f, d)| f / d).collect())
+                        inv_freq.iter().zip(factors).map(|(f, d)| f / d).collect()
                     };
                     let original = s.original_max_position_embeddings.unwrap_or(usize::MAX);
-                    long = Some((original, divide(&s.long_factor)));
+                    long = Some((original, to_f32(divide(&s.long_factor))));
                     scale = s.attention_factor.unwrap_or(1.0) as f32;
-                    inv_freq = divide(&s.short_factor).into_iter().map(f64::from).collect();
+                    inv_freq = divide(&s.short_factor);
                 }
                 // Config parsing rejects other types.
                 _ => {}
