@@ -221,6 +221,7 @@ fn llama3_rope_scaling_frequencies() {
     let v = tiny_config("llama");
     let mut c = ModelConfig::from_hf_value(&v, std::path::Path::new("config.json")).unwrap();
     c.head_dim = 128;
+    c.rotary_dim = 128;
     c.rope_theta = 500000.0;
     c.rope_scaling = Some(RopeScaling {
         rope_type: "llama3".into(),
