@@ -26,6 +26,15 @@ pub enum Activation {
 }
 
 impl Architecture {
+    /// The HF `model_type` string.
+    pub fn model_type(self) -> &'static str {
+        SUPPORTED
+            .iter()
+            .find(|s| s.2 == self)
+            .map(|s| s.1)
+            .unwrap_or("llama")
+    }
+
     /// Per-head RMSNorm of q and k before RoPE (`self_attn.{q,k}_norm`).
     pub fn qk_norm(self) -> bool {
         matches!(self, Architecture::Qwen3 | Architecture::Gemma3)
@@ -143,17 +152,6 @@ pub const FREQUENCY_FACTORS: &str = "frequency_factors";
 
 /// RoPE scaling types the model forward implements.
 const SUPPORTED_ROPE: &[&str] = &["linear", "llama3", "longrope"];
-
-impl Architecture {
-    /// The HF `model_type` string.
-    pub fn model_type(self) -> &'static str {
-        SUPPORTED
-            .iter()
-            .find(|s| s.2 == self)
-            .map(|s| s.1)
-            .unwrap_or("llama")
-    }
-}
 
 impl ModelConfig {
     /// Whether block `layer` attends through Gemma 3's sliding window.
