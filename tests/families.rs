@@ -205,3 +205,37 @@ fn gemma3_window_masks_only_past_the_window() {
     assert_eq!(with[..inside], without[..inside]);
     assert!(max_rel_diff(&with[inside..], &without[inside..]) > 1e-3);
 }
+
+/// Past Phi-3's original context both forwards switch to longrope's long factors: the reference
+/// on a sequence longer than it (as transformers), the runtime with a cache larger than it (as
+/// llama.cpp), so a 40-token sequence with a 64-position cache agrees too.
+#[test]
+fn phi3_long_factors_beyond_the_original_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = tiny_model(dir.path(), "phi3");
+    let tokens: Vec<u32> = (0..40).map(|i| (i * 7 + 3) % 50).collect();
+    let model = Model::new(&folder, Device::Cpu).unwrap();
+    let logits = model.logits(std::slice::from_ref(&tokens)).unwrap();
+    let want: Vec<f32> = logits[0].flatten_all().unwrap().to_vec1().unwrap();
+    let out = dir.path().join("f32.gguf");
+    let files = TokenizerFiles::read(dir.path()).unwrap();
+    let opts = PlainOptions {
+        ty: PlainType::F32,
+        name: "tiny".into(),
+    };
+    export_plain(&folder, &files, &out, &opts, &mut |_| {}).unwrap();
+    let file = GgufFile::open(&out).unwrap();
+    let runtime = athena_runtime::Model::load(&file).unwrap();
+    let run = |ctx: usize, tokens: &[u32]| {
+        let mut cache = runtime.new_cache(athena_runtime::KvType::F16, ctx);
+        runtime.forward(&mut cache, tokens, 0).unwrap()
+    };
+    let d = max_rel_diff(&run(64, &tokens), &want);
+    assert!(d < 2e-3, "long factors: runtime differs by {d}");
+    // The same 12 tokens in a cache within the original context use the short factors.
+    let d = max_rel_diff(&run(32, &tokens[..12]), &run(64, &tokens[..12]));
+    assert!(
+        d > 1e-3,
+        "short and long factors give the same logits ({d})"
+    );
+}
