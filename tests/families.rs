@@ -125,10 +125,23 @@ fn tiny_model(dir: &Path, arch: &str) -> HfFolder {
     HfFolder::open_validated(dir).unwrap()
 }
 
-fn reference_logits(source: &dyn TensorSource) -> Vec<f32> {
+fn reference_logits(source: &dyn TensorSource, tokens: &[u32]) -> Vec<f32> {
     let model = Model::new(source, Device::Cpu).unwrap();
-    let logits = model.logits(&[TOKENS.to_vec()]).unwrap();
+    let logits = model.logits(&[tokens.to_vec()]).unwrap();
     logits[0].flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// Our plain F32 export of the tiny model in `dir` (its path, and the file opened).
+fn export_f32(dir: &Path, folder: &HfFolder) -> (std::path::PathBuf, GgufFile) {
+    let out = dir.join("f32.gguf");
+    let files = TokenizerFiles::read(dir).unwrap();
+    let opts = PlainOptions {
+        ty: PlainType::F32,
+        name: "tiny".into(),
+    };
+    export_plain(folder, &files, &out, &opts, &mut |_| {}).unwrap();
+    let file = GgufFile::open(&out).unwrap();
+    (out, file)
 }
 
 fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -146,18 +159,10 @@ fn reference_export_and_runtime_agree_for_every_family() {
     for arch in NEW_FAMILIES.into_iter().chain(["llama", "qwen2"]) {
         let dir = tempfile::tempdir().unwrap();
         let folder = tiny_model(dir.path(), arch);
-        let want = reference_logits(&folder);
+        let want = reference_logits(&folder, &TOKENS);
         assert!(want.iter().all(|x| x.is_finite()), "{arch}");
 
-        let out = dir.path().join("f32.gguf");
-        let files = TokenizerFiles::read(dir.path()).unwrap();
-        let opts = PlainOptions {
-            ty: PlainType::F32,
-            name: "tiny".into(),
-        };
-        export_plain(&folder, &files, &out, &opts, &mut |_| {}).unwrap();
-
-        let file = GgufFile::open(&out).unwrap();
+        let (out, file) = export_f32(dir.path(), &folder);
         let model = athena_runtime::Model::load(&file).unwrap();
         // A context within Phi-3's original 32 positions: the runtime picks longrope's factors
         // by its context (as llama.cpp does), the reference by the sequence (as HF does).
@@ -184,7 +189,7 @@ fn reference_export_and_runtime_agree_for_every_family() {
             folder.config().architecture,
             "{arch}"
         );
-        let d = max_rel_diff(&reference_logits(&back), &want);
+        let d = max_rel_diff(&reference_logits(&back, &TOKENS), &want);
         assert!(d < 1e-5, "{arch}: the export read back differs by {d}");
     }
 }
@@ -195,11 +200,11 @@ fn reference_export_and_runtime_agree_for_every_family() {
 fn gemma3_window_masks_only_past_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let folder = tiny_model(dir.path(), "gemma3");
-    let with = reference_logits(&folder);
+    let with = reference_logits(&folder, &TOKENS);
     let mut cfg = tiny_config("gemma3");
     cfg["sliding_window"] = json!(64);
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
-    let without = reference_logits(&HfFolder::open_validated(dir.path()).unwrap());
+    let without = reference_logits(&HfFolder::open_validated(dir.path()).unwrap(), &TOKENS);
     let vocab = 50;
     let inside = 4 * vocab; // positions 0..4 see at most 4 keys
     assert_eq!(with[..inside], without[..inside]);
@@ -214,17 +219,8 @@ fn phi3_long_factors_beyond_the_original_context() {
     let dir = tempfile::tempdir().unwrap();
     let folder = tiny_model(dir.path(), "phi3");
     let tokens: Vec<u32> = (0..40).map(|i| (i * 7 + 3) % 50).collect();
-    let model = Model::new(&folder, Device::Cpu).unwrap();
-    let logits = model.logits(std::slice::from_ref(&tokens)).unwrap();
-    let want: Vec<f32> = logits[0].flatten_all().unwrap().to_vec1().unwrap();
-    let out = dir.path().join("f32.gguf");
-    let files = TokenizerFiles::read(dir.path()).unwrap();
-    let opts = PlainOptions {
-        ty: PlainType::F32,
-        name: "tiny".into(),
-    };
-    export_plain(&folder, &files, &out, &opts, &mut |_| {}).unwrap();
-    let file = GgufFile::open(&out).unwrap();
+    let want = reference_logits(&folder, &tokens);
+    let (_, file) = export_f32(dir.path(), &folder);
     let runtime = athena_runtime::Model::load(&file).unwrap();
     let run = |ctx: usize, tokens: &[u32]| {
         let mut cache = runtime.new_cache(athena_runtime::KvType::F16, ctx);
