@@ -20,8 +20,6 @@ pub mod tuning;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Device;
-
 use crate::calibration;
 use crate::checkpoint::{HfFolder, TensorSource, Tokenizer};
 use crate::export::{self, TokenizerFiles};
@@ -30,8 +28,8 @@ use crate::quantizer::VqConfig;
 
 pub use error::ConvertError;
 pub use options::{
-    defaults, Ablations, CalibrationOptions, ConvertOptions, Embeddings, LowRankChoice, Method,
-    QuantizerOptions, Sensitivity, SizeOptions, TileLayout,
+    defaults, Ablations, CalibrationOptions, ComputeDevice, ConvertOptions, Embeddings,
+    LowRankChoice, Method, QuantizerOptions, Sensitivity, SizeOptions, TileLayout,
 };
 pub use output::OutputFile;
 pub use plan::PlannedLayer;
@@ -47,12 +45,13 @@ pub fn convert(
 ) -> Result<ConvertReport, ConvertError> {
     let started = Instant::now();
     opts.check()?;
+    let (device, engine) = opts.device.open().map_err(ConvertError::Options)?;
     let source = HfFolder::open_validated(&opts.model)?;
     // Before any block runs: a NaN or an infinity would otherwise surface as a failed
     // Cholesky on whatever layer it reaches first.
     source.check_finite()?;
     let tokenizer = Tokenizer::from_dir(&opts.model)?;
-    let model = Model::new(&source, Device::Cpu)?;
+    let model = Model::new(&source, device)?;
     let config = source.config().clone();
     let meta = llama_cpp_metadata(opts, &config)?;
 
@@ -83,6 +82,7 @@ pub fn convert(
         row_hessians: opts.qk_row_hessians(),
         tune: &opts.tune,
         finetune: &opts.finetune,
+        engine: &engine,
     };
     let outcome = sequential::quantize_model(
         &model,

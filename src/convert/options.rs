@@ -4,12 +4,14 @@
 
 use std::path::PathBuf;
 
+use candle_core::Device;
+
 use super::error::ConvertError;
 use super::paths;
 use super::tuning::{FinetuneOptions, TuneOptions};
 use crate::export::PlainType;
 use crate::quantizer::plan::LevelLimits;
-use crate::quantizer::{rotation, CodebookKind, GroupOrder};
+use crate::quantizer::{rotation, CodebookKind, Engine, GroupOrder};
 
 /// Everything a conversion needs.
 #[derive(Debug, Clone)]
@@ -24,6 +26,60 @@ pub struct ConvertOptions {
     pub tune: TuneOptions,
     /// End-to-end tuning of every codebook and norm after the last block (epochs 0: off).
     pub finetune: FinetuneOptions,
+    /// Where calibration and quantization compute.
+    pub device: ComputeDevice,
+}
+
+/// Where a conversion computes (athena-convert --device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ComputeDevice {
+    /// The CPU threads: candle's CPU device for the model, the SIMD column loop (`gptvq`).
+    #[default]
+    Cpu,
+    /// The GPU code path (`gptvq_tensors`) on candle's CPU device: slower than `Cpu`, for
+    /// checking that path without a GPU.
+    CpuTensors,
+    /// CUDA GPU N: the model forward and the tensor column loop on it.
+    Cuda(usize),
+}
+
+impl ComputeDevice {
+    /// `cpu`, `cpu-tensors`, `cuda` or `cuda:N`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        match spec {
+            "cpu" => Ok(Self::Cpu),
+            "cpu-tensors" => Ok(Self::CpuTensors),
+            "cuda" => Ok(Self::Cuda(0)),
+            s => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("unknown device '{s}' (cpu, cpu-tensors, cuda or cuda:N)")),
+        }
+    }
+
+    /// The model's device and the quantizer's engine; a one-line error when the device is
+    /// not there (no CUDA in this build, no such GPU, no driver).
+    pub fn open(self) -> Result<(Device, Engine), String> {
+        match self {
+            Self::Cpu => Ok((Device::Cpu, Engine::Simd)),
+            Self::CpuTensors => Ok((Device::Cpu, Engine::Tensors(Device::Cpu))),
+            Self::Cuda(n) if !cfg!(feature = "cuda") => Err(format!(
+                "--device cuda:{n}: this athena-convert was built without CUDA \
+                 (cargo build --release --features cuda)"
+            )),
+            Self::Cuda(n) => {
+                let device = Device::new_cuda(n).map_err(|e| {
+                    let e = e.to_string();
+                    format!(
+                        "--device cuda:{n}: {}",
+                        e.lines().next().unwrap_or_default()
+                    )
+                })?;
+                Ok((device.clone(), Engine::Tensors(device)))
+            }
+        }
+    }
 }
 
 /// How small the file gets: a budget or one fixed configuration, and what the plan may choose.

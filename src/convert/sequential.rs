@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use faer::Mat;
+use rayon::prelude::*;
 
 use super::budget::{EMBEDDING, LM_HEAD};
 use super::tuning::{
@@ -21,8 +22,8 @@ use crate::export;
 use crate::model::{Block, Head, LinearKind, Model, ModelError};
 use crate::quantizer::hessian::HessianAccumulator;
 use crate::quantizer::{
-    layer_loss, quantize_linear_banded, quantize_linear_kronecker, QuantError, QuantizedLinear,
-    VqConfig,
+    layer_loss, quantize_linear_banded, quantize_linear_kronecker, Engine, QuantError,
+    QuantizedLinear, VqConfig,
 };
 
 /// Errors of the sequential pass. Display is one line naming the layer.
@@ -82,7 +83,9 @@ pub const FINAL_NORM_NAME: &str = "model.norm.weight";
 /// What the sequential pass is doing in a block, for progress reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Step {
-    Quantize(LinearKind),
+    /// A linear layer of the block is quantized (the block's layers run side by side, so
+    /// they finish in any order).
+    Quantized(LinearKind),
     Tune,
     /// The block is quantized (and tuned): the mean relative layer loss of its layers.
     Done {
@@ -151,6 +154,19 @@ pub struct SequentialOptions<'a> {
     pub row_hessians: bool,
     pub tune: &'a TuneOptions,
     pub finetune: &'a FinetuneOptions,
+    /// Where each layer's column loop runs.
+    pub engine: &'a Engine,
+}
+
+impl SequentialOptions<'_> {
+    /// The planned configuration of weight `name`, run on the chosen engine.
+    fn config(&self, name: &str) -> Option<VqConfig> {
+        let planned = self.plan.get(name)?;
+        Some(VqConfig {
+            engine: self.engine.clone(),
+            ..planned.clone()
+        })
+    }
 }
 
 /// Quantizes every linear layer of `model` with the configuration the plan gives its weight
@@ -264,9 +280,8 @@ fn quantize_head(
         layer: name.to_string(),
         message,
     };
-    let cfg = opts
-        .plan
-        .get(name)
+    let cfg = &opts
+        .config(name)
         .ok_or_else(|| err("no configuration planned".into()))?;
     let weight = model.source().load(name).map_err(|e| err(e.to_string()))?;
     let [rows, cols] = weight.shape[..] else {
@@ -327,10 +342,36 @@ fn quantize_block(
     // docs/CHANGELOG.md.)
     let outputs = model.run_block(block, hidden, Some(&mut observer))?;
     let targets = (opts.tune.epochs > 0).then_some(outputs);
-    let mut done = Vec::with_capacity(LinearKind::ALL.len());
-    for kind in LinearKind::ALL {
-        progress(layer, Step::Quantize(kind));
-        done.push(quantize_layer(model, block, layer, kind, &observer, opts)?);
+    // The layers share the block's Hessians and nothing else, so they are quantized side by
+    // side (each one's GPTQ column loop is sequential and kept one core busy of the two); the
+    // calling thread reports each as it finishes.
+    let (finished, reports) = std::sync::mpsc::channel();
+    let mut done: Vec<Done> = std::thread::scope(|scope| {
+        let (block, observer) = (&*block, &observer);
+        let worker = scope.spawn(move || {
+            LinearKind::ALL
+                .par_iter()
+                .map(|&kind| {
+                    let d = quantize_layer(model, block, layer, kind, observer, opts);
+                    finished.send(kind).ok();
+                    d
+                })
+                .collect::<Result<Vec<_>, _>>()
+        });
+        for kind in reports {
+            progress(layer, Step::Quantized(kind));
+        }
+        worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    for d in &done {
+        block
+            .set_stored_weight(d.kind, &d.q.dequantized, d.perm)
+            .map_err(|e| SequentialError::Layer {
+                layer: d.name.clone(),
+                message: e.to_string(),
+            })?;
     }
     drop(observer);
     let Some(targets) = targets else {
@@ -351,10 +392,10 @@ fn quantize_block(
 }
 
 /// Quantizes one linear layer of `block` (in GGUF row order) under the Hessians `observer`
-/// gathered and puts its reconstruction into the block.
+/// gathered; the caller puts its reconstruction into the block.
 fn quantize_layer(
     model: &Model,
-    block: &mut Block,
+    block: &Block,
     layer: usize,
     kind: LinearKind,
     observer: &HessianObserver,
@@ -368,9 +409,8 @@ fn quantize_layer(
         layer: name.clone(),
         message,
     };
-    let cfg = opts
-        .plan
-        .get(&name)
+    let cfg = &opts
+        .config(&name)
         .ok_or_else(|| err("no configuration planned".into()))?;
     let weight = &block.linear(kind).weight;
     let (rows, cols) = weight.dims2().map_err(ModelError::from)?;
@@ -413,9 +453,6 @@ fn quantize_layer(
         layer: name.clone(),
         source,
     })?;
-    block
-        .set_stored_weight(kind, &q.dequantized, perm)
-        .map_err(|e| err(e.to_string()))?;
     Ok(Done {
         kind,
         tuned_from: (opts.tune.epochs > 0).then_some((w, hs)),

@@ -129,22 +129,49 @@ fn row_pushes(
         .collect())
 }
 
-/// Quantizes W (`rows x cols`, row-major) with the Hessian `h` (`cols x cols`) and, if given,
-/// the row Hessian `row_h` (`rows x rows`) of a Kronecker-factored loss ([`row_pushes`]).
-pub fn quantize(
+/// What both column loops (this module's and [`super::gptvq_tensors`]'s) start from.
+pub(super) struct Prepared {
+    pub groups: usize,
+    /// Columns rounded up to whole groups (the padding columns are zero weights).
+    pub padded: usize,
+    /// Processing order: position p quantizes group perm[p].
+    pub perm: Vec<usize>,
+    pub position_of_group: Vec<usize>,
+    /// Upper Cholesky factor of H^-1 in the processing order (`padded x padded`).
+    pub u: Mat<f64>,
+    /// Per position: U_QQ^-1 (d x d, row-major) and the metric of its points.
+    pub uinv: Vec<Vec<f64>>,
+    pub metrics: Vec<Vec<f32>>,
+    pub row_scales: Vec<half::f16>,
+    /// W / s_i, columns in the processing order, padded (`rows x padded`).
+    pub wp: Mat<f32>,
+}
+
+impl Prepared {
+    /// Scale of row `i` (1 without row scales).
+    pub fn scale(&self, i: usize) -> f32 {
+        row_scale(&self.row_scales, i)
+    }
+
+    /// The member groups of tile column `tc`.
+    pub fn members(&self, cfg: &VqConfig, cols: usize, tc: usize) -> Vec<usize> {
+        let (d, tile_c) = (cfg.d, cfg.tile_cols);
+        (tc * tile_c / d..((tc + 1) * tile_c).min(cols).div_ceil(d)).collect()
+    }
+}
+
+/// The processing order, H^-1's factor in it, the per-group metrics and the scaled weights
+/// (ATHENA-MATH 1-2).
+pub(super) fn prepare(
     w: &[f32],
     rows: usize,
     cols: usize,
     h: &Mat<f64>,
-    row_h: Option<&Mat<f64>>,
     cfg: &VqConfig,
-    seed: u64,
-) -> Result<VqLayer, QuantError> {
+) -> Result<Prepared, QuantError> {
     cfg.validate(rows, cols)?;
     let d = cfg.d;
     let groups = cols.div_ceil(d);
-    let (tile_r, tile_c) = (cfg.tile_rows, cfg.tile_cols);
-    let (tiles_r, tiles_c) = (rows.div_ceil(tile_r), cols.div_ceil(tile_c));
 
     // When d does not divide cols, the last group is partial. The loop runs on `padded` columns:
     // the missing ones are zero weights whose Hessian row and column are zero but for the
@@ -168,7 +195,6 @@ pub fn quantize(
     } else {
         Mat::identity(padded, padded)
     };
-    let u32m = Mat::<f32>::from_fn(padded, padded, |i, j| u[(i, j)] as f32);
     // With row scales the loop runs on W / s_i: every step of it (assignment, error feedback)
     // is row-wise linear, so only the codebooks see a different problem, rows of equal shape.
     let row_scales = if cfg.row_scales {
@@ -176,13 +202,8 @@ pub fn quantize(
     } else {
         Vec::new()
     };
-    let scale = |i: usize| row_scale(&row_scales, i);
-    let pushes = match row_h {
-        Some(rh) => Some(row_pushes(rh, scale, cfg.damp)?),
-        None => None,
-    };
-    let mut wp = Mat::<f32>::from_fn(rows, padded, |i, j| match col(j) {
-        c if c < cols => w[i * cols + c] / scale(i),
+    let wp = Mat::<f32>::from_fn(rows, padded, |i, j| match col(j) {
+        c if c < cols => w[i * cols + c] / row_scale(&row_scales, i),
         _ => 0.0,
     });
 
@@ -220,6 +241,87 @@ pub fn quantize(
         }
         metrics.push(metric);
     }
+    Ok(Prepared {
+        groups,
+        padded,
+        perm,
+        position_of_group,
+        u,
+        uinv,
+        metrics,
+        row_scales,
+        wp,
+    })
+}
+
+/// Fits the codebook of every tile of tile column `tc`: the tile's points are the rows of its
+/// member groups, `columns(p, rows)` giving the d values of each row of `rows` at processing
+/// position p (the error-updated weights); `assign` is k-means' assignment step.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn fit_tile_column(
+    prep: &Prepared,
+    cfg: &VqConfig,
+    rows: usize,
+    cols: usize,
+    tc: usize,
+    seed: u64,
+    columns: &(dyn Fn(usize, std::ops::Range<usize>) -> Vec<f32> + Sync),
+    assign: &(dyn kmeans::Assign + Sync),
+) -> Result<Vec<StoredCodebook>, QuantError> {
+    let (d, tile_r) = (cfg.d, cfg.tile_rows);
+    let (tiles_r, tiles_c) = (rows.div_ceil(tile_r), cols.div_ceil(cfg.tile_cols));
+    let members = prep.members(cfg, cols, tc);
+    (0..tiles_r)
+        .into_par_iter()
+        .map(|tr| {
+            let row_range = tr * tile_r..((tr + 1) * tile_r).min(rows);
+            let points: Vec<GroupPoints> = members
+                .iter()
+                .map(|&mg| {
+                    let p = prep.position_of_group[mg];
+                    GroupPoints {
+                        metric: prep.metrics[p].clone(),
+                        vectors: columns(p, row_range.clone()),
+                    }
+                })
+                .collect();
+            let t = tr * tiles_c + tc;
+            let mut rng = SplitMix64::new(seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let centroids = if cfg.uniform_grid {
+                uniform_grid(&points, cfg.n)
+            } else {
+                kmeans::fit(&points, d, cfg.n, cfg.kmeans_iters, &mut rng, assign)?
+            };
+            Ok(codebook::store(&centroids, d, cfg.codebook))
+        })
+        .collect()
+}
+
+/// Quantizes W (`rows x cols`, row-major) with the Hessian `h` (`cols x cols`) and, if given,
+/// the row Hessian `row_h` (`rows x rows`) of a Kronecker-factored loss ([`row_pushes`]), on
+/// the CPU.
+pub fn quantize(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &Mat<f64>,
+    row_h: Option<&Mat<f64>>,
+    cfg: &VqConfig,
+    seed: u64,
+) -> Result<VqLayer, QuantError> {
+    let mut prep = prepare(w, rows, cols, h, cfg)?;
+    let mut wp = std::mem::replace(&mut prep.wp, Mat::new());
+    let d = cfg.d;
+    let (groups, padded) = (prep.groups, prep.padded);
+    let (tile_r, tile_c) = (cfg.tile_rows, cfg.tile_cols);
+    let (tiles_r, tiles_c) = (rows.div_ceil(tile_r), cols.div_ceil(tile_c));
+    let u32m = Mat::<f32>::from_fn(padded, padded, |i, j| prep.u[(i, j)] as f32);
+    let scale = |i: usize| prep.scale(i);
+    let pushes = match row_h {
+        Some(rh) => Some(row_pushes(rh, scale, cfg.damp)?),
+        None => None,
+    };
+    let (perm, metrics, uinv) = (&prep.perm, &prep.metrics, &prep.uinv);
 
     let mut codebooks: Vec<Option<StoredCodebook>> = vec![None; tiles_r * tiles_c];
     let mut indices = vec![0u32; rows * groups];
@@ -254,38 +356,22 @@ pub fn quantize(
             // The tile column's codebooks see every update so far: close the lazy block first.
             flush(&mut wp, &block_err, block_start, q, block_end);
             (block_start, block_end) = (q, (q + block_len).min(padded));
-            let members: Vec<usize> =
-                (tc * tile_c / d..((tc + 1) * tile_c).min(cols).div_ceil(d)).collect();
-            let fitted: Vec<StoredCodebook> = (0..tiles_r)
-                .into_par_iter()
-                .map(|tr| {
-                    let row_range = tr * tile_r..((tr + 1) * tile_r).min(rows);
-                    let points: Vec<GroupPoints> = members
-                        .iter()
-                        .map(|&mg| {
-                            let pq = position_of_group[mg] * d;
-                            let vectors = row_range
-                                .clone()
-                                .flat_map(|i| (0..d).map(move |e| (i, pq + e)))
-                                .map(|(i, j)| wp[(i, j)])
-                                .collect();
-                            GroupPoints {
-                                metric: metrics[position_of_group[mg]].clone(),
-                                vectors,
-                            }
-                        })
-                        .collect();
-                    let t = tr * tiles_c + tc;
-                    let mut rng =
-                        SplitMix64::new(seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                    let centroids = if cfg.uniform_grid {
-                        uniform_grid(&points, cfg.n)
-                    } else {
-                        kmeans::fit(&points, d, cfg.n, cfg.kmeans_iters, &mut rng)
-                    };
-                    codebook::store(&centroids, d, cfg.codebook)
-                })
-                .collect();
+            let columns = |p: usize, range: std::ops::Range<usize>| {
+                range
+                    .flat_map(|i| (0..d).map(move |e| (i, p * d + e)))
+                    .map(|(i, j)| wp[(i, j)])
+                    .collect()
+            };
+            let fitted = fit_tile_column(
+                &prep,
+                cfg,
+                rows,
+                cols,
+                tc,
+                seed,
+                &columns,
+                &kmeans::SimdAssign,
+            )?;
             for (tr, cb) in fitted.into_iter().enumerate() {
                 codebooks[tr * tiles_c + tc] = Some(cb);
             }
@@ -393,7 +479,7 @@ pub fn quantize(
             .into_iter()
             .map(|c| c.expect("every tile column is visited"))
             .collect(),
-        row_scales,
+        row_scales: prep.row_scales,
         dequantized,
     })
 }

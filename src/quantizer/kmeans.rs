@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use super::rng::SplitMix64;
 use super::simd::with_best_simd;
+use super::QuantError;
 
 /// The points of one group: its metric (d x d, row-major) and its row vectors (count x d).
 pub struct GroupPoints {
@@ -145,15 +146,63 @@ fn quad(metric: &[f32], x: &[f32], d: usize) -> f32 {
     q
 }
 
+/// The assignment step of Lloyd's iterations: each point's nearest centroid under its group's
+/// metric, written to `out` in the order of the groups' points. The one step of k-means whose
+/// work grows with points times centroids; [`SimdAssign`] runs it on the CPU,
+/// `gptvq_tensors::TensorAssign` on a candle device.
+pub trait Assign {
+    fn assign(
+        &self,
+        groups: &[GroupPoints],
+        centroids: &[f32],
+        d: usize,
+        out: &mut [u32],
+    ) -> Result<(), QuantError>;
+}
+
+/// [`Assign`] with [`MetricCentroids`] on the CPU threads, a group at a time.
+pub struct SimdAssign;
+
+impl Assign for SimdAssign {
+    fn assign(
+        &self,
+        groups: &[GroupPoints],
+        centroids: &[f32],
+        d: usize,
+        out: &mut [u32],
+    ) -> Result<(), QuantError> {
+        // Each group writes its own slice of the assignment, with one scorer per worker.
+        let mut slices = Vec::with_capacity(groups.len());
+        let mut rest = out;
+        for gp in groups {
+            let (own, tail) = rest.split_at_mut(gp.vectors.len() / d);
+            slices.push(own);
+            rest = tail;
+        }
+        groups.par_iter().zip(slices).for_each_init(
+            || MetricCentroids::empty(d),
+            |scorer, (gp, out)| {
+                scorer.refill(&gp.metric, centroids);
+                for (a, w) in out.iter_mut().zip(gp.vectors.chunks_exact(d)) {
+                    *a = scorer.nearest(w).0;
+                }
+            },
+        );
+        Ok(())
+    }
+}
+
 /// Fits `n` centroids (n x d, row-major) to the groups' points: k-means++ seeding under the
-/// metric on a deterministic subsample, then up to `iters` Lloyd iterations.
+/// metric on a deterministic subsample, then up to `iters` Lloyd iterations, their assignment
+/// step done by `assign`.
 pub fn fit(
     groups: &[GroupPoints],
     d: usize,
     n: usize,
     iters: usize,
     rng: &mut SplitMix64,
-) -> Vec<f32> {
+    assign: &(dyn Assign + Sync),
+) -> Result<Vec<f32>, QuantError> {
     // Flat views of all points with the group they belong to.
     let index: Vec<(usize, usize)> = groups
         .iter()
@@ -162,7 +211,7 @@ pub fn fit(
         .collect();
     let total = index.len();
     if total == 0 {
-        return vec![0.0; n * d];
+        return Ok(vec![0.0; n * d]);
     }
 
     // k-means++ on at most 64 n points (every point when there are fewer).
@@ -178,30 +227,14 @@ pub fn fit(
     let mut assignment = vec![u32::MAX; total];
     let mut new_assignment = vec![0u32; total];
     for _ in 0..iters {
-        // Each group writes its own slice of the assignment, with one scorer per worker.
-        let mut slices = Vec::with_capacity(groups.len());
-        let mut rest = new_assignment.as_mut_slice();
-        for gp in groups {
-            let (own, tail) = rest.split_at_mut(gp.vectors.len() / d);
-            slices.push(own);
-            rest = tail;
-        }
-        groups.par_iter().zip(slices).for_each_init(
-            || MetricCentroids::empty(d),
-            |scorer, (gp, out)| {
-                scorer.refill(&gp.metric, &centroids);
-                for (a, w) in out.iter_mut().zip(gp.vectors.chunks_exact(d)) {
-                    *a = scorer.nearest(w).0;
-                }
-            },
-        );
+        assign.assign(groups, &centroids, d, &mut new_assignment)?;
         if new_assignment == assignment {
             break;
         }
         std::mem::swap(&mut assignment, &mut new_assignment);
         update_centroids(groups, &index, &assignment, d, n, &mut centroids);
     }
-    centroids
+    Ok(centroids)
 }
 
 /// k-means++ seeding under the per-group metric on the `sample` points (indices into `index`):
@@ -449,7 +482,7 @@ mod tests {
             metric: vec![1.0, 0.0, 0.0, 1.0],
             vectors,
         }];
-        let found = fit(&groups, 2, 4, 20, &mut SplitMix64::new(1));
+        let found = fit(&groups, 2, 4, 20, &mut SplitMix64::new(1), &SimdAssign).unwrap();
         for c in centers {
             let near = found
                 .chunks(2)
@@ -521,7 +554,7 @@ mod tests {
                 vectors: vec![0.0; 10],
             },
         ];
-        let c = fit(&groups, 1, 1, 5, &mut SplitMix64::new(3));
+        let c = fit(&groups, 1, 1, 5, &mut SplitMix64::new(3), &SimdAssign).unwrap();
         assert!((c[0] - 0.9).abs() < 1e-5, "centroid {c:?}");
     }
 }

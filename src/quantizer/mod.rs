@@ -6,6 +6,7 @@
 
 pub mod codebook;
 pub mod gptvq;
+pub mod gptvq_tensors;
 pub mod hessian;
 pub mod kmeans;
 pub mod lowrank;
@@ -31,6 +32,29 @@ pub enum QuantError {
     NotPositiveDefinite { damp: f64 },
     #[error("SVD of the low-rank residual did not converge")]
     Svd,
+    #[error("device: {0}")]
+    Device(String),
+}
+
+/// Where a layer's GPTVQ column loop runs.
+#[derive(Debug, Clone, Default)]
+pub enum Engine {
+    /// `gptvq`: the CPU threads with SIMD scoring (the default).
+    #[default]
+    Simd,
+    /// `gptvq_tensors`: candle tensors on this device (a GPU, or candle's CPU device to test
+    /// the GPU code without one).
+    Tensors(candle_core::Device),
+}
+
+impl PartialEq for Engine {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Engine::Simd, Engine::Simd) => true,
+            (Engine::Tensors(a), Engine::Tensors(b)) => a.same_device(b),
+            _ => false,
+        }
+    }
 }
 
 /// Order in which column groups are quantized.
@@ -88,6 +112,8 @@ pub struct VqConfig {
     /// Give every row an f16 scale (its RMS) and quantize the rows divided by it, so a tile's
     /// codebook fits the shape of its rows rather than their magnitudes (encoding version 3).
     pub row_scales: bool,
+    /// Where the column loop runs; the result is the same up to f32 rounding (near-ties).
+    pub engine: Engine,
 }
 
 impl VqConfig {
@@ -111,6 +137,7 @@ impl VqConfig {
             rotation: 0,
             rotation_if_better: false,
             row_scales: false,
+            engine: Engine::Simd,
         }
     }
 
@@ -286,19 +313,34 @@ fn quantize_layer(
     }
     config.validate(rows, cols)?;
     let rotation = Rotation::new(cols, config.rotation, seed ^ 0x5EED_0F51_6E55_0000);
-    let wr = rotation.rotate_weights(w, cols);
-    let hr: Vec<Mat<f64>> = hs.iter().map(|h| rotation.rotate_hessian(h)).collect();
-    // Q mixes columns only: the row Hessian stays as it is.
-    let rotated = quantize_unrotated(&wr, rows, cols, &hr, row_h, config, seed, Some(rotation))?;
+    let quantize_rotated = || {
+        let wr = rotation.rotate_weights(w, cols);
+        let hr: Vec<Mat<f64>> = hs.iter().map(|h| rotation.rotate_hessian(h)).collect();
+        // Q mixes columns only: the row Hessian stays as it is.
+        quantize_unrotated(
+            &wr,
+            rows,
+            cols,
+            &hr,
+            row_h,
+            config,
+            seed,
+            Some(rotation.clone()),
+        )
+    };
     if !config.rotation_if_better {
-        return Ok(rotated);
+        return quantize_rotated();
     }
-    // Both losses are tr(dW H dW^T) / tr(W H W^T), which Q leaves unchanged: comparable.
+    // Both losses are tr(dW H dW^T) / tr(W H W^T), which Q leaves unchanged: comparable. The
+    // two quantizations are independent, so they run side by side.
     let plain_config = VqConfig {
         rotation: 0,
         ..config.clone()
     };
-    let plain = quantize_unrotated(w, rows, cols, hs, row_h, &plain_config, seed, None)?;
+    let (rotated, plain) = rayon::join(quantize_rotated, || {
+        quantize_unrotated(w, rows, cols, hs, row_h, &plain_config, seed, None)
+    });
+    let (rotated, plain) = (rotated?, plain?);
     Ok(if plain.relative_loss < rotated.relative_loss {
         plain
     } else {
@@ -348,7 +390,13 @@ fn quantize_unrotated(
         let band_seed = seed ^ (b as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
         // Row Hessians come with a single band (quantize_linear_kronecker).
         let part_rows = row_h.filter(|_| band_hs.len() == 1);
-        let mut part = gptvq::quantize(wb, band_rows, cols, h, part_rows, config, band_seed)?;
+        let mut part = match (&config.engine, part_rows) {
+            (Engine::Tensors(device), None) => {
+                gptvq_tensors::quantize(wb, band_rows, cols, h, config, band_seed, device)?
+            }
+            // Row Hessians chain each row's error to the next row: sequential, CPU only.
+            _ => gptvq::quantize(wb, band_rows, cols, h, part_rows, config, band_seed)?,
+        };
         if config.refine_codebooks && !config.uniform_grid {
             refine::refine_codebooks(wb, &mut part, h, config);
         }

@@ -57,10 +57,14 @@ impl ConversionProgress {
             Progress::Block {
                 layer,
                 layers,
-                step: Step::Quantize(kind),
+                step: Step::Quantized(kind),
             } => {
-                bar.set_message(format!("block {}/{layers}: {}", layer + 1, kind.suffix()));
-                bar.set_position((layer * 7 + kind as usize) as u64);
+                bar.set_message(format!(
+                    "block {}/{layers}: {} done",
+                    layer + 1,
+                    kind.suffix()
+                ));
+                bar.inc(1);
             }
             Progress::Block {
                 layer,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, ValueEnum};
 
 use athena::convert::budget::FileBudget;
-use athena::convert::ConvertOptions;
+use athena::convert::{ComputeDevice, ConvertOptions};
 use athena::export::PlainType;
 
 mod quantize;
@@ -51,6 +51,13 @@ pub struct Cli {
     /// No progress bar or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+
+    /// Where calibration and quantization compute: cpu; cuda or cuda:N (a build with
+    /// `--features cuda`: the model forward and every layer's column loop on that GPU); or
+    /// cpu-tensors (the GPU code path on the CPU, slower than cpu: it checks that path
+    /// without a GPU).
+    #[arg(long, value_name = "DEVICE", default_value = "cpu", value_parser = ComputeDevice::parse)]
+    pub device: ComputeDevice,
 
     #[command(flatten)]
     pub size: SizeArgs,
@@ -146,6 +153,7 @@ impl Cli {
             calibration: self.calibration.options(),
             tune: self.tune.options(bits, method),
             finetune: self.finetune.options(&self.model, bits, method, self.quiet),
+            device: self.device,
         }
     }
 }
