@@ -1358,3 +1358,36 @@ fn a_gguf_model_is_checked_at_open_and_its_tensors_named_by_their_gguf_names() {
         assert!(!t.path("out.gguf").exists());
     }
 }
+
+/// `--device`: the GPU code path on candle's CPU device writes a valid file; a device this build
+/// or machine does not have, or an unknown one, is a one-line error before any work, and no
+/// output is left.
+#[test]
+fn devices_run_or_are_refused_before_any_work() {
+    let t = Tiny::new("llama");
+    let (code, err) = t.convert(
+        "tensors.gguf",
+        &["--vq", "2,16,4,16", "--device", "cpu-tensors"],
+    );
+    assert_eq!(code, 0, "{err}");
+    verify_json(&t.path("tensors.gguf"));
+
+    // No machine has a 100th GPU.
+    let (code, err) = t.convert("bad.gguf", &["--bits", "3", "--device", "cuda:99"]);
+    assert_eq!(code, 1, "{err}");
+    let expected = match cfg!(feature = "cuda") {
+        true => "--device cuda:99: ",
+        false => "--device cuda:99: this athena-convert was built without CUDA",
+    };
+    assert!(err.contains(expected), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!t.path("bad.gguf").exists());
+
+    let (code, err) = t.convert("bad.gguf", &["--bits", "3", "--device", "tpu"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unknown device 'tpu' (cpu, cpu-tensors, cuda or cuda:N)"),
+        "{err}"
+    );
+    assert!(!t.path("bad.gguf").exists());
+}

@@ -152,8 +152,7 @@ impl LinearObserver for HessianObserver {
             .entry(layer.to_string())
             .or_insert_with(|| vec![HessianAccumulator::new(dim); kv_heads]);
         for (g, acc) in accs.iter_mut().enumerate() {
-            let x: Vec<f32> = mixed.get(g)?.flatten_all()?.to_vec1()?;
-            acc.add(&x, tokens);
+            accumulate(acc, &mixed.get(g)?, tokens)?;
         }
         Ok(())
     }
@@ -186,14 +185,16 @@ impl LinearObserver for HessianObserver {
             return Ok(());
         }
         let (tokens, dim) = input.dims2()?;
-        let x: Vec<f32> = input.flatten_all()?.to_vec1()?;
         match self.mode {
-            Accumulate::Hessian => self
-                .hessians
-                .entry(layer.to_string())
-                .or_insert_with(|| HessianAccumulator::new(dim))
-                .add(&x, tokens),
+            Accumulate::Hessian => {
+                let acc = self
+                    .hessians
+                    .entry(layer.to_string())
+                    .or_insert_with(|| HessianAccumulator::new(dim));
+                accumulate(acc, input, tokens)?;
+            }
             Accumulate::Trace => {
+                let x: Vec<f32> = input.flatten_all()?.to_vec1()?;
                 let e = self.traces.entry(layer.to_string()).or_insert((0.0, 0));
                 e.0 += x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
                 e.1 += tokens as u64;
@@ -201,6 +202,18 @@ impl LinearObserver for HessianObserver {
         }
         Ok(())
     }
+}
+
+/// Adds a batch of inputs (`tokens x dim`) to `acc`. On a GPU the product X^T X is formed
+/// there and only its dim x dim values come back; on the CPU by faer, as always.
+fn accumulate(acc: &mut HessianAccumulator, x: &Tensor, tokens: usize) -> candle_core::Result<()> {
+    if x.device().is_cpu() {
+        acc.add(&x.flatten_all()?.to_vec1()?, tokens);
+    } else {
+        let x = x.contiguous()?;
+        acc.add_gram(&x.t()?.matmul(&x)?.flatten_all()?.to_vec1()?, tokens);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

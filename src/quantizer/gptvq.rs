@@ -256,7 +256,7 @@ pub(super) fn prepare(
 
 /// Fits the codebook of every tile of tile column `tc`: the tile's points are the rows of its
 /// member groups, `columns(p, rows)` giving the d values of each row of `rows` at processing
-/// position p (the error-updated weights); `assign` is k-means' assignment step.
+/// position p (the error-updated weights); `lloyd` runs k-means' heavy steps.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn fit_tile_column(
     prep: &Prepared,
@@ -266,7 +266,7 @@ pub(super) fn fit_tile_column(
     tc: usize,
     seed: u64,
     columns: &(dyn Fn(usize, std::ops::Range<usize>) -> Vec<f32> + Sync),
-    assign: &(dyn kmeans::Assign + Sync),
+    lloyd: &(dyn kmeans::Lloyd + Sync),
 ) -> Result<Vec<StoredCodebook>, QuantError> {
     let (d, tile_r) = (cfg.d, cfg.tile_rows);
     let (tiles_r, tiles_c) = (rows.div_ceil(tile_r), cols.div_ceil(cfg.tile_cols));
@@ -290,7 +290,7 @@ pub(super) fn fit_tile_column(
             let centroids = if cfg.uniform_grid {
                 uniform_grid(&points, cfg.n)
             } else {
-                kmeans::fit(&points, d, cfg.n, cfg.kmeans_iters, &mut rng, assign)?
+                kmeans::fit(&points, d, cfg.n, cfg.kmeans_iters, &mut rng, lloyd)?
             };
             Ok(codebook::store(&centroids, d, cfg.codebook))
         })
@@ -370,7 +370,7 @@ pub fn quantize(
                 tc,
                 seed,
                 &columns,
-                &kmeans::SimdAssign,
+                &kmeans::SimdLloyd,
             )?;
             for (tr, cb) in fitted.into_iter().enumerate() {
                 codebooks[tr * tiles_c + tc] = Some(cb);

@@ -6,12 +6,13 @@
 //! the metrics, k-means++ seeding, Lloyd's centroid solve and codebook rounding are the shared
 //! code of `gptvq::prepare` and `gptvq::fit_tile_column`. On the device run the steps whose work
 //! grows with rows x columns x centroids: the distances of every row of a group to every centroid
-//! and their argmin (the assignment, and each Lloyd iteration's), the group's error
-//! (diff U_QQ^-1), and the error feedback, within the lazy block and at its flush, as matrix
-//! products. Host transfers are per tile column (the points k-means seeds from) and per layer.
-//! The host keeps the f64 Cholesky factor of H^-1 (once per layer), the n small d x d solves of
-//! Lloyd's update, and the per-layer steps around the loop (codebook refinement, low-rank
-//! residual, rotation). BoA's q/k layers with row Hessians feed each row's error to the next
+//! and their argmin (the assignment, and each Lloyd iteration's), the sums of Lloyd's centroid
+//! update, the group's error (diff U_QQ^-1), and the error feedback, within the lazy block and
+//! at its flush, as matrix products. Host transfers are per tile column (the points k-means
+//! seeds from), per Lloyd iteration (its assignment, n x d x d sums) and per layer. The host
+//! keeps the f64 Cholesky factor of H^-1 (once per layer), k-means++ seeding on its subsample,
+//! the n small d x d solves of Lloyd's update, and the per-layer steps around the loop (codebook
+//! refinement, low-rank residual, rotation). BoA's q/k layers with row Hessians feed each row's error to the next
 //! row of the same group, a sequential chain, and stay on the CPU loop (`quantize_layer`).
 //!
 //! Floating point: the device sums in f32 in its own order, so a row whose two best centroids
@@ -22,7 +23,7 @@ use faer::Mat;
 
 use super::codebook::StoredCodebook;
 use super::gptvq::{fit_tile_column, prepare, VqLayer};
-use super::kmeans::{Assign, GroupPoints};
+use super::kmeans::{CentroidSums, GroupPoints, Lloyd};
 use super::QuantError;
 use super::VqConfig;
 
@@ -33,36 +34,40 @@ fn device_error(e: candle_core::Error) -> QuantError {
     QuantError::Device(e.to_string())
 }
 
-/// The distances of points (g x r x d) under per-group metrics (g x d x d) to the centroids
-/// given transposed (`ct`: d x n, or per batch b x d x n), as the terms of w M w - 2 w M c + c M c
-/// that depend on c: c M c - 2 w (M c), shape (g x r x n).
-fn scores(points: &Tensor, metrics: &Tensor, ct: &Tensor) -> candle_core::Result<Tensor> {
+/// The distances of points under per-group metrics (g x d x d) to the centroids given
+/// transposed (`ct`: d x n, or per batch g x d x n), as the terms of w M w - 2 w M c + c M c
+/// that depend on c, in one product: the points come with a constant 1 appended
+/// (`points_1`: g x r x (d + 1)) and meet [-2 M c; c M c] (g x (d + 1) x n). Shape (g x r x n).
+fn scores(points_1: &Tensor, metrics: &Tensor, ct: &Tensor) -> candle_core::Result<Tensor> {
     let mc = metrics.broadcast_matmul(ct)?; // (g, d, n)
-    let cmc = mc.broadcast_mul(ct)?.sum(1)?; // (g, n)
-    cmc.unsqueeze(1)?
-        .broadcast_sub(&(points.matmul(&mc)? * 2.0)?)
+    let cmc = mc.broadcast_mul(ct)?.sum_keepdim(1)?; // (g, 1, n)
+    points_1.matmul(&Tensor::cat(&[(mc * -2.0)?, cmc], 1)?)
 }
 
-/// [`Assign`] on a candle device: each batch of groups with the same number of points is one
-/// batched product and one argmin.
-pub struct TensorAssign<'a> {
+/// Points (rows x d) with the constant 1 [`scores`] takes appended: rows x (d + 1).
+fn with_ones(points: &Tensor) -> candle_core::Result<Tensor> {
+    let ones = Tensor::ones((points.dim(0)?, 1), points.dtype(), points.device())?;
+    Tensor::cat(&[points, &ones], 1)
+}
+
+/// [`Lloyd`] on a candle device: each batch of groups with the same number of points is one
+/// batched product and argmin for the assignment, and three index_adds for the update's sums.
+pub struct TensorLloyd<'a> {
     pub device: &'a Device,
 }
 
-impl Assign for TensorAssign<'_> {
-    fn assign(
+impl TensorLloyd<'_> {
+    /// Runs of consecutive groups with the same number of points, each with at most
+    /// [`MAX_SCORES`] point-centroid pairs, uploaded as points with a 1 appended
+    /// (g x r x (d + 1), [`scores`]) and metrics (g x d x d), with the offset of their first point.
+    fn batches(
         &self,
         groups: &[GroupPoints],
-        centroids: &[f32],
         d: usize,
-        out: &mut [u32],
-    ) -> Result<(), QuantError> {
-        let n = centroids.len() / d;
-        let ct = Tensor::from_slice(centroids, (n, d), self.device)
-            .and_then(|c| c.t()?.contiguous())
-            .map_err(device_error)?;
-        let mut at = 0;
-        let mut first = 0;
+        n: usize,
+    ) -> candle_core::Result<Vec<(usize, Tensor, Tensor)>> {
+        let mut out = Vec::new();
+        let (mut first, mut at) = (0, 0);
         while first < groups.len() {
             let r = groups[first].vectors.len() / d;
             let most = (MAX_SCORES / (r * n).max(1)).max(1);
@@ -75,26 +80,101 @@ impl Assign for TensorAssign<'_> {
             let g = batch.len();
             let points: Vec<f32> = batch
                 .iter()
-                .flat_map(|gp| gp.vectors.iter().copied())
+                .flat_map(|gp| gp.vectors.chunks_exact(d))
+                .flat_map(|w| w.iter().copied().chain([1.0]))
                 .collect();
             let metrics: Vec<f32> = batch
                 .iter()
                 .flat_map(|gp| gp.metric.iter().copied())
                 .collect();
-            let chosen = Tensor::from_vec(points, (g, r, d), self.device)
-                .and_then(|x| {
-                    let m = Tensor::from_vec(metrics, (g, d, d), self.device)?;
-                    scores(&x, &m, &ct)?
-                        .argmin(D::Minus1)?
-                        .flatten_all()?
-                        .to_vec1::<u32>()
-                })
-                .map_err(device_error)?;
-            out[at..at + chosen.len()].copy_from_slice(&chosen);
-            at += chosen.len();
+            out.push((
+                at,
+                Tensor::from_vec(points, (g, r, d + 1), self.device)?,
+                Tensor::from_vec(metrics, (g, d, d), self.device)?,
+            ));
+            at += g * r;
             first = last;
         }
-        Ok(())
+        Ok(out)
+    }
+}
+
+impl Lloyd for TensorLloyd<'_> {
+    fn assign(
+        &self,
+        groups: &[GroupPoints],
+        centroids: &[f32],
+        d: usize,
+        out: &mut [u32],
+    ) -> Result<(), QuantError> {
+        let n = centroids.len() / d;
+        let mut run = || -> candle_core::Result<()> {
+            let ct = Tensor::from_slice(centroids, (n, d), self.device)?
+                .t()?
+                .contiguous()?;
+            for (at, x, m) in self.batches(groups, d, n)? {
+                let chosen = scores(&x, &m, &ct)?.argmin(D::Minus1)?.flatten_all()?;
+                let chosen = chosen.to_vec1::<u32>()?;
+                out[at..at + chosen.len()].copy_from_slice(&chosen);
+            }
+            Ok(())
+        };
+        run().map_err(device_error)
+    }
+
+    fn sums(
+        &self,
+        groups: &[GroupPoints],
+        assignment: &[u32],
+        d: usize,
+        n: usize,
+    ) -> Result<CentroidSums, QuantError> {
+        let mut sums = CentroidSums {
+            lhs: vec![0.0; n * d * d],
+            rhs: vec![0.0; n * d],
+            count: vec![0; n],
+        };
+        let mut run = || -> candle_core::Result<()> {
+            let dev = self.device;
+            for (at, x, m) in self.batches(groups, d, n)? {
+                let (g, r, _) = x.dims3()?;
+                let a = Tensor::from_slice(&assignment[at..at + g * r], g * r, dev)?;
+                // Each point adds its group's M (d x d) and M w (d) to its centroid's sums.
+                let mw = x
+                    .narrow(2, 0, d)?
+                    .matmul(&m.transpose(1, 2)?.contiguous()?)?;
+                let rhs = Tensor::zeros((n, d), DType::F32, dev)?.index_add(
+                    &a,
+                    &mw.reshape((g * r, d))?,
+                    0,
+                )?;
+                let per_point = m.reshape((g, 1, d * d))?.broadcast_as((g, r, d * d))?;
+                let lhs = Tensor::zeros((n, d * d), DType::F32, dev)?.index_add(
+                    &a,
+                    &per_point.contiguous()?.reshape((g * r, d * d))?,
+                    0,
+                )?;
+                let count = Tensor::zeros(n, DType::F32, dev)?.index_add(
+                    &a,
+                    &Tensor::ones(g * r, DType::F32, dev)?,
+                    0,
+                )?;
+                let add = |to: &mut [f64], t: &Tensor| -> candle_core::Result<()> {
+                    for (s, v) in to.iter_mut().zip(t.flatten_all()?.to_vec1::<f32>()?) {
+                        *s += v as f64;
+                    }
+                    Ok(())
+                };
+                add(&mut sums.lhs, &lhs)?;
+                add(&mut sums.rhs, &rhs)?;
+                for (c, v) in sums.count.iter_mut().zip(count.to_vec1::<f32>()?) {
+                    *c += v.round() as usize;
+                }
+            }
+            Ok(())
+        };
+        run().map_err(device_error)?;
+        Ok(sums)
     }
 }
 
@@ -226,8 +306,8 @@ pub fn quantize(
                         .map(|k| picked[k])
                         .collect()
                 };
-                let assign = TensorAssign { device };
-                let fitted = fit_tile_column(&prep, cfg, rows, cols, tc, seed, &columns, &assign)
+                let lloyd = TensorLloyd { device };
+                let fitted = fit_tile_column(&prep, cfg, rows, cols, tc, seed, &columns, &lloyd)
                     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
                 on_device[tc] = Some(DeviceCodebooks::new(&fitted, d, device)?);
                 codebooks[tc] = Some(fitted);
@@ -241,7 +321,7 @@ pub fn quantize(
                 _ => Tensor::cat(&[&x, &padding], 0)?,
             };
             let s = scores(
-                &padded_x.reshape((tiles_r, tile_r, d))?,
+                &with_ones(&padded_x)?.reshape((tiles_r, tile_r, d + 1))?,
                 &metrics.narrow(0, p, 1)?,
                 &cb.transposed,
             )?;

@@ -52,6 +52,19 @@ impl HessianAccumulator {
         self.samples += tokens as u64;
     }
 
+    /// Adds a batch of `tokens` inputs given by its product X^T X (`dim x dim`, formed in f32
+    /// elsewhere, e.g. on the GPU the activations live on).
+    pub fn add_gram(&mut self, gram: &[f32], tokens: usize) {
+        let dim = self.dim();
+        assert_eq!(gram.len(), dim * dim, "X^T X length does not match dim");
+        for j in 0..dim {
+            for i in 0..dim {
+                self.sum[(i, j)] += gram[i * dim + j] as f64;
+            }
+        }
+        self.samples += tokens as u64;
+    }
+
     /// H = 2 X X^T / T.
     pub fn finish(&self) -> Mat<f64> {
         let scale = if self.samples == 0 {
@@ -139,6 +152,30 @@ mod tests {
             }
             for j in 0..i {
                 assert_eq!(u[(i, j)], 0.0, "U must be upper triangular");
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_given_by_its_gram_matrix_adds_the_same() {
+        let (m, tokens) = (5, 30);
+        let x: Vec<f32> = (0..m * tokens)
+            .map(|k| ((k * 31 % 17) as f32) / 8.0 - 1.0)
+            .collect();
+        let gram: Vec<f32> = (0..m * m)
+            .map(|ij| {
+                (0..tokens)
+                    .map(|t| x[t * m + ij / m] * x[t * m + ij % m])
+                    .sum()
+            })
+            .collect();
+        let (mut by_rows, mut by_gram) = (HessianAccumulator::new(m), HessianAccumulator::new(m));
+        by_rows.add(&x, tokens);
+        by_gram.add_gram(&gram, tokens);
+        let (a, b) = (by_rows.finish(), by_gram.finish());
+        for i in 0..m {
+            for j in 0..m {
+                assert!((a[(i, j)] - b[(i, j)]).abs() < 1e-5, "({i},{j})");
             }
         }
     }

@@ -146,11 +146,12 @@ fn quad(metric: &[f32], x: &[f32], d: usize) -> f32 {
     q
 }
 
-/// The assignment step of Lloyd's iterations: each point's nearest centroid under its group's
-/// metric, written to `out` in the order of the groups' points. The one step of k-means whose
-/// work grows with points times centroids; [`SimdAssign`] runs it on the CPU,
-/// `gptvq_tensors::TensorAssign` on a candle device.
-pub trait Assign {
+/// The two steps of a Lloyd iteration whose work grows with the points: each point's nearest
+/// centroid under its group's metric, and the per-centroid sums of the update. [`SimdLloyd`]
+/// runs them on the CPU threads, `gptvq_tensors::TensorLloyd` on a candle device; the small
+/// d x d solves and the re-seeding of empty centroids that follow are shared (`update_centroids`).
+pub trait Lloyd {
+    /// Writes each point's nearest centroid to `out`, in the order of the groups' points.
     fn assign(
         &self,
         groups: &[GroupPoints],
@@ -158,12 +159,29 @@ pub trait Assign {
         d: usize,
         out: &mut [u32],
     ) -> Result<(), QuantError>;
+
+    /// The sums over each centroid's members of M_g and of M_g w, and its member count.
+    fn sums(
+        &self,
+        groups: &[GroupPoints],
+        assignment: &[u32],
+        d: usize,
+        n: usize,
+    ) -> Result<CentroidSums, QuantError>;
 }
 
-/// [`Assign`] with [`MetricCentroids`] on the CPU threads, a group at a time.
-pub struct SimdAssign;
+/// Per centroid a: sum of its members' metrics (`lhs`, n x d x d), of their M_g w (`rhs`,
+/// n x d), and how many members it has.
+pub struct CentroidSums {
+    pub lhs: Vec<f64>,
+    pub rhs: Vec<f64>,
+    pub count: Vec<usize>,
+}
 
-impl Assign for SimdAssign {
+/// [`Lloyd`] on the CPU threads: [`MetricCentroids`] a group at a time, sums in f64.
+pub struct SimdLloyd;
+
+impl Lloyd for SimdLloyd {
     fn assign(
         &self,
         groups: &[GroupPoints],
@@ -190,18 +208,62 @@ impl Assign for SimdAssign {
         );
         Ok(())
     }
+
+    fn sums(
+        &self,
+        groups: &[GroupPoints],
+        assignment: &[u32],
+        d: usize,
+        n: usize,
+    ) -> Result<CentroidSums, QuantError> {
+        let mut lhs = vec![0f64; n * d * d];
+        let mut rhs = vec![0f64; n * d];
+        let mut count = vec![0usize; n];
+        let mut offset = 0;
+        // Per centroid: how many members of the current group and the sum of their vectors
+        // (zeroed again as they are folded in).
+        let mut sums = vec![0f64; n * d];
+        let mut counts = vec![0usize; n];
+        for gp in groups {
+            let members = gp.vectors.len() / d;
+            for i in 0..members {
+                let a = assignment[offset + i] as usize;
+                counts[a] += 1;
+                for e in 0..d {
+                    sums[a * d + e] += gp.vectors[i * d + e] as f64;
+                }
+            }
+            for a in 0..n {
+                if counts[a] == 0 {
+                    continue;
+                }
+                count[a] += counts[a];
+                for r in 0..d {
+                    for s in 0..d {
+                        let m = gp.metric[r * d + s] as f64;
+                        lhs[a * d * d + r * d + s] += counts[a] as f64 * m;
+                        rhs[a * d + r] += m * sums[a * d + s];
+                    }
+                }
+                counts[a] = 0;
+                sums[a * d..a * d + d].fill(0.0);
+            }
+            offset += members;
+        }
+        Ok(CentroidSums { lhs, rhs, count })
+    }
 }
 
 /// Fits `n` centroids (n x d, row-major) to the groups' points: k-means++ seeding under the
-/// metric on a deterministic subsample, then up to `iters` Lloyd iterations, their assignment
-/// step done by `assign`.
+/// metric on a deterministic subsample, then up to `iters` Lloyd iterations, their heavy steps
+/// done by `lloyd`.
 pub fn fit(
     groups: &[GroupPoints],
     d: usize,
     n: usize,
     iters: usize,
     rng: &mut SplitMix64,
-    assign: &(dyn Assign + Sync),
+    lloyd: &(dyn Lloyd + Sync),
 ) -> Result<Vec<f32>, QuantError> {
     // Flat views of all points with the group they belong to.
     let index: Vec<(usize, usize)> = groups
@@ -227,12 +289,13 @@ pub fn fit(
     let mut assignment = vec![u32::MAX; total];
     let mut new_assignment = vec![0u32; total];
     for _ in 0..iters {
-        assign.assign(groups, &centroids, d, &mut new_assignment)?;
+        lloyd.assign(groups, &centroids, d, &mut new_assignment)?;
         if new_assignment == assignment {
             break;
         }
         std::mem::swap(&mut assignment, &mut new_assignment);
-        update_centroids(groups, &index, &assignment, d, n, &mut centroids);
+        let sums = lloyd.sums(groups, &assignment, d, n)?;
+        update_centroids(groups, &index, &assignment, sums, d, &mut centroids);
     }
     Ok(centroids)
 }
@@ -344,50 +407,22 @@ fn chunk_sum(values: &[f32]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
-/// Centroid a = (sum over members of M_g)^-1 (sum over members of M_g w); an empty centroid
-/// moves to the point that is currently worst served.
+/// Centroid a = (sum over members of M_g)^-1 (sum over members of M_g w), from the sums of
+/// [`Lloyd::sums`]; an empty centroid moves to the point that is currently worst served.
 fn update_centroids(
     groups: &[GroupPoints],
     index: &[(usize, usize)],
     assignment: &[u32],
+    sums: CentroidSums,
     d: usize,
-    n: usize,
     centroids: &mut [f32],
 ) {
-    let mut lhs = vec![0f64; n * d * d];
-    let mut rhs = vec![0f64; n * d];
-    let mut count = vec![0usize; n];
-    let mut offset = 0;
-    // Per centroid: how many members of the current group and the sum of their vectors
-    // (zeroed again as they are folded in).
-    let mut sums = vec![0f64; n * d];
-    let mut counts = vec![0usize; n];
-    for gp in groups {
-        let members = gp.vectors.len() / d;
-        for i in 0..members {
-            let a = assignment[offset + i] as usize;
-            counts[a] += 1;
-            for e in 0..d {
-                sums[a * d + e] += gp.vectors[i * d + e] as f64;
-            }
-        }
-        for a in 0..n {
-            if counts[a] == 0 {
-                continue;
-            }
-            count[a] += counts[a];
-            for r in 0..d {
-                for s in 0..d {
-                    let m = gp.metric[r * d + s] as f64;
-                    lhs[a * d * d + r * d + s] += counts[a] as f64 * m;
-                    rhs[a * d + r] += m * sums[a * d + s];
-                }
-            }
-            counts[a] = 0;
-            sums[a * d..a * d + d].fill(0.0);
-        }
-        offset += members;
-    }
+    let CentroidSums {
+        mut lhs,
+        mut rhs,
+        count,
+    } = sums;
+    let n = count.len();
     for a in 0..n {
         if count[a] == 0 {
             continue;
@@ -482,7 +517,7 @@ mod tests {
             metric: vec![1.0, 0.0, 0.0, 1.0],
             vectors,
         }];
-        let found = fit(&groups, 2, 4, 20, &mut SplitMix64::new(1), &SimdAssign).unwrap();
+        let found = fit(&groups, 2, 4, 20, &mut SplitMix64::new(1), &SimdLloyd).unwrap();
         for c in centers {
             let near = found
                 .chunks(2)
@@ -554,7 +589,7 @@ mod tests {
                 vectors: vec![0.0; 10],
             },
         ];
-        let c = fit(&groups, 1, 1, 5, &mut SplitMix64::new(3), &SimdAssign).unwrap();
+        let c = fit(&groups, 1, 1, 5, &mut SplitMix64::new(3), &SimdLloyd).unwrap();
         assert!((c[0] - 0.9).abs() < 1e-5, "centroid {c:?}");
     }
 }
