@@ -30,10 +30,6 @@ use super::VqConfig;
 /// Scores held at once by one batched distance product (f32 elements, 1 GiB).
 const MAX_SCORES: usize = 1 << 28;
 
-fn device_error(e: candle_core::Error) -> QuantError {
-    QuantError::Device(e.to_string())
-}
-
 /// The distances of points under per-group metrics (g x d x d) to the centroids given
 /// transposed (`ct`: d x n, or per batch g x d x n), as the terms of w M w - 2 w M c + c M c
 /// that depend on c, in one product: the points come with a constant 1 appended
@@ -108,18 +104,15 @@ impl Lloyd for TensorLloyd<'_> {
         out: &mut [u32],
     ) -> Result<(), QuantError> {
         let n = centroids.len() / d;
-        let mut run = || -> candle_core::Result<()> {
-            let ct = Tensor::from_slice(centroids, (n, d), self.device)?
-                .t()?
-                .contiguous()?;
-            for (at, x, m) in self.batches(groups, d, n)? {
-                let chosen = scores(&x, &m, &ct)?.argmin(D::Minus1)?.flatten_all()?;
-                let chosen = chosen.to_vec1::<u32>()?;
-                out[at..at + chosen.len()].copy_from_slice(&chosen);
-            }
-            Ok(())
-        };
-        run().map_err(device_error)
+        let ct = Tensor::from_slice(centroids, (n, d), self.device)?
+            .t()?
+            .contiguous()?;
+        for (at, x, m) in self.batches(groups, d, n)? {
+            let chosen = scores(&x, &m, &ct)?.argmin(D::Minus1)?.flatten_all()?;
+            let chosen = chosen.to_vec1::<u32>()?;
+            out[at..at + chosen.len()].copy_from_slice(&chosen);
+        }
+        Ok(())
     }
 
     fn sums(
@@ -134,46 +127,42 @@ impl Lloyd for TensorLloyd<'_> {
             rhs: vec![0.0; n * d],
             count: vec![0; n],
         };
-        let mut run = || -> candle_core::Result<()> {
-            let dev = self.device;
-            for (at, x, m) in self.batches(groups, d, n)? {
-                let (g, r, _) = x.dims3()?;
-                let a = Tensor::from_slice(&assignment[at..at + g * r], g * r, dev)?;
-                // Each point adds its group's M (d x d) and M w (d) to its centroid's sums.
-                let mw = x
-                    .narrow(2, 0, d)?
-                    .matmul(&m.transpose(1, 2)?.contiguous()?)?;
-                let rhs = Tensor::zeros((n, d), DType::F32, dev)?.index_add(
-                    &a,
-                    &mw.reshape((g * r, d))?,
-                    0,
-                )?;
-                let per_point = m.reshape((g, 1, d * d))?.broadcast_as((g, r, d * d))?;
-                let lhs = Tensor::zeros((n, d * d), DType::F32, dev)?.index_add(
-                    &a,
-                    &per_point.contiguous()?.reshape((g * r, d * d))?,
-                    0,
-                )?;
-                let count = Tensor::zeros(n, DType::F32, dev)?.index_add(
-                    &a,
-                    &Tensor::ones(g * r, DType::F32, dev)?,
-                    0,
-                )?;
-                let add = |to: &mut [f64], t: &Tensor| -> candle_core::Result<()> {
-                    for (s, v) in to.iter_mut().zip(t.flatten_all()?.to_vec1::<f32>()?) {
-                        *s += v as f64;
-                    }
-                    Ok(())
-                };
-                add(&mut sums.lhs, &lhs)?;
-                add(&mut sums.rhs, &rhs)?;
-                for (c, v) in sums.count.iter_mut().zip(count.to_vec1::<f32>()?) {
-                    *c += v.round() as usize;
+        let dev = self.device;
+        for (at, x, m) in self.batches(groups, d, n)? {
+            let (g, r, _) = x.dims3()?;
+            let a = Tensor::from_slice(&assignment[at..at + g * r], g * r, dev)?;
+            // Each point adds its group's M (d x d) and M w (d) to its centroid's sums.
+            let mw = x
+                .narrow(2, 0, d)?
+                .matmul(&m.transpose(1, 2)?.contiguous()?)?;
+            let rhs = Tensor::zeros((n, d), DType::F32, dev)?.index_add(
+                &a,
+                &mw.reshape((g * r, d))?,
+                0,
+            )?;
+            let per_point = m.reshape((g, 1, d * d))?.broadcast_as((g, r, d * d))?;
+            let lhs = Tensor::zeros((n, d * d), DType::F32, dev)?.index_add(
+                &a,
+                &per_point.contiguous()?.reshape((g * r, d * d))?,
+                0,
+            )?;
+            let count = Tensor::zeros(n, DType::F32, dev)?.index_add(
+                &a,
+                &Tensor::ones(g * r, DType::F32, dev)?,
+                0,
+            )?;
+            let add = |to: &mut [f64], t: &Tensor| -> candle_core::Result<()> {
+                for (s, v) in to.iter_mut().zip(t.flatten_all()?.to_vec1::<f32>()?) {
+                    *s += v as f64;
                 }
+                Ok(())
+            };
+            add(&mut sums.lhs, &lhs)?;
+            add(&mut sums.rhs, &rhs)?;
+            for (c, v) in sums.count.iter_mut().zip(count.to_vec1::<f32>()?) {
+                *c += v.round() as usize;
             }
-            Ok(())
-        };
-        run().map_err(device_error)?;
+        }
         Ok(sums)
     }
 }
@@ -223,7 +212,7 @@ pub fn quantize(
     let (groups, padded, n) = (prep.groups, prep.padded, cfg.n);
     let (tile_r, tile_c) = (cfg.tile_rows, cfg.tile_cols);
     let (tiles_r, tiles_c) = (rows.div_ceil(tile_r), cols.div_ceil(tile_c));
-    let run = || -> candle_core::Result<(Vec<u32>, Vec<Option<Vec<StoredCodebook>>>)> {
+    let run = || -> Result<(Vec<u32>, Vec<Option<Vec<StoredCodebook>>>), QuantError> {
         let u = upload(
             &Mat::<f32>::from_fn(padded, padded, |i, j| prep.u[(i, j)] as f32),
             device,
@@ -261,7 +250,7 @@ pub fn quantize(
                 }
             };
             errs.clear();
-            Ok::<_, candle_core::Error>(out)
+            Ok::<_, QuantError>(out)
         };
 
         let mut codebooks: Vec<Option<Vec<StoredCodebook>>> = vec![None; tiles_c];
@@ -307,8 +296,7 @@ pub fn quantize(
                         .collect()
                 };
                 let lloyd = TensorLloyd { device };
-                let fitted = fit_tile_column(&prep, cfg, rows, cols, tc, seed, &columns, &lloyd)
-                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                let fitted = fit_tile_column(&prep, cfg, rows, cols, tc, seed, &columns, &lloyd)?;
                 on_device[tc] = Some(DeviceCodebooks::new(&fitted, d, device)?);
                 codebooks[tc] = Some(fitted);
             }
@@ -354,7 +342,7 @@ pub fn quantize(
         let chosen = Tensor::stack(&chosen, 1)?.flatten_all()?.to_vec1::<u32>()?;
         Ok((chosen, codebooks))
     };
-    let (chosen, codebooks) = run().map_err(device_error)?;
+    let (chosen, codebooks) = run()?;
 
     let codebooks: Vec<StoredCodebook> = (0..tiles_r)
         .flat_map(|tr| (0..tiles_c).map(move |tc| (tr, tc)))

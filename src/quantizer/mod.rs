@@ -36,6 +36,12 @@ pub enum QuantError {
     Device(String),
 }
 
+impl From<candle_core::Error> for QuantError {
+    fn from(e: candle_core::Error) -> Self {
+        QuantError::Device(e.to_string())
+    }
+}
+
 /// Where a layer's GPTVQ column loop runs.
 #[derive(Debug, Clone, Default)]
 pub enum Engine {
