@@ -111,7 +111,14 @@ fn every_planned_level_matches_the_cpu_loop() {
             row_scales: true,
             ..menu_config(d, n, rows, cols, CodebookKind::Int8, 0)
         };
-        check(&format!("d={d} n={n}"), &w, rows, cols, &[h.clone()], &cfg);
+        check(
+            &format!("d={d} n={n}"),
+            &w,
+            rows,
+            cols,
+            std::slice::from_ref(&h),
+            &cfg,
+        );
     }
 }
 
@@ -120,7 +127,14 @@ fn narrow_tiles_partial_groups_rotation_and_bands_match_the_cpu_loop() {
     // Several tile rows and tile columns, so codebooks are fitted mid-loop.
     let (w, h) = layer(64, 192, 12);
     let tiles = VqConfig::new(3, 64, 16, 48);
-    check("tiles 16 x 48", &w, 64, 192, &[h.clone()], &tiles);
+    check(
+        "tiles 16 x 48",
+        &w,
+        64,
+        192,
+        std::slice::from_ref(&h),
+        &tiles,
+    );
     // A partial last group (190 = 47 * 4 + 2), and a tile row that is partial too.
     let (w, h) = layer(60, 190, 13);
     check(

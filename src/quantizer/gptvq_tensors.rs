@@ -212,7 +212,7 @@ pub fn quantize(
     let (groups, padded, n) = (prep.groups, prep.padded, cfg.n);
     let (tile_r, tile_c) = (cfg.tile_rows, cfg.tile_cols);
     let (tiles_r, tiles_c) = (rows.div_ceil(tile_r), cols.div_ceil(tile_c));
-    let run = || -> Result<(Vec<u32>, Vec<Option<Vec<StoredCodebook>>>), QuantError> {
+    let run = || -> Result<(Vec<u32>, Vec<StoredCodebook>), QuantError> {
         let u = upload(
             &Mat::<f32>::from_fn(padded, padded, |i, j| prep.u[(i, j)] as f32),
             device,
@@ -340,19 +340,20 @@ pub fn quantize(
             }
         }
         let chosen = Tensor::stack(&chosen, 1)?.flatten_all()?.to_vec1::<u32>()?;
+        // Tile t = tile_row * tiles_c + tile_column, as `VqLayer::codebooks` numbers them.
+        let codebooks: Vec<StoredCodebook> = (0..tiles_r)
+            .flat_map(|tr| (0..tiles_c).map(move |tc| (tr, tc)))
+            .map(|(tr, tc)| {
+                codebooks[tc]
+                    .as_ref()
+                    .expect("every tile column is visited")[tr]
+                    .clone()
+            })
+            .collect();
         Ok((chosen, codebooks))
     };
     let (chosen, codebooks) = run()?;
 
-    let codebooks: Vec<StoredCodebook> = (0..tiles_r)
-        .flat_map(|tr| (0..tiles_c).map(move |tc| (tr, tc)))
-        .map(|(tr, tc)| {
-            codebooks[tc]
-                .as_ref()
-                .expect("every tile column is visited")[tr]
-                .clone()
-        })
-        .collect();
     let mut indices = vec![0u32; rows * groups];
     let mut dequantized = vec![0f32; rows * cols];
     for i in 0..rows {
