@@ -343,8 +343,9 @@ fn quantize_block(
     let outputs = model.run_block(block, hidden, Some(&mut observer))?;
     let targets = (opts.tune.epochs > 0).then_some(outputs);
     // The layers share the block's Hessians and nothing else, so they are quantized side by
-    // side (each one's GPTQ column loop is sequential and kept one core busy of the two); the
-    // calling thread reports each as it finishes.
+    // side: each one's GPTQ column loop is sequential over its groups, and where a group's rows
+    // cannot keep every core busy the other layers can (on two cores it measured the same,
+    // docs/benchmarks.md). The calling thread reports each layer as it finishes.
     let (finished, reports) = std::sync::mpsc::channel();
     let mut done: Vec<Done> = std::thread::scope(|scope| {
         let (block, observer) = (&*block, &observer);

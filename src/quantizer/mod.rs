@@ -1,7 +1,8 @@
 //! The quantizer: Hessian-guided vector quantization of one linear layer at a time.
 //!
 //! `hessian` builds H and the factors of H^-1, `kmeans` fits codebooks under per-group metrics,
-//! `codebook` stores them (int8 or f16), `gptvq` runs the GPTQ-style loop, `lowrank` fits the
+//! `codebook` stores them (int8 or f16), `gptvq` runs the GPTQ-style loop on the CPU threads
+//! (`gptvq_tensors` the same loop on candle tensors, for a GPU: `Engine`), `lowrank` fits the
 //! residual correction. Bookkeeping (bit accounting, packing) lives in the container module.
 
 pub mod codebook;
