@@ -58,6 +58,27 @@ impl Tiny {
         self.dir.path().join(name)
     }
 
+    /// `q4.gguf`: the f32 export with blk.0.ffn_down.weight stored as Q4_0 blocks of the same
+    /// element count (an f16 scale of 0.02 and 16 bytes of 4-bit values taken from the f32
+    /// bytes), a type the runtime does not read.
+    fn q4_file(&self) -> PathBuf {
+        let q4 = self.path("q4.gguf");
+        common::rewrite(&self.path("f32.gguf"), &q4, |_, tensors| {
+            let t = tensors
+                .iter_mut()
+                .find(|t| t.0 == "blk.0.ffn_down.weight")
+                .unwrap();
+            let blocks = t.1.iter().product::<u64>() as usize / 32;
+            let scale = half::f16::from_f32(0.02).to_le_bytes();
+            let data: Vec<u8> = (0..blocks)
+                .flat_map(|b| scale.into_iter().chain(t.3[b * 16..b * 16 + 16].to_vec()))
+                .collect();
+            t.2 = athena::container::gguf::GgmlType::Q4_0;
+            t.3 = data;
+        });
+        q4
+    }
+
     fn ppl(&self, file: &str, engine: &str) -> f64 {
         let o = Command::new(env!("CARGO_BIN_EXE_athena-eval"))
             .arg(self.path(file))
@@ -191,17 +212,48 @@ fn bad_input_gets_a_one_line_error() {
     one_line(&run(&["-p", "x"], &other), "architecture 'mamba'");
 
     // A tensor type the runtime lacks is named, with the tensor.
-    let q4 = t.path("q4.gguf");
-    common::rewrite(&t.path("f32.gguf"), &q4, |_, tensors| {
-        let t = tensors
-            .iter_mut()
-            .find(|t| t.0 == "blk.0.ffn_down.weight")
-            .unwrap();
-        // 32 x 16 f32 values re-typed as Q4_0 blocks of the same element count (18 bytes / 32).
-        t.2 = athena::container::gguf::GgmlType::Q4_0;
-        t.3.truncate(t.1.iter().product::<u64>() as usize / 32 * 18);
-    });
-    one_line(&run(&["-p", "x"], &q4), "blk.0.ffn_down.weight");
+    one_line(&run(&["-p", "x"], &t.q4_file()), "blk.0.ffn_down.weight");
+}
+
+/// athena-eval measures a file with a type the runtime lacks (llama.cpp's Q4_0 here) on the
+/// reference path unless the runtime engine is asked for by name.
+#[test]
+fn eval_measures_other_llama_cpp_types_on_the_reference_path() {
+    let t = Tiny::new("llama");
+    t.q4_file();
+    let auto = Command::new(env!("CARGO_BIN_EXE_athena-eval"))
+        .arg(t.path("q4.gguf"))
+        .arg("--text")
+        .arg(t.path("text.txt"))
+        .args(["--ctx", "16", "--chunks", "4"])
+        .output()
+        .unwrap();
+    assert!(auto.status.success(), "{}", stderr(&auto));
+    assert!(
+        stderr(&auto).contains("type Q4_0 is not supported by the runtime")
+            && stderr(&auto).contains("measuring with the reference engine"),
+        "{}",
+        stderr(&auto)
+    );
+    let auto_ppl = stdout(&auto)
+        .lines()
+        .find_map(|l| l.strip_prefix("ppl = "))
+        .and_then(|l| l.split_whitespace().next())
+        .map(|p| p.parse::<f64>().unwrap())
+        .unwrap();
+    assert_eq!(auto_ppl, t.ppl("q4.gguf", "reference"));
+    // Q4_0 moved the model: the fallback measured the Q4_0 tensor, not the f32 one.
+    assert_ne!(auto_ppl, t.ppl("f32.gguf", "reference"));
+
+    let runtime = Command::new(env!("CARGO_BIN_EXE_athena-eval"))
+        .arg(t.path("q4.gguf"))
+        .arg("--text")
+        .arg(t.path("text.txt"))
+        .args(["--ctx", "16", "--chunks", "4", "--engine", "runtime"])
+        .output()
+        .unwrap();
+    assert_eq!(runtime.status.code(), Some(1));
+    assert!(stderr(&runtime).contains("blk.0.ffn_down.weight"));
 }
 
 /// A FIFO at `path` (the text a binary blocks on while its model is mapped).

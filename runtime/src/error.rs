@@ -17,6 +17,8 @@ pub enum RuntimeError {
     MissingTensor(String),
     #[error("tensor '{}': {problem}", escape_name(name))]
     Tensor { name: String, problem: String },
+    #[error("tensor '{}': type {ty} is not supported by the runtime (F32, F16, BF16, Q8_0 and Athena weights are)", escape_name(name))]
+    UnsupportedType { name: String, ty: String },
     #[error("{tokens} tokens do not fit in the context of {ctx} (raise --ctx, or --truncate the prompt)")]
     ContextFull { tokens: usize, ctx: usize },
     #[error("the prompt is empty")]

@@ -98,11 +98,10 @@ impl<'a> Loader<'a> {
                 GgmlType::BF16 => PlainType::Bf16,
                 GgmlType::Q8_0 => PlainType::Q8_0,
                 other => {
-                    return Err(bad(format!(
-                        "type {} is not supported by the runtime (F32, F16, BF16, Q8_0 and \
-                         Athena weights are)",
-                        other.name()
-                    )))
+                    return Err(RuntimeError::UnsupportedType {
+                        name: name.to_string(),
+                        ty: other.name().to_string(),
+                    })
                 }
             };
             if t.dims.len() != 2 {

@@ -48,7 +48,9 @@ struct Args {
     chunks: Option<usize>,
     /// Which forward computes the logits: "runtime" (athena-runtime, the compressed weights as
     /// a deployment runs them; GGUF files only), "reference" (the reference decoder and the
-    /// converter's model; the only one for HF folders), or "auto" (runtime for GGUF files).
+    /// converter's model; the only one for HF folders), or "auto" (runtime for GGUF files, the
+    /// reference engine for files with types the runtime does not read, such as llama.cpp's
+    /// Q4_K or Q5_0).
     #[arg(long, default_value = "auto", value_parser = ["auto", "runtime", "reference"])]
     engine: String,
     /// KV cache storage of the runtime engine: f16, or q8 (int8 with a scale per position and
@@ -71,6 +73,8 @@ fn run(args: Args) -> Result<(), String> {
     let engine = match (args.engine.as_str(), args.device.as_str()) {
         ("runtime", "cpu") => Engine::Runtime(kv),
         ("runtime", _) => return Err("--device applies to the reference engine only".into()),
+        // Auto falls back to the reference engine for types the runtime does not read.
+        ("auto", "cpu") if args.model.is_file() && args.kv == "f16" => Engine::Auto,
         ("auto", "cpu") if args.model.is_file() => Engine::Runtime(kv),
         _ if args.kv != "f16" => {
             return Err("--kv applies to the runtime engine (GGUF files) only".into())

@@ -72,6 +72,8 @@ pub struct TextInfo {
     pub whole: bool,
     pub chunks: usize,
     pub add_bos: bool,
+    /// Why the reference engine runs a GGUF file that `Engine::Auto` would give the runtime.
+    pub fallback: Option<String>,
 }
 
 /// The tokens of a text file: all of them, or the first `needed` when that many exist.
@@ -281,6 +283,7 @@ pub fn perplexity_of_model(
     text.check()
         .map_err(|e| format!("{}: {e}", text.path.display()))?;
     let is_file = model_path.is_file();
+    let auto = matches!(engine, Engine::Auto);
     let engine = match engine {
         Engine::Auto if is_file => Engine::Runtime(athena_runtime::KvType::F16),
         Engine::Auto => Engine::Reference(Device::Cpu),
@@ -293,43 +296,58 @@ pub fn perplexity_of_model(
         }
         resolved => resolved,
     };
-    let chunks_of = |tokenizer: &Tokenizer, on_text: &mut dyn FnMut(&TextInfo)| {
-        let read = text_tokens(tokenizer, &text.path, text.tokens_needed())?;
-        let bos = if tokenizer.add_bos_token {
-            tokenizer.bos_token_id
-        } else {
-            None
+    let chunks_of =
+        |tokenizer: &Tokenizer, fallback: Option<String>, on_text: &mut dyn FnMut(&TextInfo)| {
+            let read = text_tokens(tokenizer, &text.path, text.tokens_needed())?;
+            let bos = if tokenizer.add_bos_token {
+                tokenizer.bos_token_id
+            } else {
+                None
+            };
+            let chunks = make_chunks(&read.tokens, text.ctx, text.chunks, bos)
+                .map_err(|e| format!("{}: {e}", text.path.display()))?;
+            on_text(&TextInfo {
+                tokens: read.tokens.len(),
+                whole: read.whole,
+                chunks: chunks.len(),
+                add_bos: bos.is_some(),
+                fallback,
+            });
+            Ok::<_, String>(chunks)
         };
-        let chunks = make_chunks(&read.tokens, text.ctx, text.chunks, bos)
-            .map_err(|e| format!("{}: {e}", text.path.display()))?;
-        on_text(&TextInfo {
-            tokens: read.tokens.len(),
-            whole: read.whole,
-            chunks: chunks.len(),
-            add_bos: bos.is_some(),
-        });
-        Ok::<_, String>(chunks)
-    };
     // A NaN or infinite perplexity is the model file's fault: name it.
     let model_err = |e: PerplexityError| match e {
         PerplexityError::NonFinite { .. } => format!("{}: {e}", model_path.display()),
         e => e.to_string(),
     };
+    // The reference engine on `device`; `fallback` says why it runs a file Auto gave the runtime.
+    let reference = |device: Device,
+                     fallback: Option<String>,
+                     on_text: &mut dyn FnMut(&TextInfo),
+                     progress: &mut dyn FnMut(PerplexityProgress)| {
+        let (source, tokenizer) = open_model(model_path)?;
+        let chunks = chunks_of(&tokenizer, fallback, on_text)?;
+        let model = Model::new(source.as_ref(), device).map_err(|e| e.to_string())?;
+        perplexity(&model, &chunks, progress).map_err(model_err)
+    };
     match engine {
         Engine::Runtime(kv) => {
             let file = open_gguf(model_path)?;
             let tokenizer = tokenizer_of_gguf(model_path, &file)?;
-            let model = athena_runtime::Model::load(&file)
-                .map_err(|e| format!("{}: {e}", model_path.display()))?;
-            let chunks = chunks_of(&tokenizer, on_text)?;
-            perplexity_runtime(&model, &chunks, kv, progress).map_err(model_err)
+            match athena_runtime::Model::load(&file) {
+                Ok(model) => {
+                    let chunks = chunks_of(&tokenizer, None, on_text)?;
+                    perplexity_runtime(&model, &chunks, kv, progress).map_err(model_err)
+                }
+                // llama.cpp's other types (K-quants, Q4_0, Q5_0, ...) are read by the reference
+                // path, so a file of any llama.cpp quantizer compares without a flag.
+                Err(e @ athena_runtime::RuntimeError::UnsupportedType { .. }) if auto => {
+                    reference(Device::Cpu, Some(e.to_string()), on_text, progress)
+                }
+                Err(e) => Err(format!("{}: {e}", model_path.display())),
+            }
         }
-        Engine::Reference(device) => {
-            let (source, tokenizer) = open_model(model_path)?;
-            let chunks = chunks_of(&tokenizer, on_text)?;
-            let model = Model::new(source.as_ref(), device).map_err(|e| e.to_string())?;
-            perplexity(&model, &chunks, progress).map_err(model_err)
-        }
+        Engine::Reference(device) => reference(device, None, on_text, progress),
         Engine::Auto => unreachable!("Auto is resolved above"),
     }
 }
@@ -370,7 +388,13 @@ pub fn perplexity_with_bar(
                         text.ctx,
                         info.add_bos,
                         start.elapsed().as_secs_f64()
-                    )
+                    );
+                    if let Some(why) = &info.fallback {
+                        eprintln!(
+                            "{}: {why}: measuring with the reference engine",
+                            model_path.display()
+                        );
+                    }
                 });
             }
         },
