@@ -79,24 +79,34 @@ impl Tiny {
         q4
     }
 
-    fn ppl(&self, file: &str, engine: &str) -> f64 {
-        let o = Command::new(env!("CARGO_BIN_EXE_athena-eval"))
+    /// athena-eval on `file` over the first four 16-token chunks of the text, with `extra` args.
+    fn eval(&self, file: &str, extra: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_athena-eval"))
             .arg(self.path(file))
             .arg("--text")
             .arg(self.path("text.txt"))
-            .args(["--ctx", "16", "--chunks", "4", "--engine", engine])
+            .args(["--ctx", "16", "--chunks", "4"])
+            .args(extra)
             .output()
-            .unwrap();
-        let out = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let line = out.lines().find(|l| l.starts_with("ppl = ")).unwrap();
-        line[6..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
             .unwrap()
     }
+
+    fn ppl(&self, file: &str, engine: &str) -> f64 {
+        ppl_of(&self.eval(file, &["--engine", engine]))
+    }
+}
+
+/// The perplexity of a successful athena-eval run, from its `ppl = P +/- E ...` line.
+fn ppl_of(o: &Output) -> f64 {
+    assert!(o.status.success(), "{}", stderr(o));
+    let out = stdout(o);
+    let line = out.lines().find(|l| l.starts_with("ppl = ")).unwrap();
+    line[6..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 fn run(args: &[&str], file: &Path) -> Output {
@@ -221,37 +231,19 @@ fn bad_input_gets_a_one_line_error() {
 fn eval_measures_other_llama_cpp_types_on_the_reference_path() {
     let t = Tiny::new("llama");
     t.q4_file();
-    let auto = Command::new(env!("CARGO_BIN_EXE_athena-eval"))
-        .arg(t.path("q4.gguf"))
-        .arg("--text")
-        .arg(t.path("text.txt"))
-        .args(["--ctx", "16", "--chunks", "4"])
-        .output()
-        .unwrap();
-    assert!(auto.status.success(), "{}", stderr(&auto));
+    let auto = t.eval("q4.gguf", &[]);
+    let auto_ppl = ppl_of(&auto);
     assert!(
         stderr(&auto).contains("type Q4_0 is not supported by the runtime")
             && stderr(&auto).contains("measuring with the reference engine"),
         "{}",
         stderr(&auto)
     );
-    let auto_ppl = stdout(&auto)
-        .lines()
-        .find_map(|l| l.strip_prefix("ppl = "))
-        .and_then(|l| l.split_whitespace().next())
-        .map(|p| p.parse::<f64>().unwrap())
-        .unwrap();
     assert_eq!(auto_ppl, t.ppl("q4.gguf", "reference"));
     // Q4_0 moved the model: the fallback measured the Q4_0 tensor, not the f32 one.
     assert_ne!(auto_ppl, t.ppl("f32.gguf", "reference"));
 
-    let runtime = Command::new(env!("CARGO_BIN_EXE_athena-eval"))
-        .arg(t.path("q4.gguf"))
-        .arg("--text")
-        .arg(t.path("text.txt"))
-        .args(["--ctx", "16", "--chunks", "4", "--engine", "runtime"])
-        .output()
-        .unwrap();
+    let runtime = t.eval("q4.gguf", &["--engine", "runtime"]);
     assert_eq!(runtime.status.code(), Some(1));
     assert!(stderr(&runtime).contains("blk.0.ffn_down.weight"));
 }
